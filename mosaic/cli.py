@@ -1,0 +1,181 @@
+"""The `mosaic` command. Thin: it checks the input, starts the flow and prints the result."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import BackendError, BadOption, MosaicError
+from .schema import DEFAULT_PHASES, PHASES, count_calls
+
+EXAMPLES = """examples:
+  mosaic run photo.jpg                                   # the built-in offline reader
+  mosaic run photo.jpg --model ollama_chat/qwen2.5vl:7b  # Ollama on this machine
+  mosaic run photo.jpg --model openai/qwen2.5-vl --api-base http://127.0.0.1:8080/v1 --density dense
+  mosaic run photo.jpg --grid 4x2 --phases text --json > report.json
+  mosaic run --sample                                    # the bundled sample image
+"""
+
+SAMPLE = Path(__file__).parent / "samples" / "street.jpg"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mosaic", description="Review a high-resolution image with a small local vision model, tile by tile.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="review an image", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("image", nargs="?", help="the image to review")
+    run.add_argument("--sample", action="store_true", help="review the bundled sample image")
+    run.add_argument("--model", help="LiteLLM model string, or 'offline' / 'offline:896' (default: $MOSAIC_MODEL or offline)")
+    run.add_argument("--api-base", help="backend address, e.g. http://127.0.0.1:8080/v1 (default: $MOSAIC_API_BASE)")
+    run.add_argument("--density", default="light", help="quick 2×2, light 3×3, dense 4×4, max 5×5, or auto (default: light)")
+    run.add_argument("--grid", help="COLSxROWS, overrides --density, e.g. 4x2")
+    run.add_argument("--phases", default=",".join(DEFAULT_PHASES),
+                     help=f"comma-separated, from {', '.join(PHASES)} (default: {','.join(DEFAULT_PHASES)}); "
+                          "'inspect' asks for everything in one call")
+    run.add_argument("--concurrency", type=int, help="model calls in flight at once (default: $MOSAIC_CONCURRENCY or 2)")
+    run.add_argument("--out", help="folder for report folders (default: ./mosaic-reports)")
+    run.add_argument("--json", action="store_true", help="print only the final report as JSON on stdout")
+    run.add_argument("--no-cache", action="store_true", help="skip the call memo (neither read nor write it)")
+    run.set_defaults(func=cmd_run)
+
+    cache = commands.add_parser("cache", help="the call memo: stats or clear")
+    cache.add_argument("action", choices=["stats", "clear"])
+    cache.set_defaults(func=cmd_cache)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except MosaicError as e:
+        print(f"mosaic: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("\nmosaic: interrupted; finished calls are kept in the memo, run the same command to go on", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: still one line, and the details with -v
+        if args.verbose:
+            raise
+        print(f"mosaic: unexpected error: {type(e).__name__}: {_one_line(e)} (run with -v for details)", file=sys.stderr)
+        return 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .images import load_image, set_pixel_limit
+    from .llm import check_reachable, resolve_model
+    from .settings import load_settings
+    from .tiles import choose_grid, input_px_for
+
+    settings = _settings(model=args.model, api_base=args.api_base, concurrency=args.concurrency, out_dir=args.out)
+    if args.sample:
+        args.image = str(SAMPLE)
+    if not args.image:
+        raise BadOption("no image given: mosaic run IMAGE (or --sample for the bundled one)")
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown or not phases:
+        raise BadOption(f"invalid phases {args.phases!r}: choose from {', '.join(PHASES)}")
+    try:
+        model = resolve_model(settings.model, settings.offline_budget)
+    except ValueError as e:
+        raise BadOption(str(e)) from None
+    set_pixel_limit(_max_megapixels())
+    loaded = load_image(args.image)
+    width, height = loaded.size
+    try:
+        cols, rows, density = choose_grid(width, height, args.density, args.grid, model, input_px_for(model, settings.offline_budget))
+    except ValueError as e:
+        raise BadOption(str(e)) from None
+    del loaded
+    check_reachable(model, settings.api_base)
+    total = count_calls(cols, rows, phases)
+    print(f"mosaic: {Path(args.image).name} {width}×{height}, {cols}×{rows} grid ({density}), phases {','.join(phases)}: "
+          f"{total} calls to {model}" + (f" at {settings.api_base}" if settings.api_base else ""), file=sys.stderr)
+
+    state = _run_flow(args, settings, phases, density)
+    if not state.is_completed():
+        error = state.result(raise_on_failure=False)
+        if isinstance(error, MosaicError):
+            raise error
+        raise BackendError(f"the run failed: {_one_line(error) or state.message}")
+    report = state.result()
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        calls = report["calls"]
+        print(report["review"])
+        print(f"\n{calls['total']} calls ({calls['cached']} from the memo) in {report['elapsed_s']:.1f} s; "
+              f"report: {report['report_dir']}", file=sys.stderr)
+    return 0
+
+
+def _run_flow(args, settings, phases, density):
+    _quiet_prefect(args.verbose)
+    from flows.review import run_review
+
+    return run_review(
+        concurrency=settings.concurrency, image_path=str(Path(args.image).resolve()), model=settings.model,
+        api_base=settings.api_base, density=args.density if not args.grid else density, grid=args.grid,
+        phases=phases, out_dir=str(settings.out_dir), use_memo=not args.no_cache, show_progress=sys.stderr.isatty() or args.json,
+    )
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .memo import Memo
+
+    settings = _settings()
+    memo = Memo(settings.cache_dir, settings.cache_size_mb)
+    if args.action == "stats":
+        stats = memo.stats()
+        print(f"{settings.cache_dir}: {stats['entries']} calls, {stats['bytes'] / 1e6:.1f} MB")
+    else:
+        print(f"cleared {memo.clear()} calls from {settings.cache_dir}")
+    return 0
+
+
+def _settings(**overrides):
+    from pydantic import ValidationError
+
+    from .settings import load_settings
+
+    try:
+        return load_settings(**overrides)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise BadOption(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def _max_megapixels() -> float | None:
+    value = os.environ.get("MOSAIC_MAX_IMAGE_MP")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        raise BadOption(f"invalid MOSAIC_MAX_IMAGE_MP={value!r}: a number of megapixels") from None
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    """Prefect logs each failed try with a traceback; the user gets one line from us instead."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no internet: its telemetry only logs errors
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(Path(__file__).with_name("quiet-logging.yml")))
+
+
+def _one_line(error: object) -> str:
+    return next((s for s in str(error).splitlines() if s.strip()), "")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""What every step of a run needs besides its own inputs: where calls go and where the memo lives."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from .memo import BlobStore, Memo
+from .schema import Backend
+
+
+class RunContext(BaseModel):
+    backend: Backend
+    cache_dir: str
+    use_memo: bool = True
+    memo_size_mb: int = 2048
+
+    @property
+    def blobs(self) -> BlobStore:
+        return BlobStore(Path(self.cache_dir) / "blobs")
+
+    @property
+    def memo(self) -> Memo | None:
+        return open_memo(self.cache_dir, self.memo_size_mb) if self.use_memo else None
+
+
+@lru_cache(maxsize=8)
+def open_memo(cache_dir: str, size_mb: int) -> Memo:
+    return Memo(Path(cache_dir), size_mb)

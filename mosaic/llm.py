@@ -1,0 +1,177 @@
+"""The one place Mosaic calls a model: through LiteLLM, with the disk memo in front.
+
+A memo hit makes no network call. Errors are classified (worth retrying or not), carry the backend's address,
+never the API key, and are never memoized."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import time
+from urllib.parse import urlparse
+
+from .errors import BackendError
+from .memo import BlobStore, Memo
+from .schema import Backend, ModelCall, ModelReply
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no cost-map download at import
+
+OFFLINE_PROVIDER = "mosaic_offline"
+OLLAMA_DEFAULT = "http://localhost:11434"
+
+
+def resolve_model(model: str, offline_budget: int = 448) -> str:
+    """'offline' and 'offline:896' name the built-in reader; everything else is a LiteLLM model string."""
+    if model == "offline" or model.startswith("offline:"):
+        budget = model.partition(":")[2] or str(offline_budget)
+        if not budget.isdigit() or not 32 <= int(budget) <= 8192:
+            raise ValueError(f"invalid offline budget in {model!r}: use offline or offline:PIXELS, e.g. offline:896")
+        return f"{OFFLINE_PROVIDER}/ocr-{int(budget)}"
+    return model
+
+
+def is_ollama(model: str) -> bool:
+    return model.startswith(("ollama/", "ollama_chat/"))
+
+
+def backend_address(model: str, api_base: str | None) -> str:
+    if api_base:
+        return api_base
+    if is_ollama(model):
+        return OLLAMA_DEFAULT
+    if model.startswith(OFFLINE_PROVIDER + "/"):
+        return "the built-in offline reader"
+    return f"the {model.split('/')[0]} provider's default address"
+
+
+def call_options(backend: Backend) -> dict:
+    options: dict = {"temperature": backend.temperature, "max_tokens": backend.max_tokens}
+    if is_ollama(backend.model) and backend.num_ctx:
+        options["num_ctx"] = backend.num_ctx
+    return options
+
+
+def check_reachable(model: str, api_base: str | None, timeout_s: float = 3.0) -> None:
+    """Fail fast, naming the address, when a local backend's port does not answer."""
+    address = api_base or (OLLAMA_DEFAULT if is_ollama(model) else None)
+    if not address:
+        return
+    url = urlparse(address if "://" in address else f"http://{address}")
+    if not url.hostname:
+        raise BackendError(f"invalid backend address {address!r}: use e.g. http://127.0.0.1:8080/v1", retryable=False)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout_s):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise BackendError(f"cannot reach the backend at {address}: {reason.lower()}", retryable=False) from None
+
+
+def call_model(call: ModelCall, blobs: BlobStore, memo: Memo | None, timeout_s: float = 300.0) -> ModelReply:
+    key = call.key()
+    if memo is not None:
+        hit = memo.get(key)
+        if hit is not None:
+            return ModelReply(content=hit["content"], cached=True, usage=hit.get("usage") or {})
+    api_key = api_key_for(call)
+    started = time.monotonic()
+    try:
+        response = _litellm().completion(
+            model=call.model,
+            messages=build_messages(call, blobs),
+            api_base=call.api_base,
+            api_key=api_key,
+            timeout=timeout_s,
+            num_retries=0,  # retries belong to the Prefect task, one layer only
+            **call.options,
+        )
+        content = response.choices[0].message.content or ""
+    except BackendError:
+        raise
+    except Exception as e:  # LiteLLM wraps every provider's failure differently; classify once, here
+        raise classify(e, call, api_key) from None
+    if not content.strip():
+        raise BackendError(f"{backend_address(call.model, call.api_base)} returned an empty answer", retryable=True)
+    usage = _usage(response)
+    if memo is not None:
+        memo.put(key, content, usage)
+    return ModelReply(content=content, cached=False, elapsed_s=round(time.monotonic() - started, 3), usage=usage)
+
+
+def api_key_for(call: ModelCall) -> str | None:
+    """MOSAIC_API_KEY, else the provider's own variable; a local OpenAI-compatible server needs none, but the
+    OpenAI client insists on one, so it gets a placeholder."""
+    key = os.environ.get("MOSAIC_API_KEY")
+    if not key and call.model.startswith("openai/") and call.api_base:
+        key = os.environ.get("OPENAI_API_KEY") or "no-key-needed"
+    return key or None
+
+
+def build_messages(call: ModelCall, blobs: BlobStore) -> list[dict]:
+    parts: list[dict] = [{"type": "text", "text": call.prompt}]
+    for sha in call.images:
+        data = base64.b64encode(blobs.get(sha)).decode()
+        parts.append({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}})
+    return [{"role": "system", "content": call.system}, {"role": "user", "content": parts}]
+
+
+def classify(error: Exception, call: ModelCall, api_key: str | None) -> BackendError:
+    import litellm
+
+    where = backend_address(call.model, call.api_base)
+    detail = _first_line(str(error), api_key)
+    status = getattr(error, "status_code", None)
+    text = detail.lower()
+    if isinstance(error, litellm.NotFoundError) or status == 404 or ("not found" in text and "model" in text):
+        return BackendError(f"model '{call.model}' not found at {where} ({detail})", retryable=False)
+    if isinstance(error, litellm.ContextWindowExceededError) or "context" in text and "exceed" in text:
+        return BackendError(f"the request is too long for the model's context at {where} ({detail})", retryable=False)
+    if isinstance(error, (litellm.AuthenticationError, litellm.PermissionDeniedError)) or status in (401, 403):
+        return BackendError(f"{where} refused the credentials ({detail})", retryable=False)
+    if "llm provider not provided" in text or isinstance(error, getattr(litellm, "LiteLLMUnknownProvider", ())):
+        return BackendError(f"unknown model {call.model!r}: use a LiteLLM model string such as "
+                            "ollama_chat/qwen2.5vl:7b or openai/<name> with --api-base", retryable=False)
+    if isinstance(error, litellm.BadRequestError) and not isinstance(error, litellm.RateLimitError) or status in (400, 422):
+        return BackendError(f"{where} rejected the request ({detail})", retryable=False)
+    if isinstance(error, litellm.Timeout):
+        return BackendError(f"{where} did not answer in time ({detail})", retryable=True)
+    if isinstance(error, litellm.APIConnectionError) and "connect" in text:
+        return BackendError(f"cannot reach the backend at {where} ({detail})", retryable=True)
+    return BackendError(f"{where} failed: {detail}", retryable=True)
+
+
+def _first_line(message: str, secret: str | None) -> str:
+    line = next((s.strip() for s in message.splitlines() if s.strip()), "no detail")
+    if secret:
+        line = line.replace(secret, "***")
+    line = line.replace("litellm.", "")
+    return line if len(line) <= 300 else line[:299] + "…"
+
+
+def _usage(response) -> dict[str, int]:
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return {}
+    fields = ("prompt_tokens", "completion_tokens", "total_tokens")
+    return {f: int(getattr(usage, f, 0) or 0) for f in fields}
+
+
+_LITELLM = None
+
+
+def _litellm():
+    """Import LiteLLM once (it is slow to import) and register the offline reader as a custom provider."""
+    global _LITELLM
+    if _LITELLM is None:
+        import litellm
+
+        from .offline.provider import OfflineLLM
+
+        litellm.telemetry = False
+        litellm.suppress_debug_info = True
+        if not any(p.get("provider") == OFFLINE_PROVIDER for p in litellm.custom_provider_map):
+            litellm.custom_provider_map = [*litellm.custom_provider_map, {"provider": OFFLINE_PROVIDER, "custom_handler": OfflineLLM()}]
+        _LITELLM = litellm
+    return _LITELLM

@@ -1,0 +1,201 @@
+"""The built-in offline backend: an honest reader, not a vision-language model.
+
+It reads text with RapidOCR (its ONNX weights ship inside the wheel) and measures brightness, contrast, colour
+and sharpness. Every image is first shrunk to a budget (448 px on the long side by default), the way a small
+model's encoder shrinks what it is given, so tiling helps it for the same reason it helps a small VLM. It does
+not recognise objects and says so; synthesis calls collate what the earlier calls reported."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import re
+import threading
+from collections import OrderedDict
+
+import numpy as np
+from PIL import Image
+
+from ..images import shrink
+from ..prompts import task_of
+
+DEFAULT_BUDGET = 448
+UNCLEAR_BELOW = 0.80  # OCR confidence under which a reading is marked unclear
+
+_engine = None
+_engine_lock = threading.Lock()
+_ocr_memo: OrderedDict[tuple[str, int], list[tuple[str, float, tuple[float, float, float, float]]]] = OrderedDict()
+
+
+def budget_of(model: str) -> int:
+    m = re.search(r"ocr-(\d+)$", model)
+    return int(m.group(1)) if m else DEFAULT_BUDGET
+
+
+def answer(messages: list[dict], model: str) -> str:
+    prompt, images = _split(messages)
+    budget = budget_of(model)
+    task = task_of(prompt)
+    if task in ("tile-synthesis", "final-review"):
+        return collate_tile(prompt) if task == "tile-synthesis" else final_review(prompt, images, budget)
+    if not images:
+        return "The offline reader only reads images; this request has none."
+    image = images[0]
+    if task == "orientation":
+        return orientation(image, budget, prompt)
+    readings = [_reading(t, conf) for t, conf, _ in read_text(image, budget)]
+    if task == "text":
+        return _json({"readings": readings, "notes": f"offline OCR at {budget} px"})
+    if task == "subjects":
+        return _json(subjects(image, budget))
+    if task == "characteristics":
+        return _json({"notes": characteristics(image)})
+    if task == "inspect":
+        found = subjects(image, budget)
+        return _json({"readings": readings, "items": found["items"], "notes": characteristics(image)})
+    lines = [f"- {r['text']}" for r in readings] or ["(no text read)"]
+    return "Text read by the offline OCR reader:\n" + "\n".join(lines)
+
+
+def read_text(image: Image.Image, budget: int) -> list[tuple[str, float, tuple[float, float, float, float]]]:
+    """(text, confidence, box as fractions of the image) for each text line OCR finds at the budget size."""
+    key = (hashlib.sha256(image.tobytes()).hexdigest(), budget)
+    with _engine_lock:
+        if key in _ocr_memo:
+            _ocr_memo.move_to_end(key)
+            return _ocr_memo[key]
+    small = shrink(image, budget)
+    with _engine_lock:
+        result, _ = _ocr()(np.asarray(small))
+    found = []
+    for quad, text, conf in result or []:
+        xs, ys = [p[0] for p in quad], [p[1] for p in quad]
+        box = (min(xs) / small.width, min(ys) / small.height, max(xs) / small.width, max(ys) / small.height)
+        if text.strip():
+            found.append((text.strip(), float(conf), box))
+    with _engine_lock:
+        _ocr_memo[key] = found
+        while len(_ocr_memo) > 256:
+            _ocr_memo.popitem(last=False)
+    return found
+
+
+def orientation(image: Image.Image, budget: int, prompt: str) -> str:
+    m = re.search(r"(\d+)×(\d+) grid", prompt)
+    cols, rows = (int(m.group(1)), int(m.group(2))) if m else (1, 1)
+    texts = read_text(image, budget)
+    where = [f"'{t}' near r{min(rows, int((b[1] + b[3]) / 2 * rows)) + 1}c{min(cols, int((b[0] + b[2]) / 2 * cols)) + 1}" for t, _, b in texts]
+    read = f"At {budget} px it reads {len(texts)} text line(s): {', '.join(where)}." if texts else f"At {budget} px no text is legible."
+    return (
+        f"Offline reader (OCR and image measurements, no scene understanding). A {image.width}×{image.height} image; "
+        f"{characteristics(image)} {read} Regions worth a close look: every tile, for small text."
+    )
+
+
+def subjects(image: Image.Image, budget: int) -> dict:
+    texts = read_text(image, budget)
+    items = [f"a sign or label with text ({_place(b)})" for _, _, b in texts]
+    return {"items": items, "notes": "The offline reader does not recognise objects; it lists only where it found text."}
+
+
+def characteristics(image: Image.Image) -> str:
+    small = np.asarray(shrink(image, 512).convert("RGB"), dtype=np.float32)
+    grey = small @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    brightness, contrast = float(grey.mean()), float(grey.std())
+    lap = grey[1:-1, 1:-1] * 4 - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
+    sharpness = float(lap.var()) if lap.size else 0.0
+    r, g, b = (float(small[..., i].mean()) for i in range(3))
+    saturation = float((small.max(axis=2) - small.min(axis=2)).mean())
+    light = "dark" if brightness < 60 else "dim" if brightness < 100 else "bright" if brightness > 180 else "moderately lit"
+    cast = "neutral colour" if max(r, g, b) - min(r, g, b) < 12 else f"a {('red', 'green', 'blue')[int(np.argmax([r, g, b]))]} cast"
+    focus = "soft or blurred" if sharpness < 50 else "sharp"
+    return (
+        f"Lighting {light} (mean brightness {brightness:.0f}/255), contrast {contrast:.0f}, {cast}, "
+        f"saturation {saturation:.0f}, focus {focus} (Laplacian variance {sharpness:.0f})."
+    )
+
+
+def collate_tile(prompt: str) -> str:
+    observations = _data_block(prompt, "OBSERVATIONS")
+    readings = [r.get("text", "") for o in observations for r in o.get("readings", []) if isinstance(r, dict)]
+    notes = [o.get("notes", "") for o in observations if o.get("phase") == "characteristics" and o.get("notes")]
+    seen = list(dict.fromkeys(t for t in readings if t))
+    summary = f"Text read here: {', '.join(repr(t) for t in seen)}." if seen else "No legible text in this tile."
+    return _json({"summary": summary, "characteristics": notes[0] if notes else ""})
+
+
+def final_review(prompt: str, images: list[Image.Image], budget: int) -> str:
+    """Every distinct text the tiles reported, once, with the tiles it was read in; fragments of a longer
+    reading (a sign cut by a tile line) are folded into it."""
+    tiles_of: dict[str, list[str]] = {}
+    shown: dict[str, str] = {}
+    for report in _data_block(prompt, "TILE REPORTS"):
+        for reading in report.get("readings", []):
+            text = str(reading.get("text", ""))
+            key = "".join(text.split()).casefold()
+            if key:
+                shown.setdefault(key, text + (" (unclear)" if reading.get("unclear") else ""))
+                tiles_of.setdefault(key, []).append(str(report.get("tile")))
+    keys = [k for k in shown if not any(k != other and k in other for other in shown)]
+    lines = ["Offline review by Mosaic's built-in reader (OCR and image measurements; it does not recognise objects).",
+             "", f"Text read ({len(keys)} distinct):"]
+    lines += [f'- "{shown[k]}" in {", ".join(dict.fromkeys(tiles_of[k]))}' for k in keys] or ["- none legible"]
+    if images:
+        lines += ["", "Whole image: " + characteristics(images[0])]
+    return "\n".join(lines)
+
+
+def _data_block(prompt: str, name: str) -> list[dict]:
+    m = re.search(rf"<<<{name}\n(.*)\n{name}>>>", prompt, re.S)
+    try:
+        data = json.loads(m.group(1)) if m else []
+    except json.JSONDecodeError:
+        return []
+    return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+
+
+def _reading(text: str, conf: float) -> dict:
+    return {"text": text, "romanized": None, "translation": None, "unclear": conf < UNCLEAR_BELOW}
+
+
+def _place(box: tuple[float, float, float, float]) -> str:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    vertical = "top" if cy < 1 / 3 else "bottom" if cy > 2 / 3 else "middle"
+    horizontal = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else "centre"
+    return f"{vertical} {horizontal}"
+
+
+def _split(messages: list[dict]) -> tuple[str, list[Image.Image]]:
+    texts: list[str] = []
+    images: list[Image.Image] = []
+    for message in messages:
+        content = message.get("content")
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        for part in parts:
+            if part.get("type") == "text":
+                texts.append(part.get("text") or "")
+            elif part.get("type") == "image_url":
+                url = part["image_url"]["url"] if isinstance(part.get("image_url"), dict) else part.get("image_url")
+                images.append(_decode(url))
+    user_text = texts[-1] if texts else ""
+    return user_text, images
+
+
+def _decode(url: str) -> Image.Image:
+    data = url.split(",", 1)[1] if url.startswith("data:") else url
+    return Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+
+
+def _ocr():
+    global _engine
+    if _engine is None:
+        from rapidocr_onnxruntime import RapidOCR
+
+        _engine = RapidOCR()
+    return _engine
+
+
+def _json(obj: dict) -> str:
+    return json.dumps(obj, ensure_ascii=False)

@@ -1,0 +1,218 @@
+"""The steps of a review as plain functions. tasks/ wraps them for Prefect; nothing here needs Prefect."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from . import prompts
+from .images import encode_png, load_image, shrink
+from .llm import call_model, call_options
+from .memo import BlobStore, Memo
+from .schema import (
+    Backend,
+    FinalReport,
+    ModelCall,
+    ModelReply,
+    Observation,
+    Plan,
+    Reading,
+    TileReport,
+    View,
+)
+from .errors import BadOption
+from .tiles import cell_label, choose_grid, input_px_for, neighbor_pairs, seam_box, tile_boxes
+
+
+def prepare(image_path: str, density: str, grid: str | None, phases: list[str], model: str, blobs: BlobStore,
+            orientation_px: int = 1280, view_px: int = 1280, offline_budget: int = 448) -> Plan:
+    """Decode the image once, choose the grid, cut every view, store each as PNG by its sha256, fix the plan."""
+    loaded = load_image(image_path)
+    image = loaded.image
+    width, height = image.size
+    try:
+        cols, rows, density = choose_grid(width, height, density, grid, model, input_px_for(model, offline_budget))
+    except ValueError as e:
+        raise BadOption(str(e)) from None
+    boxes = tile_boxes(width, height, cols, rows)
+    views = [_view(blobs, image, cell_label(cell), "tile", [cell], box, view_px) for cell, box in boxes.items()]
+    for a, b in neighbor_pairs(cols, rows):
+        box = seam_box(boxes[a], boxes[b])
+        views.append(_view(blobs, image, f"{cell_label(a)}|{cell_label(b)}", "seam", [a, b], box, view_px))
+    overview = blobs.put(encode_png(shrink(image, orientation_px)))
+    return Plan(
+        image_path=str(image_path), image_sha256=loaded.sha256, width=width, height=height, notes=loaded.notes,
+        cols=cols, rows=rows, density=density, phases=list(phases), overview_sha256=overview, views=views,
+    )
+
+
+def _view(blobs: BlobStore, image, view_id: str, kind: str, cells: list, box, view_px: int) -> View:
+    crop = shrink(image.crop(box), view_px)
+    return View(id=view_id, kind=kind, cells=cells, box=box, image_sha256=blobs.put(encode_png(crop)))
+
+
+def orientation_call(plan: Plan, backend: Backend) -> ModelCall:
+    return _call(backend, prompts.orientation_prompt(plan.cols, plan.rows), [plan.overview_sha256])
+
+
+def view_call(plan: Plan, view: View, phase: str, orientation: str, backend: Backend) -> ModelCall:
+    common = dict(cols=plan.cols, rows=plan.rows, box=list(view.box))
+    if view.kind == "tile":
+        where = prompts.TILE_WHERE.format(label=view.id, width=plan.width, height=plan.height, **common)
+    else:
+        a, b = view.id.split("|")
+        where = prompts.SEAM_WHERE.format(a=a, b=b, **common)
+    return _call(backend, prompts.view_prompt(phase, orientation, where), [view.image_sha256])
+
+
+def tile_synthesis_call(plan: Plan, tile: View, observations: list[Observation], orientation: str, backend: Backend) -> ModelCall:
+    data = [_observation_data(o) for o in observations]
+    return _call(backend, prompts.tile_synthesis_prompt(orientation, tile.id, tile.box, data), [])
+
+
+def final_call(plan: Plan, orientation: str, reports: list[TileReport], backend: Backend) -> ModelCall:
+    data = [
+        {"tile": r.tile, "summary": r.report, "readings": [x.model_dump(exclude_none=True) for x in r.readings],
+         "subjects": r.subjects, "characteristics": r.characteristics}
+        for r in reports
+    ]
+    return _call(backend, prompts.final_prompt(orientation, plan.cols, plan.rows, data), [plan.overview_sha256])
+
+
+def _call(backend: Backend, prompt: str, images: list[str]) -> ModelCall:
+    return ModelCall(model=backend.model, api_base=backend.api_base, system=prompts.SYSTEM, prompt=prompt,
+                     images=images, options=call_options(backend))
+
+
+def _observation_data(o: Observation) -> dict:
+    data: dict = {"view": o.view, "phase": o.phase}
+    if o.readings:
+        data["readings"] = [r.model_dump(exclude_none=True, exclude={"where"}) for r in o.readings]
+    if o.items:
+        data["items"] = o.items
+    if o.notes:
+        data["notes"] = o.notes
+    return data
+
+
+def run_call(call: ModelCall, blobs: BlobStore, memo: Memo | None, timeout_s: float) -> ModelReply:
+    return call_model(call, blobs, memo, timeout_s)
+
+
+# --- reading the answers -------------------------------------------------------------------------------------
+
+def parse_json_object(text: str) -> dict | None:
+    """The JSON object in a model's answer: bare, fenced, or surrounded by prose. None when there is none."""
+    candidates = [text.strip()]
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.S)
+    if fenced:
+        candidates.append(fenced.group(1).strip())
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        candidates.append(text[start : end + 1])
+    for candidate in candidates:
+        try:
+            value = json.loads(candidate)
+        except (json.JSONDecodeError, ValueError):
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def parse_observation(view: View, phase: str, reply: ModelReply) -> Observation:
+    """Structured when the model gave the JSON asked for; otherwise the whole answer is kept as notes."""
+    data = parse_json_object(reply.content)
+    if data is None:
+        return Observation(view=view.id, phase=phase, notes=reply.content.strip(), structured=False, reply=reply)
+    return Observation(
+        view=view.id, phase=phase, readings=_readings(data.get("readings"), view.id), items=_strings(data.get("items")),
+        notes=_text(data.get("notes")), reply=reply,
+    )
+
+
+def _readings(value, where: str) -> list[Reading]:
+    readings: list[Reading] = []
+    for item in value if isinstance(value, list) else []:
+        if isinstance(item, str) and item.strip():
+            readings.append(Reading(text=item.strip(), where=where))
+        elif isinstance(item, dict) and _text(item.get("text")):
+            readings.append(Reading(
+                text=_text(item.get("text")), romanized=_text(item.get("romanized")) or None,
+                translation=_text(item.get("translation")) or None, unclear=bool(item.get("unclear", False)), where=where,
+            ))
+    return readings
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value.strip()] if value.strip() else []
+    return [_text(v) for v in value if _text(v)] if isinstance(value, list) else []
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    return value.strip() if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def squash(text: str) -> str:
+    return re.sub(r"\s+", "", text).casefold()
+
+
+def merge_readings(readings: list[Reading]) -> list[Reading]:
+    """One reading per distinct text; a reading contained in a longer one (a sign cut by a tile line) is dropped."""
+    unique: dict[str, Reading] = {}
+    for r in readings:
+        key = squash(r.text)
+        if not key:
+            continue
+        if key in unique:
+            kept = unique[key]
+            kept.where = ", ".join(dict.fromkeys(filter(None, [*(kept.where or "").split(", "), r.where])))
+            kept.unclear = kept.unclear and r.unclear
+        else:
+            unique[key] = r.model_copy()
+    keys = list(unique)
+    return [unique[k] for k in keys if not any(k != other and k in other for other in keys)]
+
+
+def make_tile_report(tile: View, observations: list[Observation], reply: ModelReply) -> TileReport:
+    """Readings and subjects are merged here, in code, so the synthesis call cannot lose them."""
+    data = parse_json_object(reply.content) or {}
+    summary = _text(data.get("summary")) or reply.content.strip()
+    characteristics = _text(data.get("characteristics")) or next(
+        (o.notes for o in observations if o.phase == "characteristics" and o.view == tile.id), "")
+    col, row = tile.cells[0]
+    return TileReport(
+        tile=tile.id, position={"row": row + 1, "col": col + 1}, box=tile.box, report=summary,
+        readings=merge_readings([r for o in observations for r in o.readings]),
+        subjects=list(dict.fromkeys(i for o in observations for i in o.items)),
+        characteristics=characteristics, views=sorted({o.view for o in observations}),
+    )
+
+
+def complete_review(review: str, reports: list[TileReport]) -> tuple[str, list[Reading]]:
+    """All readings of the run, and the review with any reading it left out appended, so none is lost."""
+    readings = merge_readings([r for t in reports for r in t.readings])
+    present = squash(review)
+    missing = [r for r in readings if squash(r.text) not in present]
+    if missing:
+        lines = [f"- \"{r.text}\" ({r.where}){' (unclear)' if r.unclear else ''}" for r in missing]
+        review = review.rstrip() + "\n\nAlso read in the tiles:\n" + "\n".join(lines)
+    return review, readings
+
+
+def report_dir_name(plan: Plan, backend: Backend) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(plan.image_path).stem)[:40] or "image"
+    settings = f"{backend.model}|{backend.api_base}|{plan.cols}x{plan.rows}|{','.join(plan.phases)}"
+    from .schema import canonical_sha256
+
+    return f"{stem}-{plan.image_sha256[:8]}-{canonical_sha256(settings)[:8]}"
+
+
+__all__ = [
+    "FinalReport", "complete_review", "final_call", "make_tile_report", "orientation_call", "parse_observation",
+    "prepare", "run_call", "tile_synthesis_call", "view_call",
+]

@@ -1,0 +1,43 @@
+"""A one-line progress bar on stderr: tiles and calls done."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+
+class Progress:
+    def __init__(self, total_calls: int, total_tiles: int, enabled: bool = True, stream=None):
+        self.total_calls, self.total_tiles = total_calls, total_tiles
+        self.calls = self.cached = self.tiles = self.failed = 0
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self._lock = threading.Lock()
+
+    def call_done(self, cached: bool = False, failed: bool = False) -> None:
+        with self._lock:
+            self.calls += 1
+            self.cached += int(cached)
+            self.failed += int(failed)
+        self._draw()
+
+    def tile_done(self) -> None:
+        with self._lock:
+            self.tiles += 1
+        self._draw()
+
+    def _draw(self) -> None:
+        if not self.enabled:
+            return
+        width = 24
+        filled = width * self.calls // max(1, self.total_calls)
+        bar = "#" * filled + "." * (width - filled)
+        extra = f", {self.cached} from memo" if self.cached else ""
+        extra += f", {self.failed} failed" if self.failed else ""
+        self.stream.write(f"\r[{bar}] tiles {self.tiles}/{self.total_tiles}  calls {self.calls}/{self.total_calls}{extra} ")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()

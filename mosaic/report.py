@@ -1,0 +1,87 @@
+"""Writing a run's report folder: report.json, report.md and overview.png (the photo with the grid drawn on it)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from .images import shrink
+from .memo import BlobStore
+from .schema import FinalReport, Plan
+
+OVERVIEW_PX = 1600
+
+
+def write_report(report: FinalReport, plan: Plan, blobs: BlobStore, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    report.report_dir = str(folder)
+    _atomic_write(folder / "report.json", report.model_dump_json(indent=2).encode())
+    _atomic_write(folder / "report.md", render_markdown(report).encode())
+    _atomic_write(folder / "overview.png", overview_png(plan, blobs))
+    return folder
+
+
+def render_markdown(report: FinalReport) -> str:
+    lines = [
+        f"# Mosaic review: {Path(report.image).name}",
+        "",
+        f"- Model: `{report.model}`" + (f" at {report.api_base}" if report.api_base else ""),
+        f"- Grid: {report.grid} ({report.density}), phases: {', '.join(report.phases)}",
+        f"- Calls: {report.calls.total} answered ({report.calls.made} made, {report.calls.cached} from the memo, "
+        f"{report.calls.failed} failed) of {report.calls.planned} planned; {report.elapsed_s:.1f} s",
+    ]
+    if report.failed_tiles:
+        lines.append(f"- **Incomplete**: tiles {', '.join(report.failed_tiles)} failed; run the same command again to finish.")
+    lines += [f"- Note: {n}" for n in report.notes]
+    lines += ["", "![grid](overview.png)", "", "## Review", "", report.review or "_(not written: the run is incomplete)_",
+              "", "## Orientation", "", report.orientation, "", "## Tiles", ""]
+    for tile in report.tiles:
+        lines.append(f"### {tile.tile} — pixels {list(tile.box)}")
+        lines.append("")
+        lines.append(tile.report)
+        if tile.readings:
+            lines.append("")
+            lines += [f"- \"{r.text}\"" + (f" ({r.romanized})" if r.romanized else "") + (f" — {r.translation}" if r.translation else "")
+                      + (" (unclear)" if r.unclear else "") + f" [{r.where}]" for r in tile.readings]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def overview_png(plan: Plan, blobs: BlobStore) -> bytes:
+    """The photo with the tile grid drawn and each tile labelled, so a finding can be traced to its tile."""
+    base = Image.open(io.BytesIO(blobs.get(plan.overview_sha256))).convert("RGB")
+    base = shrink(base, OVERVIEW_PX) if max(base.size) > OVERVIEW_PX else base
+    if max(base.size) < 800:  # a small photo still gets legible labels
+        factor = 800 / max(base.size)
+        base = base.resize((round(base.width * factor), round(base.height * factor)), Image.Resampling.LANCZOS)
+    sx, sy = base.width / plan.width, base.height / plan.height
+    draw = ImageDraw.Draw(base)
+    font = ImageFont.load_default(size=max(12, base.height // 30))
+    line = max(2, base.width // 400)
+    for view in plan.tiles:
+        x0, y0, x1, y1 = view.box
+        box = (round(x0 * sx), round(y0 * sy), round(x1 * sx) - 1, round(y1 * sy) - 1)
+        draw.rectangle(box, outline=(255, 230, 0), width=line)
+        tx, ty = box[0] + line * 3, box[1] + line * 3
+        text_box = draw.textbbox((tx, ty), view.id, font=font)
+        draw.rectangle((text_box[0] - 4, text_box[1] - 3, text_box[2] + 4, text_box[3] + 3), fill=(0, 0, 0))
+        draw.text((tx, ty), view.id, fill=(255, 230, 0), font=font)
+    buf = io.BytesIO()
+    base.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def load_report(path: Path) -> FinalReport:
+    return FinalReport.model_validate(json.loads(Path(path).read_text()))

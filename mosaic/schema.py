@@ -1,0 +1,169 @@
+"""The data a run passes around and reports, as pydantic models."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from .tiles import Box, Cell, cell_label
+
+Phase = Literal["text", "subjects", "characteristics", "inspect"]
+PHASES: tuple[str, ...] = ("text", "subjects", "characteristics", "inspect")
+DEFAULT_PHASES: tuple[str, ...] = ("text", "subjects", "characteristics")
+# A seam crop exists to catch what crosses a tile line; lighting and defects are already seen in both tiles.
+SEAM_PHASES: tuple[str, ...] = ("text", "subjects", "inspect")
+
+
+def canonical_sha256(data: object) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+
+
+class Backend(BaseModel):
+    """Where calls go. Holds no secret: the API key is read from the environment at call time."""
+
+    model: str
+    api_base: str | None = None
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    num_ctx: int | None = None
+    timeout_s: float = 300.0
+
+
+class ModelCall(BaseModel):
+    """Everything that decides a model's answer. Images are named by the sha256 of their bytes."""
+
+    model: str
+    api_base: str | None = None
+    system: str
+    prompt: str
+    images: list[str] = Field(default_factory=list)
+    options: dict[str, float | int | str | None] = Field(default_factory=dict)
+
+    def key(self) -> str:
+        return canonical_sha256(self.model_dump(mode="json"))
+
+
+class ModelReply(BaseModel):
+    content: str
+    cached: bool = False
+    elapsed_s: float = 0.0
+    usage: dict[str, int] = Field(default_factory=dict)
+
+
+class View(BaseModel):
+    """One crop the model looks at: a tile, or a window centred on the seam between two tiles."""
+
+    id: str  # "r1c2" for a tile, "r1c2|r1c3" for a seam
+    kind: Literal["tile", "seam"]
+    cells: list[Cell]
+    box: Box
+    image_sha256: str
+
+
+class Plan(BaseModel):
+    """What a run will do, fixed before the first call."""
+
+    image_path: str
+    image_sha256: str
+    width: int
+    height: int
+    notes: list[str] = Field(default_factory=list)
+    cols: int
+    rows: int
+    density: str
+    phases: list[str]
+    overview_sha256: str  # the whole image at orientation size
+    views: list[View]
+
+    @property
+    def tiles(self) -> list[View]:
+        return [v for v in self.views if v.kind == "tile"]
+
+    @property
+    def seams(self) -> list[View]:
+        return [v for v in self.views if v.kind == "seam"]
+
+    def phases_for(self, view: View) -> list[str]:
+        return [p for p in self.phases if view.kind == "tile" or p in SEAM_PHASES]
+
+    def views_touching(self, cell: Cell) -> list[View]:
+        return [v for v in self.views if list(cell) in [list(c) for c in v.cells]]
+
+    @property
+    def total_calls(self) -> int:
+        return count_calls(self.cols, self.rows, self.phases)
+
+
+def count_calls(cols: int, rows: int, phases: list[str] | tuple[str, ...]) -> int:
+    """Orientation + every phase on every tile + seam phases on every shared edge + a synthesis per tile + the final."""
+    tiles = cols * rows
+    seams = rows * (cols - 1) + cols * (rows - 1)
+    seam_phases = [p for p in phases if p in SEAM_PHASES]
+    return 1 + tiles * len(phases) + seams * len(seam_phases) + tiles + 1
+
+
+class Reading(BaseModel):
+    text: str
+    romanized: str | None = None
+    translation: str | None = None
+    unclear: bool = False
+    where: str | None = None  # the view(s) it was read in
+
+
+class Observation(BaseModel):
+    view: str
+    phase: str
+    readings: list[Reading] = Field(default_factory=list)
+    items: list[str] = Field(default_factory=list)
+    notes: str = ""
+    structured: bool = True  # False when the model's answer was not the JSON asked for and is kept as plain text
+    reply: ModelReply
+
+
+class TileReport(BaseModel):
+    tile: str  # r1c1 is the top-left tile
+    position: dict[str, int]  # {"row": 1, "col": 1}, 1-based like the label
+    box: Box  # pixels of the original image, x0 y0 x1 y1
+    report: str  # the tile's synthesis
+    readings: list[Reading]
+    subjects: list[str]
+    characteristics: str = ""
+    views: list[str]
+
+
+class CallStats(BaseModel):
+    planned: int
+    total: int = 0  # answered calls in this run (made + cached)
+    made: int = 0  # reached the backend
+    cached: int = 0  # served from the memo
+    failed: int = 0
+
+
+class FinalReport(BaseModel):
+    image: str
+    image_sha256: str
+    size: tuple[int, int]
+    model: str
+    api_base: str | None
+    density: str
+    grid: str  # "4x2": columns x rows
+    cols: int
+    rows: int
+    phases: list[str]
+    notes: list[str] = Field(default_factory=list)
+    orientation: str
+    review: str
+    readings: list[Reading]
+    tiles: list[TileReport]
+    failed_tiles: list[str] = Field(default_factory=list)
+    calls: CallStats
+    elapsed_s: float
+    report_dir: str | None = None
+    complete: bool = True
+
+
+def tile_id(cell: Cell) -> str:
+    return cell_label(cell)

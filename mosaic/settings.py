@@ -1,0 +1,51 @@
+"""Settings read from the environment (prefix MOSAIC_) and overridden by command-line options."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_cache_dir() -> Path:
+    """`cache/` in a source checkout, else the user's cache directory."""
+    if (PROJECT_ROOT / "pyproject.toml").exists() and (PROJECT_ROOT / "cache").is_dir():
+        return PROJECT_ROOT / "cache"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mosaic"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MOSAIC_", extra="ignore")
+
+    model: str = Field(
+        "offline",
+        description="LiteLLM model string, e.g. ollama_chat/qwen2.5vl:7b or openai/<name>; "
+        "'offline' (or 'offline:896') is the built-in OCR reader.",
+    )
+    api_base: str | None = Field(None, description="Backend address, e.g. http://127.0.0.1:8080/v1 for a llama.cpp server.")
+    api_key: str | None = Field(None, description="API key for the backend, if it needs one. Never stored or logged.")
+    cache_dir: Path = Field(default_factory=default_cache_dir, description="Where the call memo lives.")
+    cache_size_mb: int = Field(2048, description="Size limit of the call memo; the least recently used entries go first.")
+    out_dir: Path = Field(Path("mosaic-reports"), description="Folder under which each run writes its report folder.")
+    concurrency: int = Field(2, ge=1, le=64, description="Model calls in flight at once (one local server: 1–4).")
+    retries: int = Field(3, ge=0, le=10, description="Retries of a failed model call, with exponential backoff.")
+    retry_delay_s: float = Field(1.0, ge=0, description="First backoff delay; it doubles on each retry.")
+    timeout_s: float = Field(300.0, gt=0, description="Time limit of one model call.")
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 keeps readings reproducible.")
+    max_tokens: int = Field(1024, gt=0, description="Upper bound of tokens per answer.")
+    num_ctx: int | None = Field(
+        8192, description="Context size asked of Ollama backends (its 2–4k default can be overflowed by one image)."
+    )
+    orientation_px: int = Field(1280, ge=64, description="Long side of the whole image sent for orientation and synthesis.")
+    view_px: int = Field(1280, ge=64, description="Largest long side of a tile or seam crop sent to the model.")
+    offline_budget: int = Field(448, ge=32, description="Long side the offline reader shrinks every image to (its 'encoder').")
+
+
+def load_settings(**overrides) -> Settings:
+    """Environment first, then the non-None overrides (command-line options)."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from mosaic import pipeline
+from mosaic.context import RunContext
+from mosaic.errors import BackendError
+from mosaic.report import write_report
+from mosaic.schema import FinalReport, ModelReply, Observation, Plan, TileReport, View
+
+
+def worth_retrying(task, task_run, state) -> bool:
+    """Retry what can pass on a second try (timeouts, 5xx, 429); not a bad request or an unknown model."""
+    try:
+        state.result()
+    except BackendError as e:
+        return e.retryable
+    except Exception:
+        return True
+    return True
+
+
+# The memo is the cache: it is content-addressed and shared by every run, so Prefect's own result cache is off.
+model_task = dict(
+    retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=1), retry_jitter_factor=0.2,
+    retry_condition_fn=worth_retrying, cache_policy=NO_CACHE, persist_result=False,
+)
+
+
+@task(name="prepare-image", cache_policy=NO_CACHE, persist_result=False)
+def prepare_image(image_path: str, density: str, grid: str | None, phases: list[str], ctx: RunContext,
+                  orientation_px: int = 1280, view_px: int = 1280, offline_budget: int = 448) -> Plan:
+    return pipeline.prepare(image_path, density, grid, phases, ctx.backend.model, ctx.blobs,
+                            orientation_px, view_px, offline_budget)
+
+
+@task(name="orient", **model_task)
+def orient(plan: Plan, ctx: RunContext) -> ModelReply:
+    return pipeline.run_call(pipeline.orientation_call(plan, ctx.backend), ctx.blobs, ctx.memo, ctx.backend.timeout_s)
+
+
+@task(name="inspect-view", task_run_name="{phase}-{view.id}", **model_task)
+def inspect_view(plan: Plan, view: View, phase: str, orientation: str, ctx: RunContext) -> Observation:
+    call = pipeline.view_call(plan, view, phase, orientation, ctx.backend)
+    reply = pipeline.run_call(call, ctx.blobs, ctx.memo, ctx.backend.timeout_s)
+    return pipeline.parse_observation(view, phase, reply)
+
+
+@task(name="synthesize-tile", task_run_name="synthesize-{tile.id}", **model_task)
+def synthesize_tile(plan: Plan, tile: View, observations: list[Observation], orientation: str,
+                    ctx: RunContext) -> tuple[TileReport, ModelReply]:
+    call = pipeline.tile_synthesis_call(plan, tile, observations, orientation, ctx.backend)
+    reply = pipeline.run_call(call, ctx.blobs, ctx.memo, ctx.backend.timeout_s)
+    return pipeline.make_tile_report(tile, observations, reply), reply
+
+
+@task(name="write-review", **model_task)
+def write_review(plan: Plan, orientation: str, reports: list[TileReport], ctx: RunContext) -> ModelReply:
+    call = pipeline.final_call(plan, orientation, reports, ctx.backend)
+    return pipeline.run_call(call, ctx.blobs, ctx.memo, ctx.backend.timeout_s)
+
+
+@task(name="save-report", cache_policy=NO_CACHE, persist_result=False)
+def save_report(report: FinalReport, plan: Plan, folder: str, ctx: RunContext) -> str:
+    return str(write_report(report, plan, ctx.blobs, Path(folder)))

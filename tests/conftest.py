@@ -1,0 +1,97 @@
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Isolate Prefect and LiteLLM before either is imported anywhere in the session.
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="mosaic-tests-"))
+os.environ["PREFECT_HOME"] = str(_SESSION_DIR / "prefect")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(_SESSION_DIR / "prefect-storage")
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "90"
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+os.environ.pop("PREFECT_API_URL", None)
+for key in [k for k in os.environ if k.startswith("MOSAIC_")]:
+    del os.environ[key]
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(autouse=True)
+def _mosaic_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOSAIC_CACHE_DIR", str(tmp_path / "memo"))
+    monkeypatch.setenv("MOSAIC_OUT_DIR", str(tmp_path / "reports"))
+    monkeypatch.setenv("MOSAIC_RETRIES", "1")
+    monkeypatch.setenv("MOSAIC_RETRY_DELAY_S", "0")
+
+
+def fake_vlm(messages: list[dict], model: str) -> str:
+    """A stand-in vision model: deterministic answers in the shapes Mosaic asks for.
+
+    Each image gets a reading derived from its bytes, so a test can follow one view's reading to the review."""
+    prompt = messages[-1]["content"] if isinstance(messages[-1]["content"], str) else next(
+        p["text"] for p in messages[-1]["content"] if p.get("type") == "text")
+    images = [p["image_url"]["url"] for m in messages if isinstance(m["content"], list)
+              for p in m["content"] if p.get("type") == "image_url"]
+    tag = hashlib.sha256(images[0].encode()).hexdigest()[:6].upper() if images else "NOIMG"
+    task = re.search(r"Mosaic task: ([\w-]+)", prompt)
+    task = task.group(1) if task else ""
+    if task == "orientation":
+        return f"A test scene {tag}."
+    if task in ("text", "inspect"):
+        return "```json\n" + json.dumps({"readings": [{"text": f"SIGN-{tag}", "unclear": False}], "notes": ""}) + "\n```"
+    if task == "subjects":
+        return json.dumps({"items": [f"object {tag}"]})
+    if task == "characteristics":
+        return "Plain prose: bright, sharp."  # not JSON on purpose: the pipeline must keep it as text
+    if task == "tile-synthesis":
+        return json.dumps({"summary": "merged", "characteristics": "bright"})
+    if task == "final-review":
+        return "FINAL REVIEW. " + " ".join(re.findall(r"SIGN-[0-9A-F]{6}", prompt)[:3])
+    return "?"
+
+
+def make_photo(path: Path, size=(1200, 800), mode="RGB", fmt=None, **save) -> Path:
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", size, (90, 120, 150))
+    draw = ImageDraw.Draw(img)
+    for i in range(0, size[0], 97):
+        draw.rectangle((i, size[1] // 3, i + 60, size[1] // 3 + 80), fill=(200, 180 - i % 50, 40))
+    img = img.convert(mode) if mode != "RGB" else img
+    img.save(path, format=fmt, **save)
+    return path
+
+
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    return make_photo(tmp_path / "photo.png")
+
+
+@pytest.fixture
+def vlm_server():
+    from mosaic.offline.server import ModelServer
+
+    with ModelServer(fake_vlm, models=["fake-vl"]) as server:
+        yield server
+
+
+def run_cli(*argv: str) -> tuple[int, str]:
+    """Run `mosaic` in this process (the Prefect ephemeral server is started once per session)."""
+    from mosaic.cli import main
+
+    out = io.StringIO()
+    saved = sys.stdout
+    sys.stdout = out
+    try:
+        code = main(list(argv))
+    finally:
+        sys.stdout = saved
+    return code, out.getvalue()

@@ -1,0 +1,69 @@
+"""Bad input: one line on stderr, a non-zero exit, no traceback — checked on the real command."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import make_photo
+
+
+def mosaic(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mosaic.cli", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def images(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "notes.jpg").write_text("not an image")
+    make_photo(tmp_path / "ok.png", size=(900, 600))
+    (tmp_path / "cut.png").write_bytes((tmp_path / "ok.png").read_bytes()[:2000])
+    make_photo(tmp_path / "tiny.png", size=(40, 40))
+    return tmp_path
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["run", "{d}/missing.jpg"], "no such file"),
+    (["run", "{d}/folder"], "is a folder"),
+    (["run", "{d}/empty.jpg"], "is empty"),
+    (["run", "{d}/notes.jpg"], "not an image"),
+    (["run", "{d}/cut.png"], "truncated or damaged"),
+    (["run", "{d}/tiny.png"], "too small for a 3×3 grid"),
+    (["run", "{d}/ok.png", "--density", "huge"], "invalid density"),
+    (["run", "{d}/ok.png", "--grid", "3by3"], "invalid grid"),
+    (["run", "{d}/ok.png", "--phases", "text,colour"], "invalid phases"),
+    (["run", "{d}/ok.png", "--model", "offline:abc"], "invalid offline budget"),
+    (["run", "{d}/ok.png", "--concurrency", "0"], "invalid setting concurrency"),
+    (["run", "{d}/ok.png", "--model", "openai/x", "--api-base", "http://127.0.0.1:{port}/v1"], "cannot reach the backend at http://127.0.0.1:"),
+    (["run", "{d}/ok.png", "--model", "ollama_chat/x", "--api-base", "http://127.0.0.1:{port}"], "connection refused"),
+])
+def test_bad_input_gets_one_line_and_nonzero_exit(images, args, expected):
+    port = free_port()
+    result = mosaic(*[a.format(d=images, port=port) for a in args])
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("mosaic: ") and expected in lines[0], result.stderr
+    assert result.stdout == ""
+
+
+def test_decompression_bomb_limit_can_be_raised(images):
+    big = make_photo(images / "big.png", size=(3000, 2000))
+    result = mosaic("run", str(big), "--grid", "1x1", env={"MOSAIC_MAX_IMAGE_MP": "2"})
+    assert result.returncode == 2 and "MOSAIC_MAX_IMAGE_MP=7" in result.stderr
+
+
+def test_help_shows_examples():
+    for args in (["--help"], ["run", "--help"]):
+        result = mosaic(*args)
+        assert result.returncode == 0 and "examples:" in result.stdout and "mosaic run photo.jpg" in result.stdout

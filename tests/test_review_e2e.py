@@ -1,0 +1,98 @@
+"""The whole `mosaic run` through LiteLLM to real HTTP servers on loopback, in both API styles."""
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from mosaic.offline.server import Fault
+from mosaic.schema import count_calls
+
+from conftest import run_cli
+
+PHASES = ["text", "subjects", "characteristics"]
+
+
+def review(image, server, style="openai", *extra):
+    model, base = ("openai/fake-vl", server.openai_base) if style == "openai" else ("ollama_chat/fake-vl", server.url)
+    return run_cli("run", str(image), "--model", model, "--api-base", base, "--json", *extra)
+
+
+@pytest.mark.parametrize("style", ["openai", "ollama"])
+def test_review_through_both_api_styles(photo, vlm_server, style):
+    code, out = review(photo, vlm_server, style, "--grid", "3x2")
+    assert code == 0
+    report = json.loads(out)
+    planned = count_calls(3, 2, PHASES)
+    assert report["calls"] == {"planned": planned, "total": planned, "made": planned, "cached": 0, "failed": 0}
+    assert len(vlm_server.chat_requests()) == planned
+    assert report["grid"] == "3x2" and len(report["tiles"]) == 6
+    assert report["tiles"][0]["position"] == {"row": 1, "col": 1} and report["tiles"][0]["box"] == [0, 0, 400, 400]
+    assert report["orientation"].startswith("A test scene")
+    # every reading from a tile or seam reaches the review, even those the model's review left out
+    seen = {r for req in vlm_server.chat_requests() for r in re.findall(r"SIGN-[0-9A-F]{6}", req.text)}
+    readings = {r["text"] for r in report["readings"]}
+    assert readings and readings <= seen
+    assert all(r in report["review"] for r in readings)
+    # a plain-text answer where JSON was asked is kept, not a crash
+    assert report["tiles"][0]["characteristics"] == "bright"
+    assert all(req.n_images == (0 if "tile-synthesis" in req.text else 1) for req in vlm_server.chat_requests())
+
+
+def test_rerun_of_a_finished_run_makes_no_call(photo, vlm_server):
+    code, out = review(photo, vlm_server, "openai", "--density", "quick")
+    assert code == 0
+    made = len(vlm_server.chat_requests())
+    code, out = review(photo, vlm_server, "openai", "--density", "quick")
+    assert code == 0
+    assert len(vlm_server.chat_requests()) == made
+    calls = json.loads(out)["calls"]
+    assert calls["made"] == 0 and calls["cached"] == calls["planned"] == made
+
+
+def test_failed_tile_keeps_other_work_and_rerun_makes_only_missing_calls(photo, vlm_server, capsys):
+    vlm_server.add_fault(Fault(status=500, times=-1, match="This crop is tile r2c2 "))
+    code, out = review(photo, vlm_server, "openai", "--grid", "3x2")
+    assert code == 1 and out == ""
+    error = capsys.readouterr().err
+    assert "r2c2" in error and "1 of 6 tiles failed" in error and "Traceback" not in error
+    first = vlm_server.chat_requests()
+    planned = count_calls(3, 2, PHASES)
+    # the 3 phases of r2c2 failed; its synthesis and the final review never ran
+    assert len(first) == planned - 3 - 1 - 1
+    partial = list(Path(os.environ["MOSAIC_OUT_DIR"]).glob("*/report.json"))
+    assert len(partial) == 1 and json.loads(partial[0].read_text())["failed_tiles"] == ["r2c2"]
+
+    vlm_server.clear_faults()
+    code, out = review(photo, vlm_server, "openai", "--grid", "3x2")
+    assert code == 0
+    second = vlm_server.chat_requests()[len(first):]
+    assert len(second) == 5
+    assert sum("This crop is tile r2c2 " in r.text for r in second) == 3
+    assert sum("tile-synthesis" in r.text for r in second) == 1 and "final-review" in second[-1].text
+    assert json.loads(out)["calls"]["cached"] == planned - 5
+
+
+def test_no_cache_skips_the_memo(photo, vlm_server):
+    review(photo, vlm_server, "openai", "--density", "quick")
+    made = len(vlm_server.chat_requests())
+    code, out = review(photo, vlm_server, "openai", "--density", "quick", "--no-cache")
+    assert code == 0 and len(vlm_server.chat_requests()) == 2 * made
+
+
+def test_report_folder_has_json_markdown_and_overview(photo, vlm_server):
+    from PIL import Image
+
+    code, out = review(photo, vlm_server, "openai", "--grid", "2x2")
+    folder = Path(json.loads(out)["report_dir"])
+    assert json.loads((folder / "report.json").read_text())["grid"] == "2x2"
+    markdown = (folder / "report.md").read_text()
+    assert "## Review" in markdown and "### r2c2" in markdown
+    overview = Image.open(folder / "overview.png")
+    assert max(overview.size) >= 800
+    # grid lines are drawn in yellow along the tile borders
+    x_mid = overview.width // 2
+    column = [overview.getpixel((x_mid, y)) for y in range(overview.height)]
+    assert sum(1 for p in column if p[0] > 200 and p[1] > 200 and p[2] < 80) > overview.height * 0.5

@@ -1,0 +1,99 @@
+import pytest
+
+from mosaic.schema import count_calls
+from mosaic.tiles import (
+    auto_density, cell_label, check_grid_fits, choose_grid, grid_for_density, model_billions, neighbor_pairs,
+    neighbors, parse_grid, seam_box, tile_boxes,
+)
+
+
+@pytest.mark.parametrize("size,density,expected", [
+    ((3000, 3000), "quick", (2, 2)),
+    ((3000, 3000), "light", (3, 3)),
+    ((3000, 3000), "dense", (4, 4)),
+    ((3000, 3000), "max", (5, 5)),
+    ((4000, 2000), "light", (4, 2)),  # the blog's drone shot
+    ((4000, 3000), "light", (3, 3)),
+    ((4000, 3000), "quick", (2, 2)),
+    ((2000, 4000), "light", (2, 4)),  # portrait: more rows than columns
+    ((3000, 4000), "dense", (3, 5)),
+    ((8000, 2000), "light", (4, 2)),
+    ((8000, 2000), "dense", (8, 2)),
+])
+def test_grid_follows_density_and_aspect(size, density, expected):
+    assert grid_for_density(*size, density) == expected
+
+
+def test_tiles_cover_the_image_exactly_without_overlap():
+    boxes = tile_boxes(1001, 703, 3, 2)
+    assert boxes[(0, 0)] == (0, 0, 334, 352)
+    assert boxes[(2, 1)] == (667, 352, 1001, 703)
+    area = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in boxes.values())
+    assert area == 1001 * 703
+    assert list(boxes) == [(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1)]
+
+
+def test_neighbor_pairs_each_shared_edge_once():
+    pairs = neighbor_pairs(4, 2)
+    assert len(pairs) == 2 * 3 + 4 * 1 == 10
+    assert len({frozenset(p) for p in pairs}) == 10
+    assert ((0, 0), (1, 0)) in pairs and ((0, 0), (0, 1)) in pairs and ((1, 0), (0, 0)) not in pairs
+    assert neighbor_pairs(1, 1) == []
+
+
+@pytest.mark.parametrize("cell,count", [((0, 0), 2), ((1, 0), 3), ((1, 1), 4), ((2, 2), 2)])
+def test_corner_edge_and_centre_neighbours(cell, count):
+    assert len(neighbors(cell, 3, 3)) == count
+
+
+def test_seam_window_is_tile_sized_and_centred_on_the_shared_edge():
+    boxes = tile_boxes(1200, 800, 3, 2)  # tiles 400x400
+    assert seam_box(boxes[(0, 0)], boxes[(1, 0)]) == (200, 0, 600, 400)
+    assert seam_box(boxes[(1, 0)], boxes[(1, 1)]) == (400, 200, 800, 600)
+    with pytest.raises(ValueError):
+        seam_box(boxes[(0, 0)], boxes[(2, 1)])
+
+
+@pytest.mark.parametrize("cols,rows,phases,expected", [
+    (4, 2, ["inspect"], 1 + 8 + 10 + 8 + 1),  # blog design asked each pair from both sides: 38
+    (4, 2, ["text", "subjects", "characteristics"], 1 + 24 + 20 + 8 + 1),
+    (3, 3, ["text"], 1 + 9 + 12 + 9 + 1),
+    (1, 1, ["characteristics"], 1 + 1 + 0 + 1 + 1),  # lighting is not asked of seams
+])
+def test_call_count_formula(cols, rows, phases, expected):
+    assert count_calls(cols, rows, phases) == expected
+
+
+def test_labels_and_grid_parsing():
+    assert cell_label((0, 0)) == "r1c1" and cell_label((3, 1)) == "r2c4"
+    assert parse_grid("4x2") == (4, 2) and parse_grid("3×3") == (3, 3)
+    for bad in ("4", "0x2", "axb", "", "3x"):
+        with pytest.raises(ValueError):
+            parse_grid(bad)
+
+
+@pytest.mark.parametrize("name,billions", [
+    ("ollama_chat/qwen2.5vl:7b", 7.0), ("openai/gemma-3-27b-it", 27.0), ("ollama/qwen3.5:2b", 2.0),
+    ("openai/llava-v1.6-mistral-7b", 7.0), ("openai/my-model", None), ("ollama_chat/moondream", None),
+])
+def test_model_size_from_name(name, billions):
+    assert model_billions(name) == billions
+
+
+def test_auto_density_by_model_size_and_input_size():
+    assert auto_density(4000, 3000, "ollama_chat/qwen3.5:2b", None) == "quick"
+    assert auto_density(4000, 3000, "ollama_chat/qwen2.5vl:7b", None) == "light"
+    assert auto_density(4000, 3000, "openai/gemma-3-27b-it", None) == "dense"
+    # a 27B model on a small photo: tiles already at the encoder's size, no point in going finer
+    assert auto_density(1200, 900, "openai/gemma-3-27b-it", 896) == "quick"
+
+
+def test_too_small_for_the_grid_is_an_error_but_auto_adapts():
+    with pytest.raises(ValueError, match="too small for a 3×3 grid"):
+        check_grid_fits(150, 150, 3, 3)
+    with pytest.raises(ValueError, match="too small"):
+        choose_grid(100, 100, "light", None, "offline", None)
+    assert choose_grid(100, 100, "auto", None, "x", None)[:2] == (1, 1)
+    assert choose_grid(3000, 2000, "light", "5x1", "x", None) == (5, 1, "custom")
+    with pytest.raises(ValueError, match="invalid density"):
+        choose_grid(3000, 2000, "huge", None, "x", None)
