@@ -11,7 +11,7 @@ from prefect.tasks import exponential_backoff
 from mosaic.context import RunContext
 from mosaic.errors import RunFailed
 from mosaic.llm import resolve_model
-from mosaic.pipeline import complete_review, report_dir_name
+from mosaic.pipeline import complete_review, make_tile_report, report_dir_name
 from mosaic.progress import Progress
 from mosaic.schema import DEFAULT_PHASES, Backend, CallStats, FinalReport
 from mosaic.settings import Settings, load_settings
@@ -46,14 +46,14 @@ def review_image(
 
     observed = {
         (view.id, phase): inspect_.submit(plan, view, phase, orientation.content, ctx)
-        for view in plan.views for phase in plan.phases_for(view)
+        for view in plan.views for phase in view.phases
     }
     synthesized = {
         tile.id: synthesize_.submit(
-            plan, tile, [observed[(v.id, p)] for v in plan.views_touching(tuple(tile.cells[0])) for p in plan.phases_for(v)],
+            plan, tile, [observed[(v.id, p)] for v in plan.views_touching(tuple(tile.cells[0])) for p in v.phases],
             orientation.content, ctx,
         )
-        for tile in plan.tiles
+        for tile in plan.tiles if plan.needs_synthesis(tile)
     }
     errors: list[str] = []
     for future in as_completed([*observed.values(), *synthesized.values()]):
@@ -74,8 +74,10 @@ def review_image(
 
     reports, failed_tiles = [], []
     for tile in plan.tiles:
-        future = synthesized[tile.id]
-        if future.state.is_completed():
+        future = synthesized.get(tile.id)
+        if future is None:
+            reports.append(make_tile_report(tile, [], None))
+        elif future.state.is_completed():
             reports.append(future.result()[0])
         else:
             failed_tiles.append(tile.id)

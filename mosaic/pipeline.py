@@ -11,6 +11,7 @@ from .images import encode_png, load_image, shrink
 from .llm import call_model, call_options
 from .memo import BlobStore, Memo
 from .schema import (
+    phases_for,
     Backend,
     FinalReport,
     ModelCall,
@@ -36,10 +37,10 @@ def prepare(image_path: str, density: str, grid: str | None, phases: list[str], 
     except ValueError as e:
         raise BadOption(str(e)) from None
     boxes = tile_boxes(width, height, cols, rows)
-    views = [_view(blobs, image, cell_label(cell), "tile", [cell], box, view_px) for cell, box in boxes.items()]
+    views = [_view(blobs, image, cell_label(cell), "tile", [cell], box, view_px, phases) for cell, box in boxes.items()]
     for a, b in neighbor_pairs(cols, rows):
         box = seam_box(boxes[a], boxes[b])
-        views.append(_view(blobs, image, f"{cell_label(a)}|{cell_label(b)}", "seam", [a, b], box, view_px))
+        views.append(_view(blobs, image, f"{cell_label(a)}|{cell_label(b)}", "seam", [a, b], box, view_px, phases))
     overview = blobs.put(encode_png(shrink(image, orientation_px)))
     return Plan(
         image_path=str(image_path), image_sha256=loaded.sha256, width=width, height=height, notes=loaded.notes,
@@ -47,9 +48,10 @@ def prepare(image_path: str, density: str, grid: str | None, phases: list[str], 
     )
 
 
-def _view(blobs: BlobStore, image, view_id: str, kind: str, cells: list, box, view_px: int) -> View:
+def _view(blobs: BlobStore, image, view_id: str, kind: str, cells: list, box, view_px: int, phases: list[str]) -> View:
     crop = shrink(image.crop(box), view_px)
-    return View(id=view_id, kind=kind, cells=cells, box=box, image_sha256=blobs.put(encode_png(crop)))
+    return View(id=view_id, kind=kind, cells=cells, box=box, image_sha256=blobs.put(encode_png(crop)),
+                phases=phases_for(kind, phases))
 
 
 def orientation_call(plan: Plan, backend: Backend) -> ModelCall:
@@ -178,10 +180,11 @@ def merge_readings(readings: list[Reading]) -> list[Reading]:
     return [unique[k] for k in keys if not any(k != other and k in other for other in keys)]
 
 
-def make_tile_report(tile: View, observations: list[Observation], reply: ModelReply) -> TileReport:
-    """Readings and subjects are merged here, in code, so the synthesis call cannot lose them."""
-    data = parse_json_object(reply.content) or {}
-    summary = _text(data.get("summary")) or reply.content.strip()
+def make_tile_report(tile: View, observations: list[Observation], reply: ModelReply | None) -> TileReport:
+    """Readings and subjects are merged here, in code, so the synthesis call cannot lose them.
+    reply is None for a tile that was asked nothing."""
+    data = (parse_json_object(reply.content) or {}) if reply else {}
+    summary = _text(data.get("summary")) or (reply.content.strip() if reply else "Not inspected.")
     characteristics = _text(data.get("characteristics")) or next(
         (o.notes for o in observations if o.phase == "characteristics" and o.view == tile.id), "")
     col, row = tile.cells[0]

@@ -61,6 +61,7 @@ class View(BaseModel):
     cells: list[Cell]
     box: Box
     image_sha256: str
+    phases: list[str] = Field(default_factory=list)  # the phases asked of this view; empty: no call
 
 
 class Plan(BaseModel):
@@ -86,23 +87,28 @@ class Plan(BaseModel):
     def seams(self) -> list[View]:
         return [v for v in self.views if v.kind == "seam"]
 
-    def phases_for(self, view: View) -> list[str]:
-        return [p for p in self.phases if view.kind == "tile" or p in SEAM_PHASES]
-
     def views_touching(self, cell: Cell) -> list[View]:
         return [v for v in self.views if list(cell) in [list(c) for c in v.cells]]
 
+    def needs_synthesis(self, tile: View) -> bool:
+        """A tile whose views are asked nothing gets its (empty) report without a call."""
+        return any(v.phases for v in self.views_touching(tuple(tile.cells[0])))
+
     @property
     def total_calls(self) -> int:
-        return count_calls(self.cols, self.rows, self.phases)
+        """Orientation + every view's phases + a synthesis per tile that has observations + the final review."""
+        return 1 + sum(len(v.phases) for v in self.views) + sum(self.needs_synthesis(t) for t in self.tiles) + 1
+
+
+def phases_for(kind: str, phases: list[str] | tuple[str, ...]) -> list[str]:
+    return [p for p in phases if kind == "tile" or p in SEAM_PHASES]
 
 
 def count_calls(cols: int, rows: int, phases: list[str] | tuple[str, ...]) -> int:
     """Orientation + every phase on every tile + seam phases on every shared edge + a synthesis per tile + the final."""
     tiles = cols * rows
     seams = rows * (cols - 1) + cols * (rows - 1)
-    seam_phases = [p for p in phases if p in SEAM_PHASES]
-    return 1 + tiles * len(phases) + seams * len(seam_phases) + tiles + 1
+    return 1 + tiles * len(phases) + seams * len(phases_for("seam", phases)) + tiles + 1
 
 
 class Reading(BaseModel):
