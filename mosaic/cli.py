@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="review an image", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("image", nargs="?", help="the image to review")
+    run.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show Prefect's logs")
     run.add_argument("--sample", action="store_true", help="review the bundled sample image")
     run.add_argument("--model", help="LiteLLM model string, or 'offline' / 'offline:896' (default: $MOSAIC_MODEL or offline)")
     run.add_argument("--api-base", help="backend address, e.g. http://127.0.0.1:8080/v1 (default: $MOSAIC_API_BASE)")
@@ -46,8 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-cache", action="store_true", help="skip the call memo (neither read nor write it)")
     run.set_defaults(func=cmd_run)
 
-    cache = commands.add_parser("cache", help="the call memo: stats or clear")
-    cache.add_argument("action", choices=["stats", "clear"])
+    cache = commands.add_parser("cache", help="the call memo: stats, clear or prune")
+    cache.add_argument("action", choices=["stats", "clear", "prune"],
+                       help="stats: size; clear: empty it; prune: drop damaged entries, evict down to the size limit, "
+                            "remove crops unused for --days")
+    cache.add_argument("--days", type=float, default=30, help="with prune: age of unused crops to remove (default 30)")
     cache.set_defaults(func=cmd_cache)
     return parser
 
@@ -134,15 +138,23 @@ def _run_flow(args, settings, phases, density):
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from .memo import Memo
+    from .memo import BlobStore, Memo
 
     settings = _settings()
     memo = Memo(settings.cache_dir, settings.cache_size_mb)
+    blobs = BlobStore(settings.cache_dir / "blobs")
     if args.action == "stats":
         stats = memo.stats()
-        print(f"{settings.cache_dir}: {stats['entries']} calls, {stats['bytes'] / 1e6:.1f} MB")
-    else:
+        crops = list(blobs.directory.glob("*/*.png"))
+        print(f"{settings.cache_dir}: {stats['entries']} calls, {stats['bytes'] / 1e6:.1f} MB of "
+              f"{stats['limit'] / 1e6:.0f} MB; {len(crops)} crops, {sum(p.stat().st_size for p in crops) / 1e6:.1f} MB")
+    elif args.action == "clear":
         print(f"cleared {memo.clear()} calls from {settings.cache_dir}")
+    else:
+        result = memo.prune()
+        removed = blobs.prune(args.days)
+        print(f"pruned {settings.cache_dir}: {result['damaged']} damaged entries dropped, {result['evicted']} evicted "
+              f"to stay under {settings.cache_size_mb} MB, {removed} crops unused for {args.days:g} days removed")
     return 0
 
 

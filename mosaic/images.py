@@ -81,11 +81,11 @@ def decode_image(data: bytes, name: str = "image") -> LoadedImage:
             kind = _UNSUPPORTED_BRANDS[brand]
             raise BadImage(f"{name} is {kind}, which this Pillow cannot read: convert it to JPEG or PNG") from None
         raise BadImage(f"{name} is not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise BadImage(f"{name} is truncated or damaged ({reason})") from None
     except MemoryError:
         raise BadImage(f"{name} is too large to decode in the memory available") from None
+    except Exception as e:  # decoders raise many types on damaged data (OSError, SyntaxError, struct.error, ...)
+        reason = str(e).splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise BadImage(f"{name} is truncated or damaged ({reason})") from None
     if rgb.width < 1 or rgb.height < 1:
         raise BadImage(f"{name} has no pixels")
     return LoadedImage(image=rgb, sha256=sha256_hex(data), format=fmt, notes=notes)

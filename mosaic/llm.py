@@ -91,13 +91,30 @@ def call_model(call: ModelCall, blobs: BlobStore, memo: Memo | None, timeout_s: 
     except BackendError:
         raise
     except Exception as e:  # LiteLLM wraps every provider's failure differently; classify once, here
-        raise classify(e, call, api_key) from None
+        failure = classify(e, call, api_key)
+        wait = retry_after(e)
+        if failure.retryable and wait:
+            time.sleep(min(wait, MAX_RETRY_AFTER_S))  # the server said when; the task's retry comes after
+        raise failure from None
     if not content.strip():
         raise BackendError(f"{backend_address(call.model, call.api_base)} returned an empty answer", retryable=True)
     usage = _usage(response)
     if memo is not None:
         memo.put(key, content, usage)
     return ModelReply(content=content, cached=False, elapsed_s=round(time.monotonic() - started, 3), usage=usage)
+
+
+MAX_RETRY_AFTER_S = 60.0
+
+
+def retry_after(error: Exception) -> float | None:
+    """Seconds from a Retry-After header on the failed response, if the server sent one."""
+    headers = getattr(error, "litellm_response_headers", None) or getattr(getattr(error, "response", None), "headers", None)
+    try:
+        value = headers.get("retry-after") if headers is not None else None
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 def api_key_for(call: ModelCall) -> str | None:

@@ -5,30 +5,64 @@ each carries a checksum of its content, and a damaged entry is dropped and recom
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
+import sys
 import tempfile
+import time
+import zlib
 from pathlib import Path
 
 import diskcache
+from diskcache.core import MODE_BINARY, MODE_RAW
 
 from .images import sha256_hex
 
 FORMAT = 1
 
 
+class SafeJSONDisk(diskcache.JSONDisk):
+    """JSONDisk that refuses what only a tampered database holds: pickled keys or values (diskcache would
+    unpickle them, running code) and value files outside the memo."""
+
+    def get(self, key, raw):
+        if not raw:
+            raise ValueError("refusing a pickled key in the memo")
+        return super().get(key, raw)
+
+    def fetch(self, mode, filename, value, read):
+        if mode not in (MODE_RAW, MODE_BINARY) or (filename and (".." in filename or os.path.isabs(filename))):
+            raise ValueError("refusing a memo entry that is not plain JSON")
+        return super().fetch(mode, filename, value, read)
+
+
 class Memo:
     def __init__(self, directory: Path, size_limit_mb: int = 2048):
         self.directory = Path(directory)
-        self._cache = diskcache.Cache(
+        self.size_limit = size_limit_mb * 1024 * 1024
+        try:
+            self._cache = self._open()
+        except sqlite3.DatabaseError:
+            damaged = self.directory / f"calls.damaged-{int(time.time())}"
+            (self.directory / "calls").rename(damaged)
+            print(f"mosaic: the memo database was damaged; moved it to {damaged} and started a new one", file=sys.stderr)
+            self._cache = self._open()
+
+    def _open(self) -> diskcache.Cache:
+        return diskcache.Cache(
             str(self.directory / "calls"),
-            disk=diskcache.JSONDisk,
-            size_limit=size_limit_mb * 1024 * 1024,
+            disk=SafeJSONDisk,
+            size_limit=self.size_limit,
             eviction_policy="least-recently-used",
             timeout=60,  # SQLite busy timeout: two runs sharing the memo wait instead of failing
         )
 
     def get(self, key: str) -> dict | None:
-        entry = self._cache.get(key, default=None, retry=True)
+        try:
+            entry = self._cache.get(key, default=None, retry=True)
+        except (ValueError, zlib.error, json.JSONDecodeError, UnicodeDecodeError, OSError):
+            entry = False  # unreadable: damaged or tampered
         if entry is None:
             return None
         if not _is_sound(entry):
@@ -41,10 +75,19 @@ class Memo:
         self._cache.set(key, entry, retry=True)
 
     def stats(self) -> dict[str, int]:
-        return {"entries": len(self._cache), "bytes": self._cache.volume()}
+        return {"entries": len(self._cache), "bytes": self._cache.volume(), "limit": self.size_limit}
 
     def clear(self) -> int:
         return self._cache.clear(retry=True)
+
+    def prune(self) -> dict[str, int]:
+        """Drop tampered, unreadable or damaged entries, then evict least recently used ones down to the limit."""
+        tampered = self._cache._sql("DELETE FROM Cache WHERE raw = 0 OR mode NOT IN (?, ?)", (MODE_RAW, MODE_BINARY)).rowcount
+        damaged = 0
+        for key in list(self._cache.iterkeys()):
+            if self.get(key) is None:
+                damaged += 1
+        return {"damaged": tampered + damaged, "evicted": self._cache.cull(retry=True)}
 
     def close(self) -> None:
         self._cache.close()
@@ -78,6 +121,15 @@ class BlobStore:
                 f.write(data)
             os.replace(tmp, target)
         return sha
+
+    def prune(self, max_age_days: float) -> int:
+        """Remove crops not written or read for max_age_days (a rerun after that re-cuts them)."""
+        cutoff, removed = time.time() - max_age_days * 86400, 0
+        for path in self.directory.glob("*/*.png"):
+            if max(path.stat().st_atime, path.stat().st_mtime) < cutoff:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def get(self, sha: str) -> bytes:
         data = self.path(sha).read_bytes()
