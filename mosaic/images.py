@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +60,7 @@ def decode_image(data: bytes, name: str = "image") -> LoadedImage:
     notes: list[str] = []
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore")  # decoders warn about damaged data; the outcome below says it once
             img = Image.open(io.BytesIO(data))
             fmt = img.format or "unknown"
             frames = getattr(img, "n_frames", 1)
@@ -69,8 +70,9 @@ def decode_image(data: bytes, name: str = "image") -> LoadedImage:
             img.load()
             img = ImageOps.exif_transpose(img) or img
             rgb = to_rgb(img)
-    except Image.DecompressionBombError:
-        mp = _header_megapixels(data)
+    except Image.DecompressionBombError as e:
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        mp = int(found.group(1)) / 1_000_000 if found else _header_megapixels(data)
         limit = Image.MAX_IMAGE_PIXELS * 2 / 1_000_000
         raise BadImage(
             f"{name} is {mp:.0f} MP, over Pillow's decompression-bomb limit of {limit:.0f} MP: "
@@ -98,7 +100,7 @@ def _header_megapixels(data: bytes) -> float:
         with Image.open(io.BytesIO(data)) as img:
             return img.width * img.height / 1_000_000
     except Exception:
-        return float("nan")
+        return Image.MAX_IMAGE_PIXELS * 2 / 1_000_000 if Image.MAX_IMAGE_PIXELS else 0.0
     finally:
         Image.MAX_IMAGE_PIXELS = saved
 

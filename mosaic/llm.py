@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import socket
 import time
 from urllib.parse import urlparse
@@ -138,8 +139,10 @@ def classify(error: Exception, call: ModelCall, api_key: str | None) -> BackendE
     import litellm
 
     where = backend_address(call.model, call.api_base)
-    detail = _first_line(str(error), api_key)
     status = getattr(error, "status_code", None)
+    detail = _first_line(str(error), api_key)
+    if isinstance(status, int) and str(status) not in detail:
+        detail = f"HTTP {status}: {detail}"
     text = detail.lower()
     if isinstance(error, litellm.NotFoundError) or status == 404 or ("not found" in text and "model" in text):
         return BackendError(f"model '{call.model}' not found at {where} ({detail})", retryable=False)
@@ -164,6 +167,7 @@ def _first_line(message: str, secret: str | None) -> str:
     if secret:
         line = line.replace(secret, "***")
     line = line.replace("litellm.", "")
+    line = re.sub(r"^(?:\w+(?:Error|Exception)\s*[:-]\s*)+", "", line).strip() or line  # LiteLLM's nested class names
     return line if len(line) <= 300 else line[:299] + "…"
 
 

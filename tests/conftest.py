@@ -1,8 +1,5 @@
-import hashlib
 import io
-import json
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -23,6 +20,8 @@ for key in [k for k in os.environ if k.startswith("MOSAIC_")]:
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mosaic.offline.stand_in import fake_vlm  # noqa: E402  (after the environment is set)
+
 
 @pytest.fixture(autouse=True)
 def _mosaic_env(tmp_path, monkeypatch):
@@ -30,32 +29,6 @@ def _mosaic_env(tmp_path, monkeypatch):
     monkeypatch.setenv("MOSAIC_OUT_DIR", str(tmp_path / "reports"))
     monkeypatch.setenv("MOSAIC_RETRIES", "1")
     monkeypatch.setenv("MOSAIC_RETRY_DELAY_S", "0")
-
-
-def fake_vlm(messages: list[dict], model: str) -> str:
-    """A stand-in vision model: deterministic answers in the shapes Mosaic asks for.
-
-    Each image gets a reading derived from its bytes, so a test can follow one view's reading to the review."""
-    prompt = messages[-1]["content"] if isinstance(messages[-1]["content"], str) else next(
-        p["text"] for p in messages[-1]["content"] if p.get("type") == "text")
-    images = [p["image_url"]["url"] for m in messages if isinstance(m["content"], list)
-              for p in m["content"] if p.get("type") == "image_url"]
-    tag = hashlib.sha256(images[0].encode()).hexdigest()[:6].upper() if images else "NOIMG"
-    task = re.search(r"Mosaic task: ([\w-]+)", prompt)
-    task = task.group(1) if task else ""
-    if task == "orientation":
-        return f"A test scene {tag}."
-    if task in ("text", "inspect"):
-        return "```json\n" + json.dumps({"readings": [{"text": f"SIGN-{tag}", "unclear": False}], "notes": ""}) + "\n```"
-    if task == "subjects":
-        return json.dumps({"items": [f"object {tag}"]})
-    if task == "characteristics":
-        return "Plain prose: bright, sharp."  # not JSON on purpose: the pipeline must keep it as text
-    if task == "tile-synthesis":
-        return json.dumps({"summary": "merged", "characteristics": "bright"})
-    if task == "final-review":
-        return "FINAL REVIEW. " + " ".join(re.findall(r"SIGN-[0-9A-F]{6}", prompt)[:3])
-    return "?"
 
 
 def make_photo(path: Path, size=(1200, 800), mode="RGB", fmt=None, **save) -> Path:

@@ -96,3 +96,14 @@ def test_report_folder_has_json_markdown_and_overview(photo, vlm_server):
     x_mid = overview.width // 2
     column = [overview.getpixel((x_mid, y)) for y in range(overview.height)]
     assert sum(1 for p in column if p[0] > 200 and p[1] > 200 and p[2] < 80) > overview.height * 0.5
+
+
+def test_transient_faults_are_retried_by_the_task(photo, vlm_server):
+    vlm_server.add_fault(Fault(status=503, times=2, match="This crop is tile r1c1 "))
+    vlm_server.add_fault(Fault(status=0, times=1, match="Mosaic task: tile-synthesis"))
+    code, out = review(photo, vlm_server, "ollama", "--grid", "2x2")
+    assert code == 0
+    planned = count_calls(2, 2, PHASES)
+    assert json.loads(out)["calls"]["made"] == planned
+    assert len(vlm_server.chat_requests()) == planned
+    assert len(vlm_server.chat_requests(answered_only=False)) == planned + 3
