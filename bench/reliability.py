@@ -170,7 +170,8 @@ def backend_faults(photo: Path, work: Path) -> list[dict]:
                     rerun = json.loads(sys.stdout.getvalue())["calls"]
                 finally:
                     sys.stdout = saved[0]
-            message = next((line for line in err.getvalue().splitlines() if line.startswith("mosaic: ") and "calls to" not in line), "")
+            message = next((line for line in reversed(err.getvalue().splitlines())
+                            if line.startswith("mosaic: ") and "calls planned" not in line and " calls to " not in line), "")
             rows.append({"fault": name, "times": "twice" if times == 2 else "always", "exit": code,
                          "requests": tried, "answered": answered, "seconds": round(first_run_s, 1),
                          "message": message[:200], "rerun_exit": rerun_code, "rerun_made": rerun["made"],
@@ -206,6 +207,8 @@ def interruptions(photo: Path, work: Path, count: int) -> list[dict]:
             kill_after = 5 + i * 8
             while len(server.chat_requests()) < kill_after and proc.poll() is None:
                 time.sleep(0.02)
+            if proc.poll() is not None:
+                raise RuntimeError(f"the run ended before the kill: {proc.stderr.read()[-600:]}")
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             time.sleep(0.5)

@@ -16,9 +16,17 @@ from mosaic.progress import Progress
 from mosaic.schema import DEFAULT_PHASES, Backend, CallStats, FinalReport
 from mosaic.settings import Settings, load_settings
 from tasks import inspect_view, orient, prepare_image, save_report, synthesize_tile, write_review
+from tasks.ops import RunArtifacts
 
 
-@flow(name="mosaic-review", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=2))
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    parameters = flow_run.parameters or {}
+    return f"review-{Path(str(parameters.get('image_path', 'image'))).name}"
+
+
+@flow(name="mosaic-review", flow_run_name=_run_name, persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=2))
 def review_image(
     image_path: str,
     model: str = "offline",
@@ -40,6 +48,9 @@ def review_image(
     plan = prepare_image(image_path, density, grid, phases, ctx, settings.orientation_px, settings.view_px, settings.offline_budget)
     stats = CallStats(planned=plan.total_calls)
     bar = Progress(plan.total_calls, len(plan.tiles), enabled=show_progress)
+    blank = [v.id for v in plan.views if not v.phases]
+    bar.announce(f"mosaic: {plan.total_calls} calls planned" + (f" ({len(blank)} blank views skipped: {', '.join(blank)})" if blank else ""))
+    artifacts = RunArtifacts(plan)
 
     orientation = orient_(plan, ctx)
     _count(stats, bar, orientation.cached)
@@ -65,6 +76,7 @@ def review_image(
             _count(stats, bar, (value[1] if is_tile else value.reply).cached)
             if is_tile:
                 bar.tile_done()
+                artifacts.tile_done()
         elif state.is_failed():
             stats.failed += 1
             bar.call_done(failed=True)
@@ -93,17 +105,20 @@ def review_image(
     if failed_tiles:
         report.elapsed_s = round(time.monotonic() - started, 3)
         save_report(report, plan, folder, ctx)
-        raise RunFailed(
+        failure = RunFailed(
             f"{len(failed_tiles)} of {len(plan.tiles)} tiles failed after retries: {', '.join(failed_tiles)} "
             f"({errors[0] if errors else 'upstream failure'}); the other tiles' work is kept, so running the same "
             f"command again makes only the missing calls. Partial report: {folder}"
         )
+        artifacts.finish(report, folder, str(failure))
+        raise failure
 
     final = review_(plan, orientation.content, reports, ctx)
     _count(stats, None, final.cached)
     report.review, report.readings = complete_review(final.content, reports)
     report.elapsed_s = round(time.monotonic() - started, 3)
     report.report_dir = save_report(report, plan, folder, ctx)
+    artifacts.finish(report, report.report_dir)
     return report.model_dump(mode="json")
 
 

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "remove crops unused for --days")
     cache.add_argument("--days", type=float, default=30, help="with prune: age of unused crops to remove (default 30)")
     cache.set_defaults(func=cmd_cache)
+    from . import cli_ops  # serve, history, show, rerun: Mosaic on a Prefect server
+
+    cli_ops.register(commands)
     return parser
 
 
@@ -99,15 +102,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     set_pixel_limit(_max_megapixels())
     loaded = load_image(args.image)
     width, height = loaded.size
+    for note in loaded.notes:
+        print(f"mosaic: note: {note}", file=sys.stderr)
     try:
         cols, rows, density = choose_grid(width, height, args.density, args.grid, model, input_px_for(model, settings.offline_budget))
     except ValueError as e:
         raise BadOption(str(e)) from None
     del loaded
     check_reachable(model, settings.api_base)
-    total = count_calls(cols, rows, phases)
     print(f"mosaic: {Path(args.image).name} {width}×{height}, {cols}×{rows} grid ({density}), phases {','.join(phases)}: "
-          f"{total} calls to {model}" + (f" at {settings.api_base}" if settings.api_base else ""), file=sys.stderr)
+          f"at most {count_calls(cols, rows, phases)} calls to {model}" + (f" at {settings.api_base}" if settings.api_base else ""),
+          file=sys.stderr)
 
     state = _run_flow(args, settings, phases, density)
     if not state.is_completed():
@@ -133,7 +138,7 @@ def _run_flow(args, settings, phases, density):
     return run_review(
         concurrency=settings.concurrency, image_path=str(Path(args.image).resolve()), model=settings.model,
         api_base=settings.api_base, density=args.density if not args.grid else density, grid=args.grid,
-        phases=phases, out_dir=str(settings.out_dir), use_memo=not args.no_cache, show_progress=sys.stderr.isatty() or args.json,
+        phases=phases, out_dir=str(settings.out_dir), use_memo=not args.no_cache, show_progress=True,
     )
 
 

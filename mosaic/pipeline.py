@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
+
 from . import prompts
 from .images import encode_png, load_image, shrink
 from .llm import call_model, call_options
@@ -27,8 +29,10 @@ from .tiles import cell_label, choose_grid, input_px_for, neighbor_pairs, seam_b
 
 
 def prepare(image_path: str, density: str, grid: str | None, phases: list[str], model: str, blobs: BlobStore,
-            orientation_px: int = 1280, view_px: int = 1280, offline_budget: int = 448) -> Plan:
-    """Decode the image once, choose the grid, cut every view, store each as PNG by its sha256, fix the plan."""
+            orientation_px: int = 1280, view_px: int = 1280, offline_budget: int = 448, skip_blank: bool = False) -> Plan:
+    """Decode the image once, choose the grid, cut every view, store each as PNG by its sha256, fix the plan.
+
+    skip_blank: views with nothing on them (is_blank) are asked nothing, so they cost no call."""
     loaded = load_image(image_path)
     image = loaded.image
     width, height = image.size
@@ -37,10 +41,12 @@ def prepare(image_path: str, density: str, grid: str | None, phases: list[str], 
     except ValueError as e:
         raise BadOption(str(e)) from None
     boxes = tile_boxes(width, height, cols, rows)
-    views = [_view(blobs, image, cell_label(cell), "tile", [cell], box, view_px, phases) for cell, box in boxes.items()]
+    views = [_view(blobs, image, cell_label(cell), "tile", [cell], box, view_px, phases, skip_blank)
+             for cell, box in boxes.items()]
     for a, b in neighbor_pairs(cols, rows):
         box = seam_box(boxes[a], boxes[b])
-        views.append(_view(blobs, image, f"{cell_label(a)}|{cell_label(b)}", "seam", [a, b], box, view_px, phases))
+        views.append(_view(blobs, image, f"{cell_label(a)}|{cell_label(b)}", "seam", [a, b], box, view_px, phases,
+                           skip_blank))
     overview = blobs.put(encode_png(shrink(image, orientation_px)))
     return Plan(
         image_path=str(image_path), image_sha256=loaded.sha256, width=width, height=height, notes=loaded.notes,
@@ -48,10 +54,25 @@ def prepare(image_path: str, density: str, grid: str | None, phases: list[str], 
     )
 
 
-def _view(blobs: BlobStore, image, view_id: str, kind: str, cells: list, box, view_px: int, phases: list[str]) -> View:
+# A view whose strongest local contrast stays under this (grey levels, at 512 px) holds nothing to read or list:
+# clear sky, a bare wall. Far below the edge of any legible text, even dim text in shadow (~20 levels).
+BLANK_EDGE = 8.0
+
+
+def is_blank(crop) -> bool:
+    """True for a crop with no edges worth a call: the 99.9th percentile of its local contrast is tiny."""
+    grey = np.asarray(shrink(crop, 512).convert("L"), dtype=np.float32)
+    if grey.shape[0] < 2 or grey.shape[1] < 2:
+        return False
+    edges = np.maximum(np.abs(np.diff(grey, axis=0))[:, :-1], np.abs(np.diff(grey, axis=1))[:-1, :])
+    return float(np.percentile(edges, 99.9)) < BLANK_EDGE
+
+
+def _view(blobs: BlobStore, image, view_id: str, kind: str, cells: list, box, view_px: int, phases: list[str],
+          skip_blank: bool = False) -> View:
     crop = shrink(image.crop(box), view_px)
-    return View(id=view_id, kind=kind, cells=cells, box=box, image_sha256=blobs.put(encode_png(crop)),
-                phases=phases_for(kind, phases))
+    asked = [] if skip_blank and is_blank(crop) else phases_for(kind, phases)  # a blank view costs no call
+    return View(id=view_id, kind=kind, cells=cells, box=box, image_sha256=blobs.put(encode_png(crop)), phases=asked)
 
 
 def orientation_call(plan: Plan, backend: Backend) -> ModelCall:

@@ -13,13 +13,20 @@ class Progress:
         self.enabled = enabled
         self.stream = stream or sys.stderr
         self._lock = threading.Lock()
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def announce(self, text: str) -> None:
+        if self.enabled:
+            self.stream.write(text + "\n")
+            self.stream.flush()
 
     def call_done(self, cached: bool = False, failed: bool = False) -> None:
         with self._lock:
             self.calls += 1
             self.cached += int(cached)
             self.failed += int(failed)
-        self._draw()
+        if self._tty:  # a log file gets one line per finished tile instead of one per call
+            self._draw()
 
     def tile_done(self) -> None:
         with self._lock:
@@ -34,10 +41,10 @@ class Progress:
         bar = "#" * filled + "." * (width - filled)
         extra = f", {self.cached} from memo" if self.cached else ""
         extra += f", {self.failed} failed" if self.failed else ""
-        self.stream.write(f"\r[{bar}] tiles {self.tiles}/{self.total_tiles}  calls {self.calls}/{self.total_calls}{extra} ")
+        self.stream.write(("\r" if self._tty else "") + f"[{bar}] tiles {self.tiles}/{self.total_tiles}  calls {self.calls}/{self.total_calls}{extra} " + ("" if self._tty else "\n"))
         self.stream.flush()
 
     def close(self) -> None:
-        if self.enabled:
+        if self.enabled and self._tty:
             self.stream.write("\n")
             self.stream.flush()

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     cache_size_mb: int = Field(2048, description="Size limit of the call memo; the least recently used entries go first.")
     out_dir: Path = Field(Path("mosaic-reports"), description="Folder under which each run writes its report folder.")
     concurrency: int = Field(2, ge=1, le=64, description="Model calls in flight at once (one local server: 1–4).")
+    backend_slots: int = Field(
+        2, ge=1, le=1000, description="Model calls in flight at once to one backend address, over all runs that share "
+        "a Prefect server (a global concurrency limit Mosaic creates when missing).")
     retries: int = Field(3, ge=0, le=10, description="Retries of a failed model call, with exponential backoff.")
     retry_delay_s: float = Field(1.0, ge=0, description="First backoff delay; it doubles on each retry.")
     timeout_s: float = Field(300.0, gt=0, description="Time limit of one model call.")

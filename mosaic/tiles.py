@@ -57,7 +57,9 @@ def auto_density(width: int, height: int, model: str, input_px: int | None) -> s
     """Blog rule by model size (under 3B quick, up to ~10B light, 20B and up dense), then no finer than the
     model's input size can use: tiles much smaller than what the encoder sees add calls and no detail."""
     billions = model_billions(model)
-    if billions is None:
+    if billions is None and input_px:
+        wanted = "max"  # size unknown, encoder known: the input size alone decides (below)
+    elif billions is None:
         wanted = "light"
     elif billions < 3:
         wanted = "quick"
@@ -144,9 +146,11 @@ KNOWN_INPUT_PX = {
 
 def input_px_for(model: str, offline_budget: int | None = None) -> int | None:
     name = model.lower()
+    m = re.search(r"(?:^|/)ocr-(\d+)$", name)  # the offline reader names its budget, also when served over HTTP
+    if m:
+        return int(m.group(1))
     if name.startswith("mosaic_offline/"):
-        m = re.search(r"ocr-(\d+)$", name)
-        return int(m.group(1)) if m else offline_budget
+        return offline_budget
     family = name.split("/")[-1]
     matches = [px for key, px in KNOWN_INPUT_PX.items() if family.startswith(key)]
     return matches[0] if matches else None

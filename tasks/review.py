@@ -10,7 +10,9 @@ from mosaic import pipeline
 from mosaic.context import RunContext
 from mosaic.errors import BackendError
 from mosaic.report import write_report
-from mosaic.schema import FinalReport, ModelReply, Observation, Plan, TileReport, View
+from mosaic.schema import FinalReport, ModelCall, ModelReply, Observation, Plan, TileReport, View
+
+from .ops import backend_slot
 
 
 def worth_retrying(task, task_run, state) -> bool:
@@ -31,6 +33,15 @@ model_task = dict(
 )
 
 
+def _call(call: ModelCall, ctx: RunContext) -> ModelReply:
+    """A memo hit needs no backend slot; a call to the backend holds one slot of its concurrency limit."""
+    memo = ctx.memo
+    if memo is not None and memo.get(call.key()) is not None:
+        return pipeline.run_call(call, ctx.blobs, memo, ctx.backend.timeout_s)
+    with backend_slot(ctx.backend):
+        return pipeline.run_call(call, ctx.blobs, memo, ctx.backend.timeout_s)
+
+
 @task(name="prepare-image", cache_policy=NO_CACHE, persist_result=False)
 def prepare_image(image_path: str, density: str, grid: str | None, phases: list[str], ctx: RunContext,
                   orientation_px: int = 1280, view_px: int = 1280, offline_budget: int = 448) -> Plan:
@@ -40,13 +51,13 @@ def prepare_image(image_path: str, density: str, grid: str | None, phases: list[
 
 @task(name="orient", **model_task)
 def orient(plan: Plan, ctx: RunContext) -> ModelReply:
-    return pipeline.run_call(pipeline.orientation_call(plan, ctx.backend), ctx.blobs, ctx.memo, ctx.backend.timeout_s)
+    return _call(pipeline.orientation_call(plan, ctx.backend), ctx)
 
 
 @task(name="inspect-view", task_run_name="{phase}-{view.id}", **model_task)
 def inspect_view(plan: Plan, view: View, phase: str, orientation: str, ctx: RunContext) -> Observation:
     call = pipeline.view_call(plan, view, phase, orientation, ctx.backend)
-    reply = pipeline.run_call(call, ctx.blobs, ctx.memo, ctx.backend.timeout_s)
+    reply = _call(call, ctx)
     return pipeline.parse_observation(view, phase, reply)
 
 
@@ -54,14 +65,14 @@ def inspect_view(plan: Plan, view: View, phase: str, orientation: str, ctx: RunC
 def synthesize_tile(plan: Plan, tile: View, observations: list[Observation], orientation: str,
                     ctx: RunContext) -> tuple[TileReport, ModelReply]:
     call = pipeline.tile_synthesis_call(plan, tile, observations, orientation, ctx.backend)
-    reply = pipeline.run_call(call, ctx.blobs, ctx.memo, ctx.backend.timeout_s)
+    reply = _call(call, ctx)
     return pipeline.make_tile_report(tile, observations, reply), reply
 
 
 @task(name="write-review", **model_task)
 def write_review(plan: Plan, orientation: str, reports: list[TileReport], ctx: RunContext) -> ModelReply:
     call = pipeline.final_call(plan, orientation, reports, ctx.backend)
-    return pipeline.run_call(call, ctx.blobs, ctx.memo, ctx.backend.timeout_s)
+    return _call(call, ctx)
 
 
 @task(name="save-report", cache_policy=NO_CACHE, persist_result=False)

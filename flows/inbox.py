@@ -1,0 +1,60 @@
+"""`review-inbox`: review every new image in a folder, the report of each into an outbox. Meant to be scheduled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from mosaic.errors import RunFailed
+from mosaic.llm import resolve_model
+from mosaic.ops import file_sha256, inbox_images, review_marker, write_marker
+from mosaic.schema import DEFAULT_PHASES
+from mosaic.settings import load_settings
+
+from flows.review import review_image
+
+
+@flow(name="review-inbox", persist_result=False, log_prints=False)
+def review_inbox(
+    inbox: str = "inbox",
+    outbox: str = "outbox",
+    model: str = "offline",
+    api_base: str | None = None,
+    density: str = "light",
+    grid: str | None = None,
+    phases: list[str] = list(DEFAULT_PHASES),
+) -> dict:
+    """Review each image in the inbox not yet reviewed with the same settings; write its report to the outbox.
+
+    Args:
+        inbox: Folder watched for images (jpg, png, webp, tiff, bmp, gif), relative to the worker's directory or absolute.
+        outbox: Folder the report folders go to; it also remembers which images were reviewed with which settings.
+        model: LiteLLM model string (e.g. ollama_chat/qwen2.5vl:7b, openai/<name>) or 'offline' for the built-in reader.
+        api_base: Address of the model server, e.g. http://127.0.0.1:8080/v1; empty for the provider's default.
+        density: Grid density: quick 2x2, light 3x3, dense 4x4, max 5x5, or auto (by model size).
+        grid: Exact COLSxROWS grid, e.g. 4x2; overrides density when set.
+        phases: Questions asked of each tile, from text, subjects, characteristics (or inspect: all in one call).
+    """
+    logger = get_run_logger()
+    settings = {"model": resolve_model(model, load_settings().offline_budget), "api_base": (api_base or "").rstrip("/") or None,
+                "density": density, "grid": grid or None, "phases": list(phases)}
+    reviewed, skipped, failed = [], [], []
+    for image in inbox_images(inbox):
+        marker = review_marker(outbox, file_sha256(image), settings)
+        if marker.exists():
+            skipped.append(image.name)
+            continue
+        state = review_image(image_path=str(image.resolve()), out_dir=outbox, return_state=True, **{
+            "model": model, "api_base": api_base or None, "density": density, "grid": grid or None, "phases": list(phases)})
+        if state.is_completed():
+            report = state.result()
+            write_marker(marker, {"image": image.name, "settings": settings, "report_dir": report["report_dir"]})
+            reviewed.append(image.name)
+            logger.info("%s reviewed: %s", image.name, report["report_dir"])
+        else:  # one image's failure does not stop the others
+            failed.append(f"{image.name} ({state.message or state.type.value})")
+    logger.info("inbox %s: %d reviewed, %d already reviewed, %d failed", inbox, len(reviewed), len(skipped), len(failed))
+    if failed:
+        raise RunFailed(f"{len(failed)} image(s) failed: " + "; ".join(failed))
+    return {"reviewed": reviewed, "skipped": skipped, "outbox": str(Path(outbox).resolve())}

@@ -1,0 +1,143 @@
+"""`mosaic serve`, `history`, `show`, `rerun`: Mosaic as Prefect operations. Prefect is imported only when run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .errors import BadOption
+from .schema import DEFAULT_PHASES, PHASES
+
+OPS_EXAMPLES = """examples:
+  prefect server start                                   # UI at http://127.0.0.1:4200
+  export PREFECT_API_URL=http://127.0.0.1:4200/api
+  mosaic serve --inbox ~/inbox --outbox ~/outbox --cron '*/10 * * * *' --model openai/qwen2.5-vl --api-base http://127.0.0.1:8080/v1
+  prefect deployment run review-inbox/inbox              # a run now, besides the schedule
+  mosaic history
+  mosaic show RUN
+  mosaic rerun RUN                                       # only the calls that had not completed are made
+"""
+
+
+def register(commands) -> None:
+    fmt = dict(epilog=OPS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve = commands.add_parser("serve", help="serve the recurring review-inbox deployment on a Prefect server", **fmt)
+    serve.add_argument("--name", default="inbox", help="deployment name: review-inbox/NAME (default: inbox)")
+    serve.add_argument("--inbox", required=True, help="folder watched for new images")
+    serve.add_argument("--outbox", required=True, help="folder the reports go to")
+    when = serve.add_mutually_exclusive_group()
+    when.add_argument("--cron", help="cron schedule, e.g. '*/10 * * * *' (default: every --every minutes)")
+    when.add_argument("--every", type=float, help="interval in minutes (default: 10 when no --cron)")
+    serve.add_argument("--no-schedule", action="store_true", help="register without a schedule (runs only when triggered)")
+    serve.add_argument("--paused", action="store_true", help="register the schedule paused")
+    serve.add_argument("--model", help="default model of the deployment (default: $MOSAIC_MODEL or offline)")
+    serve.add_argument("--api-base", help="default backend address (default: $MOSAIC_API_BASE)")
+    serve.add_argument("--density", default="light", help="default density (default: light)")
+    serve.add_argument("--grid", help="default COLSxROWS grid (overrides density)")
+    serve.add_argument("--phases", default=",".join(DEFAULT_PHASES), help="default phases")
+    serve.set_defaults(func=cmd_serve)
+
+    hist = commands.add_parser("history", help="recent review runs on the Prefect server")
+    hist.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    hist.add_argument("--inbox", action="store_true", help="list review-inbox runs too")
+    hist.add_argument("--json", action="store_true", help="one JSON list on stdout")
+    hist.set_defaults(func=cmd_history)
+
+    show = commands.add_parser("show", help="a run's state, review and report folder")
+    show.add_argument("run", help="flow run id or name")
+    show.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    show.set_defaults(func=cmd_show)
+
+    rerun = commands.add_parser("rerun", help="run a failed run again; completed calls come from the memo")
+    rerun.add_argument("run", help="flow run id or name")
+    rerun.add_argument("--wait", type=float, default=600, help="for a deployment's run: seconds to wait for it (0: don't)")
+    rerun.set_defaults(func=cmd_rerun)
+
+
+def _need_server() -> None:
+    from .cli import _quiet_prefect
+
+    _quiet_prefect(False)
+    if not os.environ.get("PREFECT_API_URL"):
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            raise BadOption("no Prefect server: start one (prefect server start) and set "
+                            "PREFECT_API_URL=http://127.0.0.1:4200/api")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .cli import _settings
+
+    _need_server()
+    settings = _settings(model=args.model, api_base=args.api_base)
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    if not phases or any(p not in PHASES for p in phases):
+        raise BadOption(f"invalid phases {args.phases!r}: choose from {', '.join(PHASES)}")
+    if args.every is not None and args.every <= 0:
+        raise BadOption("--every must be a positive number of minutes")
+    from .ops import inbox_images
+
+    inbox_images(args.inbox)  # exists?
+    parameters = {"inbox": os.path.abspath(args.inbox), "outbox": os.path.abspath(args.outbox), "model": settings.model,
+                  "api_base": settings.api_base, "density": args.density, "grid": args.grid, "phases": phases}
+    cron, every = (None, None) if args.no_schedule else (args.cron, None if args.cron else (args.every or 10))
+    print(f"mosaic: serving review-inbox/{args.name} "
+          f"({'cron ' + cron if cron else f'every {every:g} min' if every else 'no schedule'}); Ctrl-C stops", file=sys.stderr)
+    from flows.ops import serve_inbox
+
+    serve_inbox(args.name, parameters, cron, every, paused=args.paused)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    _need_server()
+    from flows.ops import INBOX_FLOW, REVIEW_FLOW, history
+    from .ops import text_table
+
+    rows = history(args.limit, (REVIEW_FLOW, INBOX_FLOW) if args.inbox else (REVIEW_FLOW,))
+    if args.json:
+        print(json.dumps(rows))
+    elif not rows:
+        print("no review runs yet", file=sys.stderr)
+    else:
+        print(text_table(rows, ["started", "run", "image", "model", "density", "state", "calls", "cached", "duration",
+                                "failed tiles", "id"]))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    _need_server()
+    from flows.ops import show
+
+    info = show(args.run)
+    if args.json:
+        print(json.dumps(info, default=str))
+        return 0
+    print(f"{info['run']} ({info['id']}): {info['state']}" + (f" - {info['message']}" if info["message"] else ""))
+    for child in info["children"]:
+        print(f"  image run {child['run']} ({child['id']}): {child['state']}")
+    if info["review"]:
+        print("\n" + info["review"])
+    if info["summary"]:
+        print(f"\nreport: {info['summary'].get('report_dir')}")
+    return 0
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    _need_server()
+    from flows.ops import rerun
+
+    out = rerun(args.run, args.wait)
+    if out["how"] == "scheduled":
+        print(f"mosaic: run {out['run']} ({out['id']}) scheduled for retry on its deployment"
+              + (f"; it ended {out['state']}" + (f": {out['message']}" if out.get("message") else "") if out.get("state") else ""),
+              file=sys.stderr)
+        return 0 if out.get("state", "Completed") == "Completed" else 1
+    calls = out.get("calls") or {}
+    print(f"mosaic: reran {out['run']}: {out['state']}"
+          + (f"; {calls['made']} calls made, {calls['cached']} from the memo; report: {out['report_dir']}" if calls else ""),
+          file=sys.stderr)
+    return 0

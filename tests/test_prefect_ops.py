@@ -1,0 +1,342 @@
+"""Mosaic as Prefect operations, against a real `prefect server start` on loopback and a real `mosaic serve` process.
+
+A scheduled `review-inbox` deployment is triggered with the Prefect CLI; its run, state and artifacts are read back
+through the API; a failed run is retried (`prefect flow-run retry`, `mosaic rerun`) and the model server's request
+log shows that only the missing calls were made. The UI is rendered in headless chromium.
+Set UPDATE_SCREENSHOTS=1 to refresh docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from mosaic.offline.server import Fault, ModelServer
+from mosaic.ops import backend_limit_name
+
+from conftest import ROOT, fake_vlm, make_photo, run_cli
+
+# Test photos have their detail in the top row of a 2x2 grid (blank views are asked nothing), so a fault on
+# tile r1c2 costs its 3 phases, its synthesis and the final review.
+MISSING_PER_FAILED_TILE = 3 + 1 + 1
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+DEPLOYMENT = "review-inbox/test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def ops(tmp_path_factory):
+    """A Prefect server, a fake VLM server, an inbox with two images and `mosaic serve` running the deployment."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    base = tmp_path_factory.mktemp("prefect-ops")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MOSAIC_"))}
+    env.update(PREFECT_HOME=str(base / "prefect-home"), PREFECT_API_URL=api, PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_LOCAL_STORAGE_PATH=str(base / "storage"), PREFECT_RUNNER_POLL_FREQUENCY="1",
+               PREFECT_LOGGING_LEVEL="WARNING", PYTHONPATH=str(ROOT), MOSAIC_CACHE_DIR=str(base / "memo"),
+               MOSAIC_RETRIES="1", MOSAIC_RETRY_DELAY_S="0", MOSAIC_BACKEND_SLOTS="2")
+    logs = base / "logs"
+    logs.mkdir()
+    procs = []
+
+    def start(name, argv):
+        proc = subprocess.Popen(argv, env=env, cwd=base, stdout=open(logs / f"{name}.log", "w"), stderr=subprocess.STDOUT)
+        procs.append(proc)
+        return proc
+
+    started = time.monotonic()
+    server = start("server", [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)])
+
+    def healthy():
+        assert server.poll() is None, f"prefect server exited: {(logs / 'server.log').read_text()[-2000:]}"
+        try:
+            return httpx.get(f"{api}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    vlm = ModelServer(fake_vlm, models=["fake-vl"]).start()
+    try:
+        _wait_for(healthy, 90, "the Prefect server")
+        server_start_s = time.monotonic() - started
+        inbox, outbox = base / "inbox", base / "outbox"
+        inbox.mkdir()
+        make_photo(inbox / "a.png", size=(1200, 800))
+        make_photo(inbox / "b.png", size=(1000, 900))
+        start("serve", [sys.executable, "-m", "mosaic.cli", "serve", "--name", "test", "--inbox", str(inbox),
+                        "--outbox", str(outbox), "--cron", "0 3 * * *", "--model", "openai/fake-vl",
+                        "--api-base", vlm.openai_base, "--grid", "2x2"])
+        with temporary_settings({PREFECT_API_URL: api}):
+            from flows.ops import client
+
+            def deployment():
+                with client() as c:
+                    try:
+                        return c.read_deployment_by_name(DEPLOYMENT)
+                    except Exception:
+                        return None
+
+            state = {"api": api, "env": env, "base": base, "vlm": vlm, "inbox": inbox, "outbox": outbox, "logs": logs,
+                     "deployment": _wait_for(deployment, 60, "mosaic serve to register the deployment"),
+                     "server_start_s": server_start_s, "port": port}
+            yield state
+    finally:
+        vlm.stop()
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in reversed(procs):
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def prefect_cli(ops, *argv: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "prefect", *argv], env=ops["env"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def trigger(ops) -> uuid.UUID:
+    out = prefect_cli(ops, "deployment", "run", DEPLOYMENT)
+    return uuid.UUID(re.search(r"UUID:\s*([0-9a-f-]{36})", out).group(1))
+
+
+def wait_final(ops, run_id: uuid.UUID, after: str | None = None, timeout: float = 90):
+    from flows.ops import client
+
+    def final():
+        with client() as c:
+            run = c.read_flow_run(run_id)
+        done = run.state and run.state.is_final() and (after is None or run.state.id != after)
+        return run if done else None
+
+    try:
+        return _wait_for(final, timeout, f"flow run {run_id}")
+    except AssertionError:
+        raise AssertionError(f"run {run_id} did not finish; serve log:\n{(ops['logs'] / 'serve.log').read_text()[-3000:]}")
+
+
+def children(run_id: uuid.UUID) -> list:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+    from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
+
+    from flows.ops import client
+
+    with client() as c:
+        runs = c.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id])),
+                                sort=FlowRunSort.START_TIME_ASC, limit=100)
+    return runs
+
+
+def artifacts_of(run_id: uuid.UUID) -> dict[str, object]:
+    from flows.ops import client, read_artifacts
+
+    with client() as c:
+        found = read_artifacts(c, [run_id])
+    return {(a.key or a.type): a for a in found}
+
+
+def table(artifact) -> list[dict]:
+    return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+
+
+def test_deployment_is_scheduled_with_described_parameters(ops):
+    dep = ops["deployment"]
+    assert [s.schedule.cron for s in dep.schedules] == ["0 3 * * *"]
+    assert dep.parameters["api_base"] == ops["vlm"].openai_base and dep.parameters["grid"] == "2x2"
+    props = dep.parameter_openapi_schema["properties"]
+    assert set(props) == {"inbox", "outbox", "model", "api_base", "density", "grid", "phases"}
+    assert all(p.get("description") for p in props.values())
+    print(f"prefect server ready in {ops['server_start_s']:.1f} s")
+
+
+def test_failed_tiles_are_named_and_a_retry_makes_only_the_missing_calls(ops):
+    vlm = ops["vlm"]
+    vlm.add_fault(Fault(status=500, times=-1, match="This crop is tile r1c2 "))
+    t0 = time.monotonic()
+    run = wait_final(ops, trigger(ops))
+    first = len(vlm.chat_requests())
+    print(f"failed run: {first} backend calls in {time.monotonic() - t0:.1f} s")
+    assert run.state.is_failed()
+    assert "2 image(s) failed" in run.state.message and "a.png" in run.state.message and "r1c2" in run.state.message
+    planned = {}
+
+    # each image's run: failed state naming the tile, and its artifacts
+    image_runs = children(run.id)
+    print("inbox run", run.total_run_time, "image runs", [(r.name, r.total_run_time.total_seconds()) for r in image_runs],
+          "start lag", (run.start_time - run.expected_start_time).total_seconds())
+    assert [r.state.name for r in image_runs] == ["Failed", "Failed"]
+    assert "r1c2" in image_runs[0].state.message
+    for image_run in image_runs:
+        summary = table(artifacts_of(image_run.id)["mosaic-run-summary"])[0]
+        planned[summary["image"]] = summary["planned"]
+        assert summary["made"] == summary["planned"] - MISSING_PER_FAILED_TILE and summary["failed"] == 3
+    assert first == sum(planned.values()) - 2 * MISSING_PER_FAILED_TILE
+    ops["planned"] = planned
+    arts = artifacts_of(image_runs[0].id)
+    assert {"mosaic-run-summary", "mosaic-tiles", "review-a", "progress-a"} <= set(arts)
+    summary = table(arts["mosaic-run-summary"])[0]
+    assert summary["failed_tiles"] == "r1c2" and summary["state"] == "partial"
+    assert Path(summary["report_dir"]).parent == ops["outbox"]
+    assert [r["status"] for r in table(arts["mosaic-tiles"]) if r["tile"] == "r1c2"] == ["FAILED after retries"]
+    assert arts["progress-a"].data == 75.0  # 3 of 4 tiles
+    assert "r1c2 failed after retries" in arts["review-a"].data
+    assert not list((ops["outbox"]).glob(".mosaic-reviewed/*.json"))
+
+    # the server recovers; `prefect flow-run retry` puts the same run back on the deployment's queue
+    vlm.clear_faults()
+    t0 = time.monotonic()
+    prefect_cli(ops, "flow-run", "retry", str(run.id))
+    retried = wait_final(ops, run.id, after=str(run.state.id))
+    second = len(vlm.chat_requests()) - first
+    print(f"retried run: {second} backend calls in {time.monotonic() - t0:.1f} s")
+    assert retried.state.is_completed(), retried.state.message
+    assert second == 2 * MISSING_PER_FAILED_TILE
+    assert len(list(ops["outbox"].glob(".mosaic-reviewed/*.json"))) == 2
+    latest = children(run.id)[-1]
+    arts = artifacts_of(latest.id)
+    summary = table(arts["mosaic-run-summary"])[0]
+    assert (summary["made"], summary["cached"], summary["state"]) == (MISSING_PER_FAILED_TILE, planned["b.png"] - MISSING_PER_FAILED_TILE, "complete")
+    assert arts["progress-b"].data == 100.0 and "## Review" in arts["review-b"].data
+    assert (Path(summary["report_dir"]) / "report.md").exists()
+    ops["finished_run"] = run.id
+
+    # the next scheduled or triggered run skips both images: same content, same settings
+    again = wait_final(ops, trigger(ops))
+    assert again.state.is_completed() and len(vlm.chat_requests()) == first + second and not children(again.id)
+
+
+def test_history_and_show_read_runs_through_the_api(ops, monkeypatch, capsys):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.setenv("PREFECT_API_URL", ops["api"])
+    with temporary_settings({PREFECT_API_URL: ops["api"]}):
+        code, out = run_cli("history", "--json")
+        assert code == 0
+        rows = json.loads(out)
+        planned, missing = ops["planned"], MISSING_PER_FAILED_TILE
+        assert [(r["image"], r["state"], r["calls"], r["cached"]) for r in rows[:2]] == [
+            ("b.png", "Completed", missing, planned["b.png"] - missing), ("a.png", "Completed", missing, planned["a.png"] - missing)]
+        assert {(r["image"], r["state"], r["failed tiles"]) for r in rows[2:4]} == {("a.png", "Failed", "r1c2"), ("b.png", "Failed", "r1c2")}
+        assert all(r["model"] == "openai/fake-vl" and r["density"] == "custom 2x2" for r in rows)
+        code, out = run_cli("history")
+        assert code == 0 and "failed tiles" in out.splitlines()[0] and "a.png" in out
+
+        code, out = run_cli("show", rows[0]["id"])
+        assert code == 0
+        assert "Completed" in out.splitlines()[0] and "## Review" in out
+        assert re.search(r"report: .*outbox/b-", out)
+        code, out = run_cli("show", str(ops["finished_run"]))
+        assert code == 0 and out.count("image run review-") == 4
+
+        code, _ = run_cli("show", "no-such-run")
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("mosaic: no flow run named 'no-such-run'") and err.count("\n") == 1
+
+
+def test_mosaic_rerun_makes_only_the_missing_calls(ops, monkeypatch, capsys):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    vlm = ops["vlm"]
+    make_photo(ops["inbox"] / "c.png", size=(900, 1200))
+    vlm.add_fault(Fault(status=500, times=-1, match="This crop is tile r1c1 "))
+    run = wait_final(ops, trigger(ops))
+    before = len(vlm.chat_requests())
+    assert run.state.is_failed() and "c.png" in run.state.message and "r1c1" in run.state.message
+    vlm.clear_faults()
+    failed_image_run = children(run.id)[0]
+
+    monkeypatch.setenv("PREFECT_API_URL", ops["api"])
+    monkeypatch.setenv("MOSAIC_CACHE_DIR", ops["env"]["MOSAIC_CACHE_DIR"])  # the memo `mosaic serve` filled
+    with temporary_settings({PREFECT_API_URL: ops["api"]}):
+        # an image run has no deployment: it is run again here with its own parameters
+        code, _ = run_cli("rerun", str(failed_image_run.id))
+        err = capsys.readouterr().err
+        assert code == 0, err
+        assert re.search(f"reran .*: Completed; {MISSING_PER_FAILED_TILE} calls made, [0-9]+ from the memo", err), err
+        assert len(vlm.chat_requests()) - before == MISSING_PER_FAILED_TILE
+
+        # the inbox run has a deployment: it is retried in place, on `mosaic serve`; everything is in the memo now
+        code, _ = run_cli("rerun", str(run.id), "--wait", "90")
+        err = capsys.readouterr().err
+        assert code == 0 and "scheduled for retry" in err and "ended Completed" in err, err
+        assert len(vlm.chat_requests()) - before == MISSING_PER_FAILED_TILE
+
+
+def test_one_concurrency_limit_per_backend(ops):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.ops import client
+
+    name = backend_limit_name("openai/fake-vl", ops["vlm"].openai_base)
+    assert name == f"mosaic-backend-127-0-0-1-{ops['vlm'].openai_base.split(':')[-1].split('/')[0]}-v1"
+    with temporary_settings({PREFECT_API_URL: ops["api"]}), client() as c:
+        limit = c.read_global_concurrency_limit_by_name(name)
+    assert limit.limit == 2 and limit.active and limit.active_slots == 0
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars", "--window-size=1400,1000", "--virtual-time-budget=15000"]
+
+
+def chromium(url: str, *extra: str) -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert exe, "chromium is not installed: apt-get install -y chromium (the UI test needs a real headless browser)"
+    with tempfile.TemporaryDirectory() as profile:
+        done = subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, url],
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_ui_shows_run_artifacts_and_deployment_schedule(ops, tmp_path):
+    ui = f"http://127.0.0.1:{ops['port']}"
+    image_run = children(ops["finished_run"])[-1]
+    arts = artifacts_of(image_run.id)
+    pages = {  # the UI's artifact pages show the artifact with its flow run; the deployment page its schedule
+        "review-artifact.png": (f"{ui}/artifacts/artifact/{arts['review-b'].id}", ["Review of", "report folder", "review-b.png"]),
+        "tiles-artifact.png": (f"{ui}/artifacts/artifact/{arts['mosaic-tiles'].id}", ["Tiles of b.png", "r1c2", "SIGN-"]),
+        "deployment-schedule.png": (f"{ui}/deployments/deployment/{ops['deployment'].id}", ["review-inbox", "At 03:00 AM every day"]),
+    }
+    for name, (url, expected) in pages.items():
+        t0 = time.monotonic()
+        dom = chromium(url, "--dump-dom")
+        missing = [e for e in expected if e not in dom]
+        assert not missing, f"{url} does not show {missing}"
+        shot = tmp_path / name
+        chromium(url, f"--screenshot={shot}")
+        print(f"{name}: rendered and captured in {time.monotonic() - t0:.1f} s")
+        assert shot.stat().st_size > 20_000, f"{name} looks blank"
+        if os.environ.get("UPDATE_SCREENSHOTS"):
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            shutil.copy(shot, SCREENSHOTS / name)
