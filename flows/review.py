@@ -45,7 +45,8 @@ def review_image(
     retry = dict(retries=settings.retries, retry_delay_seconds=exponential_backoff(backoff_factor=settings.retry_delay_s))
     orient_, inspect_, synthesize_, review_ = (t.with_options(**retry) for t in (orient, inspect_view, synthesize_tile, write_review))
 
-    plan = prepare_image(image_path, density, grid, phases, ctx, settings.orientation_px, settings.view_px, settings.offline_budget)
+    plan = prepare_image(image_path, density, grid, phases, ctx, settings.orientation_px, settings.view_px,
+                         settings.offline_budget, settings.skip_blank)
     stats = CallStats(planned=plan.total_calls)
     bar = Progress(plan.total_calls, len(plan.tiles), enabled=show_progress)
     blank = [v.id for v in plan.views if not v.phases]

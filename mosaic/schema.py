@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from .tiles import Box, Cell, cell_label
+from .tiles import Box, Cell
 
 Phase = Literal["text", "subjects", "characteristics", "inspect"]
 PHASES: tuple[str, ...] = ("text", "subjects", "characteristics", "inspect")
@@ -170,6 +170,3 @@ class FinalReport(BaseModel):
     report_dir: str | None = None
     complete: bool = True
 
-
-def tile_id(cell: Cell) -> str:
-    return cell_label(cell)

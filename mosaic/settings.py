@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     )
     orientation_px: int = Field(1280, ge=64, description="Long side of the whole image sent for orientation and synthesis.")
     view_px: int = Field(1280, ge=64, description="Largest long side of a tile or seam crop sent to the model.")
+    skip_blank: bool = Field(False, description="Ask nothing of tiles and seam crops with no visible edge (clear sky, bare "
+                             "walls): fewer calls, no detail lost on such views.")
     offline_budget: int = Field(448, ge=32, description="Long side the offline reader shrinks every image to (its 'encoder').")
 
 

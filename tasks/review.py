@@ -44,9 +44,10 @@ def _call(call: ModelCall, ctx: RunContext) -> ModelReply:
 
 @task(name="prepare-image", cache_policy=NO_CACHE, persist_result=False)
 def prepare_image(image_path: str, density: str, grid: str | None, phases: list[str], ctx: RunContext,
-                  orientation_px: int = 1280, view_px: int = 1280, offline_budget: int = 448) -> Plan:
+                  orientation_px: int = 1280, view_px: int = 1280, offline_budget: int = 448,
+                  skip_blank: bool = False) -> Plan:
     return pipeline.prepare(image_path, density, grid, phases, ctx.backend.model, ctx.blobs,
-                            orientation_px, view_px, offline_budget)
+                            orientation_px, view_px, offline_budget, skip_blank)
 
 
 @task(name="orient", **model_task)

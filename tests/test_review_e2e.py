@@ -10,7 +10,7 @@ import pytest
 from mosaic.offline.server import Fault
 from mosaic.schema import count_calls
 
-from conftest import run_cli
+from conftest import make_photo, run_cli
 
 PHASES = ["text", "subjects", "characteristics"]
 
@@ -107,3 +107,18 @@ def test_transient_faults_are_retried_by_the_task(photo, vlm_server):
     assert json.loads(out)["calls"]["made"] == planned
     assert len(vlm_server.chat_requests()) == planned
     assert len(vlm_server.chat_requests(answered_only=False)) == planned + 3
+
+
+def test_blank_views_can_be_skipped(tmp_path, vlm_server, monkeypatch):
+    from PIL import Image
+
+    img = Image.open(make_photo(tmp_path / "half.png"))
+    img.paste((200, 200, 200), (0, 400, 1200, 800))  # the bottom row is a bare wall
+    img.save(tmp_path / "half.png")
+    monkeypatch.setenv("MOSAIC_SKIP_BLANK", "true")
+    code, out = review(tmp_path / "half.png", vlm_server, "openai", "--grid", "3x2")
+    assert code == 0
+    calls = json.loads(out)["calls"]
+    # the bottom tiles (3 × 3 phases) and the 2 seams between them (2 × 2) are not asked; the seams across the
+    # middle line still see the textured half, so the bottom tiles keep their syntheses
+    assert calls["planned"] == calls["made"] == len(vlm_server.chat_requests()) == count_calls(3, 2, PHASES) - 9 - 4
