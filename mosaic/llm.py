@@ -10,6 +10,8 @@ import os
 import re
 import socket
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from urllib.parse import urlparse
 
 from .errors import BackendError
@@ -70,7 +72,9 @@ def check_reachable(model: str, api_base: str | None, timeout_s: float = 3.0) ->
         raise BackendError(f"cannot reach the backend at {address}: {reason.lower()}", retryable=False) from None
 
 
-def call_model(call: ModelCall, blobs: BlobStore, memo: Memo | None, timeout_s: float = 300.0) -> ModelReply:
+def call_model(call: ModelCall, blobs: BlobStore, memo: Memo | None, timeout_s: float = 300.0,
+               backend_slot: Callable[[], AbstractContextManager] = nullcontext) -> ModelReply:
+    """backend_slot is held around the network call only (a memo hit needs none), e.g. a concurrency limit."""
     key = call.key()
     if memo is not None:
         hit = memo.get(key)
@@ -79,15 +83,16 @@ def call_model(call: ModelCall, blobs: BlobStore, memo: Memo | None, timeout_s: 
     api_key = api_key_for(call)
     started = time.monotonic()
     try:
-        response = _litellm().completion(
-            model=call.model,
-            messages=build_messages(call, blobs),
-            api_base=call.api_base,
-            api_key=api_key,
-            timeout=timeout_s,
-            num_retries=0,  # retries belong to the Prefect task, one layer only
-            **call.options,
-        )
+        with backend_slot():
+            response = _litellm().completion(
+                model=call.model,
+                messages=build_messages(call, blobs),
+                api_base=call.api_base,
+                api_key=api_key,
+                timeout=timeout_s,
+                num_retries=0,  # retries belong to the Prefect task, one layer only
+                **call.options,
+            )
         content = response.choices[0].message.content or ""
     except BackendError:
         raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -119,8 +120,8 @@ def _observation_data(o: Observation) -> dict:
     return data
 
 
-def run_call(call: ModelCall, blobs: BlobStore, memo: Memo | None, timeout_s: float) -> ModelReply:
-    return call_model(call, blobs, memo, timeout_s)
+def run_call(call: ModelCall, blobs: BlobStore, memo: Memo | None, timeout_s: float, backend_slot=nullcontext) -> ModelReply:
+    return call_model(call, blobs, memo, timeout_s, backend_slot)
 
 
 # --- reading the answers -------------------------------------------------------------------------------------

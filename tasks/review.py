@@ -34,12 +34,7 @@ model_task = dict(
 
 
 def _call(call: ModelCall, ctx: RunContext) -> ModelReply:
-    """A memo hit needs no backend slot; a call to the backend holds one slot of its concurrency limit."""
-    memo = ctx.memo
-    if memo is not None and memo.get(call.key()) is not None:
-        return pipeline.run_call(call, ctx.blobs, memo, ctx.backend.timeout_s)
-    with backend_slot(ctx.backend):
-        return pipeline.run_call(call, ctx.blobs, memo, ctx.backend.timeout_s)
+    return pipeline.run_call(call, ctx.blobs, ctx.memo, ctx.backend.timeout_s, lambda: backend_slot(ctx.backend))
 
 
 @task(name="prepare-image", cache_policy=NO_CACHE, persist_result=False)
