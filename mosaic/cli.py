@@ -83,7 +83,6 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .images import load_image, set_pixel_limit
     from .llm import check_reachable, resolve_model
-    from .settings import load_settings
     from .tiles import choose_grid, input_px_for
 
     settings = _settings(model=args.model, api_base=args.api_base, concurrency=args.concurrency, out_dir=args.out)

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 import re
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
 from . import prompts
 from .images import encode_png, load_image, shrink
-from .llm import call_model, call_options
-from .memo import BlobStore, Memo
+from .llm import call_options
+from .memo import BlobStore
 from .schema import (
     phases_for,
     Backend,
-    FinalReport,
+    canonical_sha256,
     ModelCall,
     ModelReply,
     Observation,
@@ -118,10 +117,6 @@ def _observation_data(o: Observation) -> dict:
     if o.notes:
         data["notes"] = o.notes
     return data
-
-
-def run_call(call: ModelCall, blobs: BlobStore, memo: Memo | None, timeout_s: float, backend_slot=nullcontext) -> ModelReply:
-    return call_model(call, blobs, memo, timeout_s, backend_slot)
 
 
 # --- reading the answers -------------------------------------------------------------------------------------
@@ -232,12 +227,5 @@ def complete_review(review: str, reports: list[TileReport]) -> tuple[str, list[R
 def report_dir_name(plan: Plan, backend: Backend) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(plan.image_path).stem)[:40] or "image"
     settings = f"{backend.model}|{backend.api_base}|{plan.cols}x{plan.rows}|{','.join(plan.phases)}"
-    from .schema import canonical_sha256
-
     return f"{stem}-{plan.image_sha256[:8]}-{canonical_sha256(settings)[:8]}"
 
-
-__all__ = [
-    "FinalReport", "complete_review", "final_call", "make_tile_report", "orientation_call", "parse_observation",
-    "prepare", "run_call", "tile_synthesis_call", "view_call",
-]

@@ -9,6 +9,7 @@ from prefect.tasks import exponential_backoff
 from mosaic import pipeline
 from mosaic.context import RunContext
 from mosaic.errors import BackendError
+from mosaic.llm import call_model
 from mosaic.report import write_report
 from mosaic.schema import FinalReport, ModelCall, ModelReply, Observation, Plan, TileReport, View
 
@@ -34,7 +35,7 @@ model_task = dict(
 
 
 def _call(call: ModelCall, ctx: RunContext) -> ModelReply:
-    return pipeline.run_call(call, ctx.blobs, ctx.memo, ctx.backend.timeout_s, lambda: backend_slot(ctx.backend))
+    return call_model(call, ctx.blobs, ctx.memo, ctx.backend.timeout_s, lambda: backend_slot(ctx.backend))
 
 
 @task(name="prepare-image", cache_policy=NO_CACHE, persist_result=False)

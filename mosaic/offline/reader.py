@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..images import shrink
+from ..pipeline import squash
 from ..prompts import task_of
 
 DEFAULT_BUDGET = 448
@@ -134,7 +135,7 @@ def final_review(prompt: str, images: list[Image.Image], budget: int) -> str:
     for report in _data_block(prompt, "TILE REPORTS"):
         for reading in report.get("readings", []):
             text = str(reading.get("text", ""))
-            key = "".join(text.split()).casefold()
+            key = squash(text)
             if key:
                 shown.setdefault(key, text + (" (unclear)" if reading.get("unclear") else ""))
                 tiles_of.setdefault(key, []).append(str(report.get("tile")))
