@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from mosaic import prompts
-from mosaic.images import encode_png, shrink
+from mosaic.images import encode_view, shrink
 from mosaic.llm import call_model, call_options
 from mosaic.memo import BlobStore, Memo
 from mosaic.pipeline import parse_json_object
@@ -35,19 +35,6 @@ def sahi_boxes(width: int, height: int, cols: int, rows: int, overlap: float = 0
     xs = [min(round(i * sw * (1 - overlap)), width - sw) for i in range(cols)]
     ys = [min(round(j * sh * (1 - overlap)), height - sh) for j in range(rows)]
     return [(x, y, x + sw, y + sh) for y in ys for x in xs]
-
-
-def junction_boxes(width: int, height: int, cols: int, rows: int) -> list[Box]:
-    """A tile-sized window centred on each interior corner where four tiles meet: what crosses both a vertical
-    and a horizontal tile line there is cut in every tile and every seam crop, and whole only here."""
-    cells = tile_boxes(width, height, cols, rows)
-    out = []
-    for r in range(rows - 1):
-        for c in range(cols - 1):
-            a = cells[(c, r)]
-            cx, cy, w, h = a[2], a[3], a[2] - a[0], a[3] - a[1]
-            out.append((max(0, cx - w // 2), max(0, cy - h // 2), min(width, cx + w - w // 2), min(height, cy + h - h // 2)))
-    return out
 
 
 def union(a: Box, b: Box) -> Box:
@@ -86,7 +73,7 @@ def method_views(kind: str, width: int, height: int, cols: int = 1, rows: int = 
 def read_crop(image: Image.Image, box: Box, backend: Backend, blobs: BlobStore, memo: Memo | None,
               view_px: int = 1280) -> tuple[list[str], bool]:
     """The texts the backend reads in one crop with Mosaic's text question; (readings, served from memo)."""
-    sha = blobs.put(encode_png(shrink(image.crop(box), view_px)))
+    sha = blobs.put(encode_view(shrink(image.crop(box), view_px)))
     where = f"This crop is pixels {list(box)} of a {image.width}×{image.height} image."
     call = ModelCall(model=backend.model, api_base=backend.api_base, system=prompts.SYSTEM,
                      prompt=prompts.view_prompt("text", "", where), images=[sha], options=call_options(backend))

@@ -287,17 +287,12 @@ def page(runs: list[dict], system: dict, out_dir: Path, md_path: Path) -> str:
          "density D — each tile alone and each neighbour pair (both tiles in one image) asked from both sides, "
          "1 + T + 2P + T + 1 calls (the two calls of a pair see the same pixels, so one reading stands for both). "
          "*mosaic D*: Mosaic at density D with the three phases (text, subjects, characteristics); *inspect*: one "
-         "all-in-one call per view; *auto*: `--density auto`.", ""]
+         "all-in-one call per view; *auto*: `--density auto`. Mosaic's views: every tile, one tile-sized crop per shared "
+         "edge (each pair once) and one per four-tile corner (junction crops: text only); tile syntheses only when "
+         "there are several phases to merge.", ""]
     for run in runs:
         L += [f"## {run['label']}", "", *table(run), "",
               f"![recall against calls]({rel}/recall-vs-calls-{run.get('budget') or 'model'}.png)", ""]
-        for j in run.get("junctions", []):
-            L.append(f"- Junction crops (bench-only experiment, `bench.run.junction_experiment`): {j['base']} plus one "
-                     f"tile-sized crop per four-way tile corner, +{j['extra_calls_per_scene']} calls per scene, reads "
-                     f"{', '.join(j['rescued']) or 'nothing more'}: recall {j['recall_report']}, straddling "
-                     f"{j['recall_straddling']}.")
-        if run.get("junctions"):
-            L.append("")
         comp = blog_comparison(run)
         if comp:
             L += ["Calls at equal recall against the blog design:", ""]

@@ -240,46 +240,10 @@ def sweep(be: Backend, scene_list: list[dict], cut: float, quick: bool) -> list[
         peer(f"blog {d}", "blog", 0, 0, shape_density=d)
     for d in (("light", "max") if quick else DENSITIES):
         mosaic(f"mosaic {d}", d, ALL_PHASES)
-    for d in (("light",) if quick else ("max",) if harsh else ("quick", "light")):
+    for d in (("light",) if quick else ("dense", "max") if harsh else ("quick", "light")):
         mosaic(f"mosaic {d} inspect", d, ["inspect"], family="mosaic-inspect")
     mosaic("mosaic auto", "auto", ALL_PHASES, family="mosaic-auto")
     return results
-
-
-def junction_experiment(be: Backend, scene_list: list[dict], base: dict, memo_dir: Path) -> dict:
-    """What Mosaic would read with one more crop per four-way tile corner: `base` (a Mosaic run's results) plus the
-    readings of tile-sized windows centred on each interior corner of the same grids. Bench-only: the product
-    does not cut these crops yet."""
-    from PIL import Image
-
-    from mosaic.memo import BlobStore, Memo
-    from mosaic.schema import Backend as B
-
-    missed = {(m["seed"], m["text"]) for m in base["misses"]}
-    backend = B(model=be.resolved, api_base=be.api_base)
-    blobs, memo = BlobStore(memo_dir / "blobs"), Memo(memo_dir)
-    be.reset()
-    mark, t = be.mark(), time.monotonic()
-    extra_calls, rescued = 0, []
-    for sc, grid in zip(scene_list, base["grids"]):
-        cols, rows = (int(v) for v in grid.split("x"))
-        image = Image.open(sc["path"]).convert("RGB")
-        texts: list[str] = []
-        for box in baselines.junction_boxes(sc["width"], sc["height"], cols, rows):
-            texts += baselines.read_crop(image, box, backend, blobs, memo)[0]
-        extra_calls += (cols - 1) * (rows - 1)
-        for s, hit in zip(sc["signs"], score.recalled(sc["signs"], texts)):
-            if hit and (sc["seed"], s.text) in missed:
-                rescued.append(s.text)
-    memo.close()
-    rows_n = base["signs"]
-    straddle_missed = [m for m in base["misses"] if m["straddles"]]
-    return {"base": base["method"], "extra_calls_per_scene": round(extra_calls / len(scene_list), 1),
-            "extra_calls": extra_calls, "rescued": rescued,
-            "recall_report": round((rows_n - len(missed) + len(rescued)) / rows_n, 4),
-            "recall_straddling": round((base["straddling_n"] - len(straddle_missed)
-                                        + sum(1 for m in straddle_missed if m["text"] in rescued)) / base["straddling_n"], 4),
-            "wall_s": round(time.monotonic() - t, 1), **be.work(mark)}
 
 
 # ------------------------------------------------------------------------------- scheduling, memo, memory
@@ -427,9 +391,6 @@ def main(argv: list[str] | None = None) -> int:
                 for k in ("memo_rerun", "elapsed_s"):
                     if k in old:
                         part[k] = old[k]
-                part["junctions"] = [junction_experiment(be, scene_list, m, WORK / "memo" / be.model.replace("/", "_") / "junctions")
-                                     for m in part["methods"] if m["method"] in ("mosaic light", "mosaic max")]
-                log("junction crops:", part["junctions"])
                 _save(part, path)
                 continue
             if budget == budgets[0] and "memo" not in skip:

@@ -4,16 +4,17 @@ import time
 from pathlib import Path
 
 from prefect import flow
-from prefect.futures import as_completed
+from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from mosaic.context import RunContext
 from mosaic.errors import RunFailed
-from mosaic.llm import resolve_model
-from mosaic.pipeline import complete_review, make_tile_report, report_dir_name
+from mosaic import pipeline
+from mosaic.llm import cached_reply, resolve_model
+from mosaic.pipeline import complete_review, report_dir_name
 from mosaic.progress import Progress
-from mosaic.schema import DEFAULT_PHASES, Backend, CallStats, FinalReport
+from mosaic.schema import DEFAULT_PHASES, Backend, CallStats, FinalReport, Observation, TileReport
 from mosaic.settings import Settings, load_settings
 from tasks import inspect_view, orient, prepare_image, save_report, synthesize_tile, write_review
 from tasks.ops import RunArtifacts
@@ -26,7 +27,13 @@ def _run_name() -> str:
     return f"review-{Path(str(parameters.get('image_path', 'image'))).name}"
 
 
-@flow(name="mosaic-review", flow_run_name=_run_name, persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=2))
+# More workers than calls in flight (RunContext.in_flight limits those), so one task's bookkeeping overlaps
+# another's call and the backend is not left idle between calls.
+TASK_WORKERS = 16
+
+
+@flow(name="mosaic-review", flow_run_name=_run_name, persist_result=False,
+      task_runner=ThreadPoolTaskRunner(max_workers=TASK_WORKERS))
 def review_image(
     image_path: str,
     model: str = "offline",
@@ -37,10 +44,12 @@ def review_image(
     out_dir: str = "mosaic-reports",
     use_memo: bool = True,
     show_progress: bool = False,
+    concurrency: int | None = None,
 ) -> dict:
-    """Review one image: orientation, every tile and seam one phase at a time, a report per tile, the final review."""
+    """Review one image: orientation, every tile and seam one phase at a time, a report per tile, the final review.
+    concurrency: model calls in flight at once (default $MOSAIC_CONCURRENCY or 2)."""
     started = time.monotonic()
-    settings = load_settings()
+    settings = load_settings(concurrency=concurrency)
     ctx = run_context(settings, model, api_base, use_memo)
     retry = dict(retries=settings.retries, retry_delay_seconds=exponential_backoff(backoff_factor=settings.retry_delay_s))
     orient_, inspect_, synthesize_, review_ = (t.with_options(**retry) for t in (orient, inspect_view, synthesize_tile, write_review))
@@ -53,22 +62,43 @@ def review_image(
     bar.announce(f"mosaic: {plan.total_calls} calls planned" + (f" ({len(blank)} blank views skipped: {', '.join(blank)})" if blank else ""))
     artifacts = RunArtifacts(plan)
 
-    orientation = orient_(plan, ctx)
+    memo = ctx.memo
+    orientation = cached_reply(pipeline.orientation_call(plan, ctx.backend), memo) or orient_(plan, ctx)
     _count(stats, bar, orientation.cached)
 
-    observed = {
-        (view.id, phase): inspect_.submit(plan, view, phase, orientation.content, ctx)
-        for view in plan.views for phase in view.phases
-    }
-    synthesized = {
-        tile.id: synthesize_.submit(
-            plan, tile, [observed[(v.id, p)] for v in plan.views_touching(tuple(tile.cells[0])) for p in v.phases],
-            orientation.content, ctx,
-        )
-        for tile in plan.tiles if plan.needs_synthesis(tile)
-    }
+    # A call the memo answers gets no task: a rerun runs tasks only for what is missing (and shows only those).
+    observed: dict[tuple[str, str], Observation | PrefectFuture] = {}
+    for view in plan.views:
+        for phase in view.phases:
+            hit = cached_reply(pipeline.view_call(plan, view, phase, orientation.content, ctx.backend), memo)
+            if hit is None:
+                observed[(view.id, phase)] = inspect_.submit(plan, view, phase, orientation.content, ctx)
+            else:
+                observed[(view.id, phase)] = pipeline.parse_observation(view, phase, hit)
+                _count(stats, bar, True)
+    inputs = {tile.id: [(v.id, p) for v in plan.views_touching(tuple(tile.cells[0])) for p in v.phases] for tile in plan.tiles}
+    synthesized: dict[str, PrefectFuture] = {}
+    reports: dict[str, TileReport] = {}
+    for tile in plan.tiles:
+        observations = [observed[k] for k in inputs[tile.id]]
+        if not plan.needs_synthesis(tile):
+            if not any(isinstance(o, PrefectFuture) for o in observations):
+                reports[tile.id] = pipeline.make_tile_report(tile, observations, None)
+            continue
+        if not any(isinstance(o, PrefectFuture) for o in observations):
+            hit = cached_reply(pipeline.tile_synthesis_call(plan, tile, observations, orientation.content, ctx.backend), memo)
+            if hit is not None:
+                reports[tile.id] = pipeline.make_tile_report(tile, observations, hit)
+                _count(stats, bar, True)
+                continue
+        synthesized[tile.id] = synthesize_.submit(plan, tile, observations, orientation.content, ctx)
+    for _ in reports:
+        bar.tile_done()
+        artifacts.tile_done()
+
     errors: list[str] = []
-    for future in as_completed([*observed.values(), *synthesized.values()]):
+    waiting = [f for f in [*observed.values(), *synthesized.values()] if isinstance(f, PrefectFuture)]
+    for future in as_completed(waiting):
         future.wait()
         state = future.state
         if state.is_completed():
@@ -85,21 +115,31 @@ def review_image(
         # otherwise NotReady: a synthesis whose inputs failed, never attempted
     bar.close()
 
-    reports, failed_tiles = [], []
+    failed_tiles = []
     for tile in plan.tiles:
-        future = synthesized.get(tile.id)
-        if future is None:
-            reports.append(make_tile_report(tile, [], None))
-        elif future.state.is_completed():
-            reports.append(future.result()[0])
-        else:
-            failed_tiles.append(tile.id)
+        if tile.id in reports:
+            continue
+        if tile.id in synthesized:
+            future = synthesized[tile.id]
+            if future.state.is_completed():
+                reports[tile.id] = future.result()[0]
+                continue
+        else:  # built in code, now that its views have answered
+            futures = [observed[k] for k in inputs[tile.id]]
+            if all(not isinstance(o, PrefectFuture) or o.state.is_completed() for o in futures):
+                reports[tile.id] = pipeline.make_tile_report(
+                    tile, [o.result() if isinstance(o, PrefectFuture) else o for o in futures], None)
+                bar.tile_done()
+                artifacts.tile_done()
+                continue
+        failed_tiles.append(tile.id)
+    tile_reports = [reports[t.id] for t in plan.tiles if t.id in reports]
 
     backend = ctx.backend
     report = FinalReport(
         image=plan.image_path, image_sha256=plan.image_sha256, size=(plan.width, plan.height), model=backend.model,
         api_base=backend.api_base, density=plan.density, grid=f"{plan.cols}x{plan.rows}", cols=plan.cols, rows=plan.rows,
-        phases=plan.phases, notes=plan.notes, orientation=orientation.content, review="", readings=[], tiles=reports,
+        phases=plan.phases, notes=plan.notes, orientation=orientation.content, review="", readings=[], tiles=tile_reports,
         failed_tiles=failed_tiles, calls=stats, elapsed_s=0.0, complete=not failed_tiles,
     )
     folder = str(Path(out_dir) / report_dir_name(plan, backend))
@@ -114,9 +154,10 @@ def review_image(
         artifacts.finish(report, folder, str(failure))
         raise failure
 
-    final = review_(plan, orientation.content, reports, ctx)
+    final = cached_reply(pipeline.final_call(plan, orientation.content, tile_reports, ctx.backend), memo) or review_(
+        plan, orientation.content, tile_reports, ctx)
     _count(stats, None, final.cached)
-    report.review, report.readings = complete_review(final.content, reports)
+    report.review, report.readings = complete_review(final.content, tile_reports)
     report.elapsed_s = round(time.monotonic() - started, 3)
     report.report_dir = save_report(report, plan, folder, ctx)
     artifacts.finish(report, report.report_dir)
@@ -137,10 +178,11 @@ def run_context(settings: Settings, model: str, api_base: str | None, use_memo: 
         temperature=settings.temperature, max_tokens=settings.max_tokens, num_ctx=settings.num_ctx,
         timeout_s=settings.timeout_s,
     )
-    return RunContext(backend=backend, cache_dir=str(settings.cache_dir), use_memo=use_memo, memo_size_mb=settings.cache_size_mb)
+    return RunContext(backend=backend, cache_dir=str(settings.cache_dir), use_memo=use_memo,
+                      memo_size_mb=settings.cache_size_mb, concurrency=settings.concurrency)
 
 
 def run_review(concurrency: int = 2, **parameters):
     """Run the flow with `concurrency` calls in flight; returns the flow's final state."""
-    runner = ThreadPoolTaskRunner(max_workers=concurrency)
-    return review_image.with_options(task_runner=runner)(**parameters, return_state=True)
+    runner = ThreadPoolTaskRunner(max_workers=max(TASK_WORKERS, 2 * concurrency))
+    return review_image.with_options(task_runner=runner)(**parameters, concurrency=concurrency, return_state=True)

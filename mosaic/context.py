@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,6 +17,11 @@ class RunContext(BaseModel):
     cache_dir: str
     use_memo: bool = True
     memo_size_mb: int = 2048
+    concurrency: int = 2  # calls in flight at the backend; the task pool is larger, so orchestration overlaps them
+
+    @property
+    def in_flight(self) -> threading.BoundedSemaphore:
+        return in_flight_limit(self.backend.model, self.backend.api_base, self.concurrency)
 
     @property
     def blobs(self) -> BlobStore:
@@ -29,3 +35,9 @@ class RunContext(BaseModel):
 @lru_cache(maxsize=8)
 def open_memo(cache_dir: str, size_mb: int) -> Memo:
     return Memo(Path(cache_dir), size_mb)
+
+
+@lru_cache(maxsize=32)
+def in_flight_limit(model: str, api_base: str | None, calls: int) -> threading.BoundedSemaphore:
+    """One per backend and limit in a process: runs of the same process share it."""
+    return threading.BoundedSemaphore(calls)

@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager, nullcontext
 from urllib.parse import urlparse
 
 from .errors import BackendError
+from .images import image_mime
 from .memo import BlobStore, Memo
 from .schema import Backend, ModelCall, ModelReply
 
@@ -75,11 +76,10 @@ def check_reachable(model: str, api_base: str | None, timeout_s: float = 3.0) ->
 def call_model(call: ModelCall, blobs: BlobStore, memo: Memo | None, timeout_s: float = 300.0,
                backend_slot: Callable[[], AbstractContextManager] = nullcontext) -> ModelReply:
     """backend_slot is held around the network call only (a memo hit needs none), e.g. a concurrency limit."""
+    hit = cached_reply(call, memo)
+    if hit is not None:
+        return hit
     key = call.key()
-    if memo is not None:
-        hit = memo.get(key)
-        if hit is not None:
-            return ModelReply(content=hit["content"], cached=True, usage=hit.get("usage") or {})
     api_key = api_key_for(call)
     started = time.monotonic()
     try:
@@ -110,6 +110,12 @@ def call_model(call: ModelCall, blobs: BlobStore, memo: Memo | None, timeout_s: 
     return ModelReply(content=content, cached=False, elapsed_s=round(time.monotonic() - started, 3), usage=usage)
 
 
+def cached_reply(call: ModelCall, memo: Memo | None) -> ModelReply | None:
+    """The memo's answer to exactly this call, or None."""
+    hit = memo.get(call.key()) if memo is not None else None
+    return ModelReply(content=hit["content"], cached=True, usage=hit.get("usage") or {}) if hit is not None else None
+
+
 MAX_RETRY_AFTER_S = 60.0
 
 
@@ -135,8 +141,9 @@ def api_key_for(call: ModelCall) -> str | None:
 def build_messages(call: ModelCall, blobs: BlobStore) -> list[dict]:
     parts: list[dict] = [{"type": "text", "text": call.prompt}]
     for sha in call.images:
-        data = base64.b64encode(blobs.get(sha)).decode()
-        parts.append({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}})
+        image = blobs.get(sha)
+        data = base64.b64encode(image).decode()
+        parts.append({"type": "image_url", "image_url": {"url": f"data:{image_mime(image)};base64,{data}"}})
     return [{"role": "system", "content": call.system}, {"role": "user", "content": parts}]
 
 

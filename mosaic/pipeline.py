@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from . import prompts
-from .images import encode_png, load_image, shrink
+from .images import encode_view, load_image, shrink
 from .llm import call_options
 from .memo import BlobStore
 from .schema import (
@@ -25,12 +25,14 @@ from .schema import (
     View,
 )
 from .errors import BadOption
-from .tiles import cell_label, choose_grid, input_px_for, neighbor_pairs, seam_box, tile_boxes
+from .tiles import (
+    cell_label, choose_grid, input_px_for, interior_corners, junction_box, neighbor_pairs, seam_box, tile_boxes,
+)
 
 
 def prepare(image_path: str, density: str, grid: str | None, phases: list[str], model: str, blobs: BlobStore,
             orientation_px: int = 1280, view_px: int = 1280, offline_budget: int = 448, skip_blank: bool = False) -> Plan:
-    """Decode the image once, choose the grid, cut every view, store each as PNG by its sha256, fix the plan.
+    """Decode the image once, choose the grid, cut every view, store each by its sha256, fix the plan.
 
     skip_blank: views with nothing on them (is_blank) are asked nothing, so they cost no call."""
     loaded = load_image(image_path)
@@ -45,9 +47,13 @@ def prepare(image_path: str, density: str, grid: str | None, phases: list[str], 
              for cell, box in boxes.items()]
     for a, b in neighbor_pairs(cols, rows):
         box = seam_box(boxes[a], boxes[b])
-        views.append(_view(blobs, image, f"{cell_label(a)}|{cell_label(b)}", "seam", [a, b], box, view_px, phases,
+        views.append(_view(blobs, image, "|".join(map(cell_label, (a, b))), "seam", [a, b], box, view_px, phases,
                            skip_blank))
-    overview = blobs.put(encode_png(shrink(image, orientation_px)))
+    for cells in interior_corners(cols, rows):
+        box = junction_box(boxes[cells[0]], boxes[cells[3]])
+        views.append(_view(blobs, image, "|".join(map(cell_label, cells)), "junction", list(cells), box, view_px,
+                           phases, skip_blank))
+    overview = blobs.put(encode_view(shrink(image, orientation_px)))
     return Plan(
         image_path=str(image_path), image_sha256=loaded.sha256, width=width, height=height, notes=loaded.notes,
         cols=cols, rows=rows, density=density, phases=list(phases), overview_sha256=overview, views=views,
@@ -72,7 +78,7 @@ def _view(blobs: BlobStore, image, view_id: str, kind: str, cells: list, box, vi
           skip_blank: bool = False) -> View:
     crop = shrink(image.crop(box), view_px)
     asked = [] if skip_blank and is_blank(crop) else phases_for(kind, phases)  # a blank view costs no call
-    return View(id=view_id, kind=kind, cells=cells, box=box, image_sha256=blobs.put(encode_png(crop)), phases=asked)
+    return View(id=view_id, kind=kind, cells=cells, box=box, image_sha256=blobs.put(encode_view(crop)), phases=asked)
 
 
 def orientation_call(plan: Plan, backend: Backend) -> ModelCall:
@@ -83,9 +89,11 @@ def view_call(plan: Plan, view: View, phase: str, orientation: str, backend: Bac
     common = dict(cols=plan.cols, rows=plan.rows, box=list(view.box))
     if view.kind == "tile":
         where = prompts.TILE_WHERE.format(label=view.id, width=plan.width, height=plan.height, **common)
-    else:
+    elif view.kind == "seam":
         a, b = view.id.split("|")
         where = prompts.SEAM_WHERE.format(a=a, b=b, **common)
+    else:
+        where = prompts.JUNCTION_WHERE.format(tiles=", ".join(view.id.split("|")), **common)
     return _call(backend, prompts.view_prompt(phase, orientation, where), [view.image_sha256])
 
 
@@ -199,9 +207,12 @@ def merge_readings(readings: list[Reading]) -> list[Reading]:
 
 def make_tile_report(tile: View, observations: list[Observation], reply: ModelReply | None) -> TileReport:
     """Readings and subjects are merged here, in code, so the synthesis call cannot lose them.
-    reply is None for a tile that was asked nothing."""
+    reply is None when no synthesis call was needed: one phase (the summary is the tile's own notes) or a tile
+    that was asked nothing."""
     data = (parse_json_object(reply.content) or {}) if reply else {}
-    summary = _text(data.get("summary")) or (reply.content.strip() if reply else "Not inspected.")
+    own_notes = " ".join(o.notes for o in observations if o.view == tile.id and o.notes)
+    summary = _text(data.get("summary")) or (reply.content.strip() if reply else own_notes or (
+        "Inspected." if observations else "Not inspected."))
     characteristics = _text(data.get("characteristics")) or next(
         (o.notes for o in observations if o.phase == "characteristics" and o.view == tile.id), "")
     col, row = tile.cells[0]

@@ -72,7 +72,7 @@ def overview_png(plan: Plan, blobs: BlobStore) -> bytes:
         draw.rectangle((text_box[0] - 4, text_box[1] - 3, text_box[2] + 4, text_box[3] + 3), fill=(0, 0, 0))
         draw.text((tx, ty), view.id, fill=(255, 230, 0), font=font)
     buf = io.BytesIO()
-    base.save(buf, format="PNG", optimize=True)
+    base.save(buf, format="PNG", compress_level=3)  # optimize=True took seconds per run for ~10% less
     return buf.getvalue()
 
 

@@ -15,6 +15,9 @@ PHASES: tuple[str, ...] = ("text", "subjects", "characteristics", "inspect")
 DEFAULT_PHASES: tuple[str, ...] = ("text", "subjects", "characteristics")
 # A seam crop exists to catch what crosses a tile line; lighting and defects are already seen in both tiles.
 SEAM_PHASES: tuple[str, ...] = ("text", "subjects", "inspect")
+# A junction crop (centred where four tiles meet) exists for text cut by two tile lines at once; the subjects
+# around a corner are already seen whole in the tiles and seam crops.
+JUNCTION_PHASES: tuple[str, ...] = ("text", "inspect")
 
 
 def canonical_sha256(data: object) -> str:
@@ -54,10 +57,11 @@ class ModelReply(BaseModel):
 
 
 class View(BaseModel):
-    """One crop the model looks at: a tile, or a window centred on the seam between two tiles."""
+    """One crop the model looks at: a tile, a window centred on the seam between two tiles, or one centred on the
+    corner where four tiles meet."""
 
-    id: str  # "r1c2" for a tile, "r1c2|r1c3" for a seam
-    kind: Literal["tile", "seam"]
+    id: str  # "r1c2" for a tile, "r1c2|r1c3" for a seam, "r1c2|r1c3|r2c2|r2c3" for a junction
+    kind: Literal["tile", "seam", "junction"]
     cells: list[Cell]
     box: Box
     image_sha256: str
@@ -91,24 +95,31 @@ class Plan(BaseModel):
         return [v for v in self.views if list(cell) in [list(c) for c in v.cells]]
 
     def needs_synthesis(self, tile: View) -> bool:
-        """A tile whose views are asked nothing gets its (empty) report without a call."""
-        return any(v.phases for v in self.views_touching(tuple(tile.cells[0])))
+        """A tile report needs a model call only to merge several phases' answers into one summary. With one
+        phase (or nothing asked of the tile's views) it is built in code: readings and subjects are merged in code
+        in every case, so a synthesis call could only restate them."""
+        return len(self.phases) > 1 and any(v.phases for v in self.views_touching(tuple(tile.cells[0])))
 
     @property
     def total_calls(self) -> int:
-        """Orientation + every view's phases + a synthesis per tile that has observations + the final review."""
+        """Orientation + every view's phases + the tile syntheses that need a call + the final review."""
         return 1 + sum(len(v.phases) for v in self.views) + sum(self.needs_synthesis(t) for t in self.tiles) + 1
 
 
 def phases_for(kind: str, phases: list[str] | tuple[str, ...]) -> list[str]:
-    return [p for p in phases if kind == "tile" or p in SEAM_PHASES]
+    asked = {"tile": phases, "seam": SEAM_PHASES, "junction": JUNCTION_PHASES}[kind]
+    return [p for p in phases if p in asked]
 
 
 def count_calls(cols: int, rows: int, phases: list[str] | tuple[str, ...]) -> int:
-    """Orientation + every phase on every tile + seam phases on every shared edge + a synthesis per tile + the final."""
+    """Orientation + every phase on every tile + seam phases on every shared edge + junction phases on every
+    four-tile corner + a synthesis per tile when there are several phases to merge + the final review."""
     tiles = cols * rows
     seams = rows * (cols - 1) + cols * (rows - 1)
-    return 1 + tiles * len(phases) + seams * len(phases_for("seam", phases)) + tiles + 1
+    corners = (cols - 1) * (rows - 1)
+    syntheses = tiles if len(phases) > 1 else 0
+    return (1 + tiles * len(phases) + seams * len(phases_for("seam", phases))
+            + corners * len(phases_for("junction", phases)) + syntheses + 1)
 
 
 class Reading(BaseModel):

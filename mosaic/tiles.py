@@ -55,10 +55,13 @@ def model_billions(model: str) -> float | None:
 
 def auto_density(width: int, height: int, model: str, input_px: int | None) -> str:
     """Blog rule by model size (under 3B quick, up to ~10B light, 20B and up dense), then no finer than the
-    model's input size can use: tiles much smaller than what the encoder sees add calls and no detail."""
+    model's input size can use: tiles much smaller than what the encoder sees add calls and no detail.
+
+    Never max: it has more tile corners and seams for text to fall on, and read no more than dense at any
+    encoder size in the benchmark (docs/benchmark.md) for 1.6× the calls; max stays an explicit choice."""
     billions = model_billions(model)
     if billions is None and input_px:
-        wanted = "max"  # size unknown, encoder known: the input size alone decides (below)
+        wanted = "dense"  # size unknown, encoder known: the input size alone decides (below)
     elif billions is None:
         wanted = "light"
     elif billions < 3:
@@ -120,6 +123,25 @@ def seam_box(a: Box, b: Box) -> Box:
         half = ((a[3] - a[1]) + (b[3] - b[1])) // 4
         return (a[0], max(a[1], a[3] - half), a[2], min(b[3], a[3] + half))
     raise ValueError(f"tiles {a} and {b} do not share an edge")
+
+
+def interior_corners(cols: int, rows: int) -> list[tuple[Cell, Cell, Cell, Cell]]:
+    """The four tiles around each point where four tiles meet: (top-left, top-right, bottom-left, bottom-right)."""
+    return [((c, r), (c + 1, r), (c, r + 1), (c + 1, r + 1)) for r in range(rows - 1) for c in range(cols - 1)]
+
+
+def junction_box(top_left: Box, bottom_right: Box) -> Box:
+    """A window as large as a tile, centred on the corner the two tiles touch at.
+
+    What crosses a vertical and a horizontal tile line at once is cut in all four tiles and in both seam crops
+    (each is centred on one edge); it reads whole only here."""
+    x, y = top_left[2], top_left[3]
+    if (bottom_right[0], bottom_right[1]) != (x, y):
+        raise ValueError(f"tiles {top_left} and {bottom_right} do not meet at a corner")
+    half_w = ((top_left[2] - top_left[0]) + (bottom_right[2] - bottom_right[0])) // 4
+    half_h = ((top_left[3] - top_left[1]) + (bottom_right[3] - bottom_right[1])) // 4
+    return (max(top_left[0], x - half_w), max(top_left[1], y - half_h),
+            min(bottom_right[2], x + half_w), min(bottom_right[3], y + half_h))
 
 
 def check_grid_fits(width: int, height: int, cols: int, rows: int, min_px: int = MIN_TILE_PX) -> None:

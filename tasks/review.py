@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import task
@@ -34,8 +36,14 @@ model_task = dict(
 )
 
 
+@contextmanager
+def _backend_slot(ctx: RunContext) -> Iterator[None]:
+    with ctx.in_flight, backend_slot(ctx.backend):
+        yield
+
+
 def _call(call: ModelCall, ctx: RunContext) -> ModelReply:
-    return call_model(call, ctx.blobs, ctx.memo, ctx.backend.timeout_s, lambda: backend_slot(ctx.backend))
+    return call_model(call, ctx.blobs, ctx.memo, ctx.backend.timeout_s, lambda: _backend_slot(ctx))
 
 
 @task(name="prepare-image", cache_policy=NO_CACHE, persist_result=False)

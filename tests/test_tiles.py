@@ -3,7 +3,7 @@ import pytest
 from mosaic.schema import count_calls
 from mosaic.tiles import (
     auto_density, cell_label, check_grid_fits, choose_grid, grid_for_density, model_billions, neighbor_pairs,
-    neighbors, parse_grid, seam_box, tile_boxes,
+    interior_corners, junction_box, neighbors, parse_grid, seam_box, tile_boxes,
 )
 
 
@@ -54,11 +54,27 @@ def test_seam_window_is_tile_sized_and_centred_on_the_shared_edge():
         seam_box(boxes[(0, 0)], boxes[(2, 1)])
 
 
+def test_junction_window_is_tile_sized_and_centred_on_the_four_tile_corner():
+    boxes = tile_boxes(1200, 800, 3, 2)  # tiles 400x400
+    assert interior_corners(3, 2) == [((0, 0), (1, 0), (0, 1), (1, 1)), ((1, 0), (2, 0), (1, 1), (2, 1))]
+    assert junction_box(boxes[(0, 0)], boxes[(1, 1)]) == (200, 200, 600, 600)
+    assert junction_box(boxes[(1, 0)], boxes[(2, 1)]) == (600, 200, 1000, 600)
+    uneven = tile_boxes(1001, 703, 3, 2)  # tiles 334/333 wide, 352/351 high
+    assert junction_box(uneven[(0, 0)], uneven[(1, 1)]) == (168, 177, 500, 527)  # half of 334+333, of 352+351
+    assert interior_corners(4, 1) == [] and interior_corners(1, 1) == []
+    with pytest.raises(ValueError):
+        junction_box(boxes[(0, 0)], boxes[(2, 1)])
+
+
 @pytest.mark.parametrize("cols,rows,phases,expected", [
-    (4, 2, ["inspect"], 1 + 8 + 10 + 8 + 1),  # blog design asked each pair from both sides: 38
-    (4, 2, ["text", "subjects", "characteristics"], 1 + 24 + 20 + 8 + 1),
-    (3, 3, ["text"], 1 + 9 + 12 + 9 + 1),
-    (1, 1, ["characteristics"], 1 + 1 + 0 + 1 + 1),  # lighting is not asked of seams
+    # one phase: no tile syntheses (tile reports are merged in code); the blog asked each pair from both
+    # sides and synthesised every tile: 38 calls for 4x2
+    (4, 2, ["inspect"], 1 + 8 + 10 + 3 + 1),
+    (4, 2, ["text", "subjects", "characteristics"], 1 + 24 + 20 + 3 + 8 + 1),  # junctions: text only
+    (3, 3, ["text"], 1 + 9 + 12 + 4 + 1),
+    (4, 1, ["text"], 1 + 4 + 3 + 0 + 1),
+    (1, 1, ["characteristics"], 1 + 1 + 0 + 0 + 1),  # lighting is not asked of seams
+    (2, 2, ["subjects", "characteristics"], 1 + 8 + 4 + 0 + 4 + 1),  # nor are subjects of junctions
 ])
 def test_call_count_formula(cols, rows, phases, expected):
     assert count_calls(cols, rows, phases) == expected
@@ -86,6 +102,10 @@ def test_auto_density_by_model_size_and_input_size():
     assert auto_density(4000, 3000, "openai/gemma-3-27b-it", None) == "dense"
     # a 27B model on a small photo: tiles already at the encoder's size, no point in going finer
     assert auto_density(1200, 900, "openai/gemma-3-27b-it", 896) == "quick"
+    # size unknown, encoder known: the input size decides, up to dense (tiles of 1333 px suit an 896-px encoder)
+    assert auto_density(4000, 3000, "mosaic_offline/ocr-896", 896) == "light"
+    assert auto_density(4000, 3000, "mosaic_offline/ocr-448", 448) == "dense"
+    assert auto_density(1200, 900, "mosaic_offline/ocr-448", 448) == "quick"
 
 
 def test_too_small_for_the_grid_is_an_error_but_auto_adapts():
