@@ -7,6 +7,7 @@ from prefect import flow
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
+from prefect.utilities.annotations import quote
 
 from mosaic.context import RunContext
 from mosaic.errors import RunFailed
@@ -63,35 +64,42 @@ def review_image(
     artifacts = RunArtifacts(plan)
 
     memo = ctx.memo
-    orientation = cached_reply(pipeline.orientation_call(plan, ctx.backend), memo) or orient_(plan, ctx)
+    orientation = cached_reply(pipeline.orientation_call(plan, ctx.backend), memo) or orient_(quote(plan), quote(ctx))
     _count(stats, bar, orientation.cached)
 
+    # Large inputs are quoted: Prefect would otherwise walk every field of the plan on each task, looking for futures.
     # A call the memo answers gets no task: a rerun runs tasks only for what is missing (and shows only those).
+    # Each tile's synthesis is submitted as soon as its inputs are, so syntheses fill the backend's slots while
+    # other views are still asked instead of queueing behind all of them.
     observed: dict[tuple[str, str], Observation | PrefectFuture] = {}
-    for view in plan.views:
-        for phase in view.phases:
-            hit = cached_reply(pipeline.view_call(plan, view, phase, orientation.content, ctx.backend), memo)
-            if hit is None:
-                observed[(view.id, phase)] = inspect_.submit(plan, view, phase, orientation.content, ctx)
-            else:
-                observed[(view.id, phase)] = pipeline.parse_observation(view, phase, hit)
-                _count(stats, bar, True)
     inputs = {tile.id: [(v.id, p) for v in plan.views_touching(tuple(tile.cells[0])) for p in v.phases] for tile in plan.tiles}
     synthesized: dict[str, PrefectFuture] = {}
     reports: dict[str, TileReport] = {}
-    for tile in plan.tiles:
-        observations = [observed[k] for k in inputs[tile.id]]
-        if not plan.needs_synthesis(tile):
-            if not any(isinstance(o, PrefectFuture) for o in observations):
-                reports[tile.id] = pipeline.make_tile_report(tile, observations, None)
-            continue
-        if not any(isinstance(o, PrefectFuture) for o in observations):
-            hit = cached_reply(pipeline.tile_synthesis_call(plan, tile, observations, orientation.content, ctx.backend), memo)
-            if hit is not None:
-                reports[tile.id] = pipeline.make_tile_report(tile, observations, hit)
+    unsettled = list(plan.tiles)
+    for view in plan.views_in_call_order():
+        for phase in view.phases:
+            hit = cached_reply(pipeline.view_call(plan, view, phase, orientation.content, ctx.backend), memo)
+            if hit is None:
+                observed[(view.id, phase)] = inspect_.submit(quote(plan), quote(view), phase, orientation.content, quote(ctx))
+            else:
+                observed[(view.id, phase)] = pipeline.parse_observation(view, phase, hit)
                 _count(stats, bar, True)
+        for tile in [t for t in unsettled if all(k in observed for k in inputs[t.id])]:
+            unsettled.remove(tile)
+            observations = [observed[k] for k in inputs[tile.id]]
+            answered = not any(isinstance(o, PrefectFuture) for o in observations)
+            if not plan.needs_synthesis(tile):
+                if answered:
+                    reports[tile.id] = pipeline.make_tile_report(tile, observations, None)
                 continue
-        synthesized[tile.id] = synthesize_.submit(plan, tile, observations, orientation.content, ctx)
+            if answered:
+                call = pipeline.tile_synthesis_call(plan, tile, observations, orientation.content, ctx.backend)
+                hit = cached_reply(call, memo)
+                if hit is not None:
+                    reports[tile.id] = pipeline.make_tile_report(tile, observations, hit)
+                    _count(stats, bar, True)
+                    continue
+            synthesized[tile.id] = synthesize_.submit(quote(plan), quote(tile), observations, orientation.content, quote(ctx))
     for _ in reports:
         bar.tile_done()
         artifacts.tile_done()
@@ -145,7 +153,7 @@ def review_image(
     folder = str(Path(out_dir) / report_dir_name(plan, backend))
     if failed_tiles:
         report.elapsed_s = round(time.monotonic() - started, 3)
-        save_report(report, plan, folder, ctx)
+        save_report(quote(report), quote(plan), folder, quote(ctx))
         failure = RunFailed(
             f"{len(failed_tiles)} of {len(plan.tiles)} tiles failed after retries: {', '.join(failed_tiles)} "
             f"({errors[0] if errors else 'upstream failure'}); the other tiles' work is kept, so running the same "
@@ -155,11 +163,11 @@ def review_image(
         raise failure
 
     final = cached_reply(pipeline.final_call(plan, orientation.content, tile_reports, ctx.backend), memo) or review_(
-        plan, orientation.content, tile_reports, ctx)
+        quote(plan), orientation.content, quote(tile_reports), quote(ctx))
     _count(stats, None, final.cached)
     report.review, report.readings = complete_review(final.content, tile_reports)
     report.elapsed_s = round(time.monotonic() - started, 3)
-    report.report_dir = save_report(report, plan, folder, ctx)
+    report.report_dir = save_report(quote(report), quote(plan), folder, quote(ctx))
     artifacts.finish(report, report.report_dir)
     return report.model_dump(mode="json")
 

@@ -94,6 +94,12 @@ class Plan(BaseModel):
     def views_touching(self, cell: Cell) -> list[View]:
         return [v for v in self.views if list(cell) in [list(c) for c in v.cells]]
 
+    def views_in_call_order(self) -> list[View]:
+        """Tiles row by row, each seam or junction crop right after the last of its tiles: the views around a
+        tile are all asked early, so its report can be made while later rows are still being asked."""
+        index = {tuple(t.cells[0]): i for i, t in enumerate(self.tiles)}
+        return sorted(self.views, key=lambda v: (max(index[tuple(c)] for c in v.cells), v.kind != "tile"))
+
     def needs_synthesis(self, tile: View) -> bool:
         """A tile report needs a model call only to merge several phases' answers into one summary. With one
         phase (or nothing asked of the tile's views) it is built in code: readings and subjects are merged in code

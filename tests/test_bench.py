@@ -136,9 +136,10 @@ def test_auto_density_knows_the_offline_readers_input_size_also_over_http():
     assert input_px_for("openai/ocr-896") == 896
     assert input_px_for("mosaic_offline/ocr-448") == 448
     assert input_px_for("openai/ocr-whatever", 448) is None
-    # size unknown, encoder known: the coarsest grid whose tiles the encoder sees at no less than 1/1.5 scale
+    # size unknown, encoder known: the coarsest grid whose tiles the encoder sees at no less than 1/1.5 scale,
+    # and never finer than dense
     assert auto_density(4000, 3000, "mosaic_offline/ocr-896", 896) == "light"
-    assert auto_density(4000, 3000, "mosaic_offline/ocr-448", 448) == "max"
+    assert auto_density(4000, 3000, "mosaic_offline/ocr-448", 448) == "dense"
     assert auto_density(1732, 1155, "mosaic_offline/ocr-896", 896) == "quick"
     assert auto_density(4000, 3000, "openai/unknown-model", None) == "light"
 

@@ -102,9 +102,6 @@ def test_auto_density_by_model_size_and_input_size():
     assert auto_density(4000, 3000, "openai/gemma-3-27b-it", None) == "dense"
     # a 27B model on a small photo: tiles already at the encoder's size, no point in going finer
     assert auto_density(1200, 900, "openai/gemma-3-27b-it", 896) == "quick"
-    # size unknown, encoder known: the input size decides, up to dense (tiles of 1333 px suit an 896-px encoder)
-    assert auto_density(4000, 3000, "mosaic_offline/ocr-896", 896) == "light"
-    assert auto_density(4000, 3000, "mosaic_offline/ocr-448", 448) == "dense"
     assert auto_density(1200, 900, "mosaic_offline/ocr-448", 448) == "quick"
 
 
@@ -117,3 +114,19 @@ def test_too_small_for_the_grid_is_an_error_but_auto_adapts():
     assert choose_grid(3000, 2000, "light", "5x1", "x", None) == (5, 1, "custom")
     with pytest.raises(ValueError, match="invalid density"):
         choose_grid(3000, 2000, "huge", None, "x", None)
+
+
+def test_views_are_asked_tile_by_tile_with_each_crop_right_after_its_last_tile(tmp_path):
+    from PIL import Image
+
+    from mosaic.memo import BlobStore
+    from mosaic.pipeline import prepare
+
+    Image.new("RGB", (900, 600), (40, 90, 140)).save(tmp_path / "p.png")
+    plan = prepare(str(tmp_path / "p.png"), "light", "3x2", ["text"], "openai/x", BlobStore(tmp_path / "b"))
+    assert [v.id for v in plan.views_in_call_order()] == [
+        "r1c1", "r1c2", "r1c1|r1c2", "r1c3", "r1c2|r1c3",
+        "r2c1", "r1c1|r2c1", "r2c2", "r1c2|r2c2", "r2c1|r2c2", "r1c1|r1c2|r2c1|r2c2",
+        "r2c3", "r1c3|r2c3", "r2c2|r2c3", "r1c2|r1c3|r2c2|r2c3",
+    ]
+    assert sorted(v.id for v in plan.views) == sorted(v.id for v in plan.views_in_call_order())
