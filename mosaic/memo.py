@@ -102,6 +102,14 @@ def _is_sound(entry: object) -> bool:
     )
 
 
+def _write_atomically(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, target)
+
+
 class BlobStore:
     """Image bytes by sha256, written atomically, so tasks pass names instead of pixels."""
 
@@ -109,27 +117,36 @@ class BlobStore:
         self.directory = Path(directory)
 
     def path(self, sha: str) -> Path:
-        return self.directory / sha[:2] / f"{sha}.png"
+        return self.directory / sha[:2] / f"{sha}.img"  # JPEG or PNG bytes
 
     def put(self, data: bytes) -> str:
         sha = sha256_hex(data)
         target = self.path(sha)
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, target)
+            _write_atomically(target, data)
         return sha
 
     def prune(self, max_age_days: float) -> int:
         """Remove crops not written or read for max_age_days (a rerun after that re-cuts them)."""
         cutoff, removed = time.time() - max_age_days * 86400, 0
-        for path in self.directory.glob("*/*.png"):
+        for path in self.directory.glob("*/*.img"):
             if max(path.stat().st_atime, path.stat().st_mtime) < cutoff:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
+
+    def put_plan(self, key: str, text: str) -> None:
+        """A prepared plan by the key of its inputs: a rerun of the same image and settings cuts nothing."""
+        _write_atomically(self.directory / "plans" / f"{key}.json", text.encode())
+
+    def get_plan(self, key: str) -> str | None:
+        try:
+            return (self.directory / "plans" / f"{key}.json").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def has(self, sha: str) -> bool:
+        return self.path(sha).is_file()
 
     def get(self, sha: str) -> bytes:
         data = self.path(sha).read_bytes()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from . import prompts
-from .images import encode_view, load_image, shrink
+from .images import encode_view, load_image, sha256_hex, shrink
 from .llm import call_options
 from .memo import BlobStore
 from .schema import (
@@ -34,12 +34,18 @@ def prepare(image_path: str, density: str, grid: str | None, phases: list[str], 
             orientation_px: int = 1280, view_px: int = 1280, offline_budget: int = 448, skip_blank: bool = False) -> Plan:
     """Decode the image once, choose the grid, cut every view, store each by its sha256, fix the plan.
 
-    skip_blank: views with nothing on them (is_blank) are asked nothing, so they cost no call."""
+    skip_blank: views with nothing on them (is_blank) are asked nothing, so they cost no call.
+    A plan is kept by the sha256 of the file and these settings, so a rerun decodes and cuts nothing."""
+    input_px = input_px_for(model, offline_budget)
+    key = _plan_key(image_path, [density, grid, list(phases), model, input_px, orientation_px, view_px, skip_blank])
+    kept = _kept_plan(blobs, key, image_path) if key else None
+    if kept:
+        return kept
     loaded = load_image(image_path)
     image = loaded.image
     width, height = image.size
     try:
-        cols, rows, density = choose_grid(width, height, density, grid, model, input_px_for(model, offline_budget))
+        cols, rows, density = choose_grid(width, height, density, grid, model, input_px)
     except ValueError as e:
         raise BadOption(str(e)) from None
     boxes = tile_boxes(width, height, cols, rows)
@@ -54,10 +60,37 @@ def prepare(image_path: str, density: str, grid: str | None, phases: list[str], 
         views.append(_view(blobs, image, "|".join(map(cell_label, cells)), "junction", list(cells), box, view_px,
                            phases, skip_blank))
     overview = blobs.put(encode_view(shrink(image, orientation_px)))
-    return Plan(
+    plan = Plan(
         image_path=str(image_path), image_sha256=loaded.sha256, width=width, height=height, notes=loaded.notes,
         cols=cols, rows=rows, density=density, phases=list(phases), overview_sha256=overview, views=views,
     )
+    if key:
+        blobs.put_plan(key, plan.model_dump_json())
+    return plan
+
+
+PLAN_VERSION = 1  # part of every plan's key: raise it when the way views are cut or encoded changes
+
+
+def _plan_key(image_path: str, settings: list) -> str | None:
+    try:
+        data = Path(image_path).read_bytes()
+    except OSError:
+        return None  # load_image says what is wrong
+    return canonical_sha256([PLAN_VERSION, sha256_hex(data), settings])
+
+
+def _kept_plan(blobs: BlobStore, key: str, image_path: str) -> Plan | None:
+    text = blobs.get_plan(key)
+    if text is None:
+        return None
+    try:
+        plan = Plan.model_validate_json(text)
+    except ValueError:
+        return None
+    if not all(blobs.has(sha) for sha in [plan.overview_sha256, *(v.image_sha256 for v in plan.views)]):
+        return None
+    return plan.model_copy(update={"image_path": str(image_path)})
 
 
 # A view whose strongest local contrast stays under this (grey levels, at 512 px) holds nothing to read or list:

@@ -97,3 +97,28 @@ def test_blob_store_is_content_addressed(stores):
     blobs.path(sha).write_bytes(b"abd")
     with pytest.raises(OSError, match="damaged"):
         blobs.get(sha)
+
+
+def test_a_prepared_plan_is_kept_by_content_so_a_rerun_decodes_and_cuts_nothing(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import mosaic.pipeline as pipeline
+    from mosaic.memo import BlobStore
+
+    Image.new("RGB", (900, 600), (40, 90, 140)).save(tmp_path / "a.png")
+    blobs = BlobStore(tmp_path / "blobs")
+    first = pipeline.prepare(str(tmp_path / "a.png"), "light", "3x2", ["text"], "openai/x", blobs)
+    (tmp_path / "a.png").rename(tmp_path / "moved.png")
+    decoded = []
+    real_load = pipeline.load_image
+    monkeypatch.setattr(pipeline, "load_image", lambda path: decoded.append(path) or real_load(path))
+
+    again = pipeline.prepare(str(tmp_path / "moved.png"), "light", "3x2", ["text"], "openai/x", blobs)
+    assert decoded == [] and again.image_path == str(tmp_path / "moved.png")
+    assert again.model_dump(exclude={"image_path"}) == first.model_dump(exclude={"image_path"})
+
+    pipeline.prepare(str(tmp_path / "moved.png"), "light", "2x2", ["text"], "openai/x", blobs)  # other settings
+    assert len(decoded) == 1
+    blobs.path(first.views[3].image_sha256).unlink()  # a crop pruned from the store: cut again
+    assert pipeline.prepare(str(tmp_path / "moved.png"), "light", "3x2", ["text"], "openai/x", blobs) == again
+    assert len(decoded) == 2 and blobs.has(first.views[3].image_sha256)
