@@ -25,7 +25,13 @@ def _rss_now() -> int:
 
 
 def _peak() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    """VmHWM, the peak RSS of this program. Not getrusage's ru_maxrss: that survives exec, so a child started
+    from a large parent reports the parent's size."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def make_image(path: Path, megapixels: float) -> tuple[int, int]:
