@@ -87,23 +87,19 @@ def review_image(
                 _count(stats, bar, True)
         for tile in [t for t in unsettled if all(k in observed for k in inputs[t.id])]:
             unsettled.remove(tile)
-            observations = [observed[k] for k in inputs[tile.id]]
-            answered = not any(isinstance(o, PrefectFuture) for o in observations)
             if not plan.needs_synthesis(tile):
-                if answered:
-                    reports[tile.id] = pipeline.make_tile_report(tile, observations, None)
-                continue
-            if answered:
+                continue  # its report is built in code once its views have answered (below)
+            observations = [observed[k] for k in inputs[tile.id]]
+            if not any(isinstance(o, PrefectFuture) for o in observations):
                 call = pipeline.tile_synthesis_call(plan, tile, observations, orientation.content, ctx.backend)
                 hit = cached_reply(call, memo)
                 if hit is not None:
                     reports[tile.id] = pipeline.make_tile_report(tile, observations, hit)
                     _count(stats, bar, True)
+                    bar.tile_done()
+                    artifacts.tile_done()
                     continue
             synthesized[tile.id] = synthesize_.submit(quote(plan), quote(tile), observations, orientation.content, quote(ctx))
-    for _ in reports:
-        bar.tile_done()
-        artifacts.tile_done()
 
     errors: list[str] = []
     waiting = [f for f in [*observed.values(), *synthesized.values()] if isinstance(f, PrefectFuture)]

@@ -41,6 +41,11 @@ def set_pixel_limit(max_megapixels: float | None) -> None:
 
 def load_image(path: str | Path) -> LoadedImage:
     """Read, check and normalise an image to RGB as a viewer would show it; raise BadImage with one line."""
+    return decode_image(read_image_file(path), str(path))
+
+
+def read_image_file(path: str | Path) -> bytes:
+    """The file's bytes; BadImage with one line when it is missing, a folder, unreadable or empty."""
     path = Path(path)
     if not path.exists():
         raise BadImage(f"no such file: {path}")
@@ -52,7 +57,7 @@ def load_image(path: str | Path) -> LoadedImage:
         raise BadImage(f"cannot read {path}: {e.strerror or e}") from None
     if not data:
         raise BadImage(f"{path} is empty (0 bytes)")
-    return decode_image(data, str(path))
+    return data
 
 
 def decode_image(data: bytes, name: str = "image") -> LoadedImage:
@@ -132,13 +137,6 @@ def shrink(img: Image.Image, max_side: int) -> Image.Image:
         return img.copy()
     size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
     return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-
-
-def encode_png(img: Image.Image) -> bytes:
-    """Lossless and deterministic, so equal pixels give equal bytes and equal memo keys."""
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
 
 
 def encode_view(img: Image.Image) -> bytes:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from . import prompts
-from .images import encode_view, load_image, sha256_hex, shrink
+from .images import decode_image, encode_view, read_image_file, sha256_hex, shrink
 from .llm import call_options
 from .memo import BlobStore
 from .schema import (
@@ -37,11 +37,13 @@ def prepare(image_path: str, density: str, grid: str | None, phases: list[str], 
     skip_blank: views with nothing on them (is_blank) are asked nothing, so they cost no call.
     A plan is kept by the sha256 of the file and these settings, so a rerun decodes and cuts nothing."""
     input_px = input_px_for(model, offline_budget)
-    key = _plan_key(image_path, [density, grid, list(phases), model, input_px, orientation_px, view_px, skip_blank])
-    kept = _kept_plan(blobs, key, image_path) if key else None
+    data = read_image_file(image_path)
+    key = canonical_sha256([PLAN_VERSION, sha256_hex(data),
+                            [density, grid, list(phases), model, input_px, orientation_px, view_px, skip_blank]])
+    kept = _kept_plan(blobs, key, image_path)
     if kept:
         return kept
-    loaded = load_image(image_path)
+    loaded = decode_image(data, str(image_path))
     image = loaded.image
     width, height = image.size
     try:
@@ -49,35 +51,22 @@ def prepare(image_path: str, density: str, grid: str | None, phases: list[str], 
     except ValueError as e:
         raise BadOption(str(e)) from None
     boxes = tile_boxes(width, height, cols, rows)
-    views = [_view(blobs, image, cell_label(cell), "tile", [cell], box, view_px, phases, skip_blank)
-             for cell, box in boxes.items()]
-    for a, b in neighbor_pairs(cols, rows):
-        box = seam_box(boxes[a], boxes[b])
-        views.append(_view(blobs, image, "|".join(map(cell_label, (a, b))), "seam", [a, b], box, view_px, phases,
-                           skip_blank))
-    for cells in interior_corners(cols, rows):
-        box = junction_box(boxes[cells[0]], boxes[cells[3]])
-        views.append(_view(blobs, image, "|".join(map(cell_label, cells)), "junction", list(cells), box, view_px,
-                           phases, skip_blank))
+    crops = [(cell_label(cell), "tile", [cell], box) for cell, box in boxes.items()]
+    crops += [("|".join(map(cell_label, (a, b))), "seam", [a, b], seam_box(boxes[a], boxes[b]))
+              for a, b in neighbor_pairs(cols, rows)]
+    crops += [("|".join(map(cell_label, cells)), "junction", list(cells), junction_box(boxes[cells[0]], boxes[cells[3]]))
+              for cells in interior_corners(cols, rows)]
+    views = [_view(blobs, image, *crop, view_px, phases, skip_blank) for crop in crops]
     overview = blobs.put(encode_view(shrink(image, orientation_px)))
     plan = Plan(
         image_path=str(image_path), image_sha256=loaded.sha256, width=width, height=height, notes=loaded.notes,
         cols=cols, rows=rows, density=density, phases=list(phases), overview_sha256=overview, views=views,
     )
-    if key:
-        blobs.put_plan(key, plan.model_dump_json())
+    blobs.put_plan(key, plan.model_dump_json())
     return plan
 
 
 PLAN_VERSION = 1  # part of every plan's key: raise it when the way views are cut or encoded changes
-
-
-def _plan_key(image_path: str, settings: list) -> str | None:
-    try:
-        data = Path(image_path).read_bytes()
-    except OSError:
-        return None  # load_image says what is wrong
-    return canonical_sha256([PLAN_VERSION, sha256_hex(data), settings])
 
 
 def _kept_plan(blobs: BlobStore, key: str, image_path: str) -> Plan | None:

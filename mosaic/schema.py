@@ -87,10 +87,6 @@ class Plan(BaseModel):
     def tiles(self) -> list[View]:
         return [v for v in self.views if v.kind == "tile"]
 
-    @property
-    def seams(self) -> list[View]:
-        return [v for v in self.views if v.kind == "seam"]
-
     def views_touching(self, cell: Cell) -> list[View]:
         return [v for v in self.views if list(cell) in [list(c) for c in v.cells]]
 

@@ -110,8 +110,8 @@ def test_a_prepared_plan_is_kept_by_content_so_a_rerun_decodes_and_cuts_nothing(
     first = pipeline.prepare(str(tmp_path / "a.png"), "light", "3x2", ["text"], "openai/x", blobs)
     (tmp_path / "a.png").rename(tmp_path / "moved.png")
     decoded = []
-    real_load = pipeline.load_image
-    monkeypatch.setattr(pipeline, "load_image", lambda path: decoded.append(path) or real_load(path))
+    real_decode = pipeline.decode_image
+    monkeypatch.setattr(pipeline, "decode_image", lambda data, name: decoded.append(name) or real_decode(data, name))
 
     again = pipeline.prepare(str(tmp_path / "moved.png"), "light", "3x2", ["text"], "openai/x", blobs)
     assert decoded == [] and again.image_path == str(tmp_path / "moved.png")

@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ..images import image_mime
+
 Answer = Callable[[list[dict], str], str]  # (openai-style messages, model name) -> assistant text
 
 OPENAI_CHAT = ("/v1/chat/completions", "/chat/completions")
@@ -79,12 +81,12 @@ def _pieces(text: str) -> Iterator[str]:
 def _data_url(data: Any) -> str:
     """Bare base64 -> data URL; anything else (a data: URL too) is refused the way Ollama does."""
     try:
-        base64.b64decode(data, validate=True)
+        raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError, TypeError):
         text = data if isinstance(data, str) else ""
         bad = next((i for i, ch in enumerate(text) if ch not in _B64_ALPHABET), len(text))
         raise _HTTPError(400, f"illegal base64 data at input byte {bad}") from None
-    return "data:image/png;base64," + data
+    return f"data:{image_mime(raw)};base64,{data}"
 
 
 def _openai_view(messages: list[dict]) -> tuple[str, int]:
