@@ -288,7 +288,7 @@ def page(runs: list[dict], system: dict, out_dir: Path, md_path: Path) -> str:
          "1 + T + 2P + T + 1 calls (the two calls of a pair see the same pixels, so one reading stands for both). "
          "*mosaic D*: Mosaic at density D with the three phases (text, subjects, characteristics); *inspect*: one "
          "all-in-one call per view; *auto*: `--density auto`. Mosaic's views: every tile, one tile-sized crop per shared "
-         "edge (each pair once) and one per four-tile corner (junction crops: text only); tile syntheses only when "
+         "edge (each pair once; on a vertical line it reaches a sixth of a tile past each corner); tile syntheses only when "
          "there are several phases to merge.", ""]
     for run in runs:
         L += [f"## {run['label']}", "", *table(run), "",

@@ -47,7 +47,7 @@ def review_image(
     show_progress: bool = False,
     concurrency: int | None = None,
 ) -> dict:
-    """Review one image: orientation, every tile, seam and junction crop one phase at a time, a report per tile, the
+    """Review one image: orientation, every tile and seam crop one phase at a time, a report per tile, the
     final review.
     concurrency: model calls in flight at once (default $MOSAIC_CONCURRENCY or 2)."""
     started = time.monotonic()

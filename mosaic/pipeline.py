@@ -26,7 +26,7 @@ from .schema import (
 )
 from .errors import BadOption
 from .tiles import (
-    cell_label, choose_grid, input_px_for, interior_corners, junction_box, neighbor_pairs, seam_box, tile_boxes,
+    cell_label, choose_grid, input_px_for, neighbor_pairs, seam_box, tile_boxes,
 )
 
 
@@ -52,10 +52,8 @@ def prepare(image_path: str, density: str, grid: str | None, phases: list[str], 
         raise BadOption(str(e)) from None
     boxes = tile_boxes(width, height, cols, rows)
     crops = [(cell_label(cell), "tile", [cell], box) for cell, box in boxes.items()]
-    crops += [("|".join(map(cell_label, (a, b))), "seam", [a, b], seam_box(boxes[a], boxes[b]))
+    crops += [("|".join(map(cell_label, (a, b))), "seam", [a, b], seam_box(boxes[a], boxes[b], height))
               for a, b in neighbor_pairs(cols, rows)]
-    crops += [("|".join(map(cell_label, cells)), "junction", list(cells), junction_box(boxes[cells[0]], boxes[cells[3]]))
-              for cells in interior_corners(cols, rows)]
     views = [_view(blobs, image, *crop, view_px, phases, skip_blank) for crop in crops]
     overview = blobs.put(encode_view(shrink(image, orientation_px)))
     plan = Plan(
@@ -66,7 +64,7 @@ def prepare(image_path: str, density: str, grid: str | None, phases: list[str], 
     return plan
 
 
-PLAN_VERSION = 1  # part of every plan's key: raise it when the way views are cut or encoded changes
+PLAN_VERSION = 2  # part of every plan's key: raise it when the way views are cut or encoded changes
 
 
 def _kept_plan(blobs: BlobStore, key: str, image_path: str) -> Plan | None:
@@ -111,11 +109,9 @@ def view_call(plan: Plan, view: View, phase: str, orientation: str, backend: Bac
     common = dict(cols=plan.cols, rows=plan.rows, box=list(view.box))
     if view.kind == "tile":
         where = prompts.TILE_WHERE.format(label=view.id, width=plan.width, height=plan.height, **common)
-    elif view.kind == "seam":
+    else:
         a, b = view.id.split("|")
         where = prompts.SEAM_WHERE.format(a=a, b=b, **common)
-    else:
-        where = prompts.JUNCTION_WHERE.format(tiles=", ".join(view.id.split("|")), **common)
     return _call(backend, prompts.view_prompt(phase, orientation, where), [view.image_sha256])
 
 

@@ -57,11 +57,6 @@ SEAM_WHERE = (
     "what crosses from one tile into the other is seen whole."
 )
 
-JUNCTION_WHERE = (
-    "This crop is centred on the corner where tiles {tiles} of a {cols}×{rows} grid meet (pixels {box}), so "
-    "that what crosses both tile lines there is seen whole."
-)
-
 TILE_SYNTHESIS = """Mosaic task: tile-synthesis
 Whole picture, from a first look: {orientation}
 Below are observations of tile {label} ({box}), from the tile alone and from the crops across its edges with \

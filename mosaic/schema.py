@@ -15,9 +15,6 @@ PHASES: tuple[str, ...] = ("text", "subjects", "characteristics", "inspect")
 DEFAULT_PHASES: tuple[str, ...] = ("text", "subjects", "characteristics")
 # A seam crop exists to catch what crosses a tile line; lighting and defects are already seen in both tiles.
 SEAM_PHASES: tuple[str, ...] = ("text", "subjects", "inspect")
-# A junction crop (centred where four tiles meet) exists for text cut by two tile lines at once; the subjects
-# around a corner are already seen whole in the tiles and seam crops.
-JUNCTION_PHASES: tuple[str, ...] = ("text", "inspect")
 
 
 def canonical_sha256(data: object) -> str:
@@ -57,11 +54,10 @@ class ModelReply(BaseModel):
 
 
 class View(BaseModel):
-    """One crop the model looks at: a tile, a window centred on the seam between two tiles, or one centred on the
-    corner where four tiles meet."""
+    """One crop the model looks at: a tile, or a window centred on the seam between two tiles."""
 
-    id: str  # "r1c2" for a tile, "r1c2|r1c3" for a seam, "r1c2|r1c3|r2c2|r2c3" for a junction
-    kind: Literal["tile", "seam", "junction"]
+    id: str  # "r1c2" for a tile, "r1c2|r1c3" for a seam
+    kind: Literal["tile", "seam"]
     cells: list[Cell]
     box: Box
     image_sha256: str
@@ -91,7 +87,7 @@ class Plan(BaseModel):
         return [v for v in self.views if list(cell) in [list(c) for c in v.cells]]
 
     def views_in_call_order(self) -> list[View]:
-        """Tiles row by row, each seam or junction crop right after the last of its tiles: the views around a
+        """Tiles row by row, each seam crop right after the last of its tiles: the views around a
         tile are all asked early, so its report can be made while later rows are still being asked."""
         index = {tuple(t.cells[0]): i for i, t in enumerate(self.tiles)}
         return sorted(self.views, key=lambda v: (max(index[tuple(c)] for c in v.cells), v.kind != "tile"))
@@ -109,19 +105,17 @@ class Plan(BaseModel):
 
 
 def phases_for(kind: str, phases: list[str] | tuple[str, ...]) -> list[str]:
-    asked = {"tile": phases, "seam": SEAM_PHASES, "junction": JUNCTION_PHASES}[kind]
+    asked = {"tile": phases, "seam": SEAM_PHASES}[kind]
     return [p for p in phases if p in asked]
 
 
 def count_calls(cols: int, rows: int, phases: list[str] | tuple[str, ...]) -> int:
-    """Orientation + every phase on every tile + seam phases on every shared edge + junction phases on every
-    four-tile corner + a synthesis per tile when there are several phases to merge + the final review."""
+    """Orientation + every phase on every tile + seam phases on every shared edge + a synthesis per tile when there
+    are several phases to merge + the final review."""
     tiles = cols * rows
     seams = rows * (cols - 1) + cols * (rows - 1)
-    corners = (cols - 1) * (rows - 1)
     syntheses = tiles if len(phases) > 1 else 0
-    return (1 + tiles * len(phases) + seams * len(phases_for("seam", phases))
-            + corners * len(phases_for("junction", phases)) + syntheses + 1)
+    return 1 + tiles * len(phases) + seams * len(phases_for("seam", phases)) + syntheses + 1
 
 
 class Reading(BaseModel):

@@ -112,36 +112,26 @@ def neighbors(cell: Cell, cols: int, rows: int) -> list[Cell]:
     return [(x, y) for x, y in around if 0 <= x < cols and 0 <= y < rows]
 
 
-def seam_box(a: Box, b: Box) -> Box:
-    """A window as large as a tile, centred on the edge two neighbouring tiles share.
+# How far past its tiles' top and bottom a seam crop on a vertical tile line reaches, in tile heights.
+CORNER_REACH = 1 / 6
 
-    Anything that crosses that edge and is shorter than a tile reads whole in it."""
+
+def seam_box(a: Box, b: Box, image_height: int | None = None) -> Box:
+    """A window one tile wide, centred on the edge two neighbouring tiles share.
+
+    Anything that crosses that edge and is shorter than a tile reads whole in it. Given the image height, a window
+    on a vertical line also reaches CORNER_REACH of a tile's height past the tiles' top and bottom: text is short
+    in that direction, so a sign on a point where four tiles meet (cut in all four tiles and in the window on the
+    horizontal line) reads whole there, and on landscape tiles the window is still no longer than a tile is wide."""
     if a[2] == b[0] and (a[1], a[3]) == (b[1], b[3]):  # b is right of a
         half = ((a[2] - a[0]) + (b[2] - b[0])) // 4
-        return (max(a[0], a[2] - half), a[1], min(b[2], a[2] + half), a[3])
+        reach = round((a[3] - a[1]) * CORNER_REACH) if image_height else 0
+        return (max(a[0], a[2] - half), max(0, a[1] - reach), min(b[2], a[2] + half),
+                min(image_height or a[3], a[3] + reach))
     if a[3] == b[1] and (a[0], a[2]) == (b[0], b[2]):  # b is below a
         half = ((a[3] - a[1]) + (b[3] - b[1])) // 4
         return (a[0], max(a[1], a[3] - half), a[2], min(b[3], a[3] + half))
     raise ValueError(f"tiles {a} and {b} do not share an edge")
-
-
-def interior_corners(cols: int, rows: int) -> list[tuple[Cell, Cell, Cell, Cell]]:
-    """The four tiles around each point where four tiles meet: (top-left, top-right, bottom-left, bottom-right)."""
-    return [((c, r), (c + 1, r), (c, r + 1), (c + 1, r + 1)) for r in range(rows - 1) for c in range(cols - 1)]
-
-
-def junction_box(top_left: Box, bottom_right: Box) -> Box:
-    """A window as large as a tile, centred on the corner the two tiles touch at.
-
-    What crosses a vertical and a horizontal tile line at once is cut in all four tiles and in both seam crops
-    (each is centred on one edge); it reads whole only here."""
-    x, y = top_left[2], top_left[3]
-    if (bottom_right[0], bottom_right[1]) != (x, y):
-        raise ValueError(f"tiles {top_left} and {bottom_right} do not meet at a corner")
-    half_w = ((top_left[2] - top_left[0]) + (bottom_right[2] - bottom_right[0])) // 4
-    half_h = ((top_left[3] - top_left[1]) + (bottom_right[3] - bottom_right[1])) // 4
-    return (max(top_left[0], x - half_w), max(top_left[1], y - half_h),
-            min(bottom_right[2], x + half_w), min(bottom_right[3], y + half_h))
 
 
 def check_grid_fits(width: int, height: int, cols: int, rows: int, min_px: int = MIN_TILE_PX) -> None:

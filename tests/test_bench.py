@@ -162,7 +162,7 @@ def test_blank_views_are_asked_nothing_when_skipping_is_on(tmp_path):
     phases = ["text", "subjects", "characteristics"]
     plain = prepare(str(tmp_path / "p.png"), "quick", "2x2", phases, "openai/x", BlobStore(tmp_path / "b"))
     skipping = prepare(str(tmp_path / "p.png"), "quick", "2x2", phases, "openai/x", BlobStore(tmp_path / "b"), skip_blank=True)
-    assert plain.total_calls == 1 + 12 + 4 * 2 + 1 + 4 + 1 == 27  # junction crop: text only
+    assert plain.total_calls == 1 + 12 + 4 * 2 + 4 + 1 == 26
     asked = {v.id for v in skipping.views if v.phases}
-    assert asked == {"r1c1"}  # the text is far from every seam and junction window (centred on x=600, y=400)
+    assert asked == {"r1c1"}  # the text is far from every seam window (centred on x=600 or y=400)
     assert skipping.total_calls == 1 + 3 + 1 + 1  # orientation, r1c1's phases, its synthesis, the review
