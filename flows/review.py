@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from uuid import UUID
 
 from prefect import flow
 from prefect.futures import PrefectFuture, as_completed
@@ -15,7 +18,7 @@ from mosaic import pipeline
 from mosaic.llm import cached_reply, resolve_model
 from mosaic.pipeline import complete_review, report_dir_name
 from mosaic.progress import Progress
-from mosaic.schema import DEFAULT_PHASES, Backend, CallStats, FinalReport, Observation, TileReport
+from mosaic.schema import DEFAULT_PHASES, Backend, CallStats, FinalReport, Observation, Plan, TileReport, View
 from mosaic.settings import Settings, load_settings
 from tasks import inspect_view, orient, prepare_image, save_report, synthesize_tile, write_review
 from tasks.ops import RunArtifacts
@@ -69,28 +72,35 @@ def review_image(
     _count(stats, bar, orientation.cached)
 
     # Large inputs are quoted: Prefect would otherwise walk every field of the plan on each task, looking for futures.
-    # A call the memo answers gets no task: a rerun runs tasks only for what is missing (and shows only those).
+    # A view the memo answers in full gets no task: a rerun runs tasks only for what is missing (and shows only those).
     # Each tile's synthesis is submitted as soon as its inputs are, so syntheses fill the backend's slots while
     # other views are still asked instead of queueing behind all of them.
-    observed: dict[tuple[str, str], Observation | PrefectFuture] = {}
-    inputs = {tile.id: [(v.id, p) for v in plan.views_touching(tuple(tile.cells[0])) for p in v.phases] for tile in plan.tiles}
+    observed: dict[str, list[Observation] | PrefectFuture] = {}
+    # views asked in a task, by task run: the view and which of its phases the memo answered before it started
+    in_task: dict[UUID, tuple[View, list[bool]]] = {}
+    inputs = {tile.id: [v.id for v in plan.views_touching(tuple(tile.cells[0])) if v.phases] for tile in plan.tiles}
     synthesized: dict[str, PrefectFuture] = {}
     reports: dict[str, TileReport] = {}
     unsettled = list(plan.tiles)
     for view in plan.views_in_call_order():
-        for phase in view.phases:
-            hit = cached_reply(pipeline.view_call(plan, view, phase, orientation.content, ctx.backend), memo)
-            if hit is None:
-                observed[(view.id, phase)] = inspect_.submit(quote(plan), quote(view), phase, orientation.content, quote(ctx))
-            else:
-                observed[(view.id, phase)] = pipeline.parse_observation(view, phase, hit)
+        if not view.phases:
+            continue
+        hits = [cached_reply(pipeline.view_call(plan, view, p, orientation.content, ctx.backend), memo) for p in view.phases]
+        if None in hits:
+            future = inspect_.submit(quote(plan), quote(view), orientation.content, quote(ctx))
+            observed[view.id] = future
+            in_task[future.task_run_id] = (view, [hit is not None for hit in hits])
+        else:
+            observed[view.id] = [pipeline.parse_observation(view, p, hit) for p, hit in zip(view.phases, hits)]
+            for _ in hits:
                 _count(stats, bar, True)
-        for tile in [t for t in unsettled if all(k in observed for k in inputs[t.id])]:
+        for tile in [t for t in unsettled if all(v in observed for v in inputs[t.id])]:
             unsettled.remove(tile)
             if not plan.needs_synthesis(tile):
                 continue  # its report is built in code once its views have answered (below)
-            observations = [observed[k] for k in inputs[tile.id]]
-            if not any(isinstance(o, PrefectFuture) for o in observations):
+            groups = [observed[v] for v in inputs[tile.id]]
+            if not any(isinstance(g, PrefectFuture) for g in groups):
+                observations = [o for g in groups for o in g]
                 call = pipeline.tile_synthesis_call(plan, tile, observations, orientation.content, ctx.backend)
                 hit = cached_reply(call, memo)
                 if hit is not None:
@@ -99,25 +109,36 @@ def review_image(
                     bar.tile_done()
                     artifacts.tile_done()
                     continue
-            synthesized[tile.id] = synthesize_.submit(quote(plan), quote(tile), observations, orientation.content, quote(ctx))
+            synthesized[tile.id] = synthesize_.submit(quote(plan), quote(tile), groups, orientation.content, quote(ctx))
 
     errors: list[str] = []
     waiting = [f for f in [*observed.values(), *synthesized.values()] if isinstance(f, PrefectFuture)]
     for future in as_completed(waiting):
         future.wait()
         state = future.state
-        if state.is_completed():
-            value = future.result()
-            is_tile = isinstance(value, tuple)
-            _count(stats, bar, (value[1] if is_tile else value.reply).cached)
-            if is_tile:
-                bar.tile_done()
-                artifacts.tile_done()
-        elif state.is_failed():
+        if not state.is_completed() and not state.is_failed():
+            continue  # NotReady: a synthesis whose inputs failed, never attempted
+        if future.task_run_id in in_task:
+            view, known = in_task[future.task_run_id]
+            # Counted against the memo as it was when the view was submitted: a phase answered on a first attempt is
+            # made by this run even if the task's retry found it in the memo. A failed view may still have answered
+            # some of its phases; those are in the memo.
+            answered = [True] * len(view.phases) if state.is_completed() else _answered(plan, view, orientation.content, ctx)
+            for was_known, done in zip(known, answered):
+                if done:
+                    _count(stats, bar, was_known)
+                else:
+                    stats.failed += 1
+                    bar.call_done(failed=True)
+        elif state.is_completed():
+            _count(stats, bar, future.result()[1].cached)
+            bar.tile_done()
+            artifacts.tile_done()
+        else:
             stats.failed += 1
             bar.call_done(failed=True)
+        if state.is_failed():
             errors.append(str(future.result(raise_on_failure=False)))
-        # otherwise NotReady: a synthesis whose inputs failed, never attempted
     bar.close()
 
     failed_tiles = []
@@ -130,10 +151,10 @@ def review_image(
                 reports[tile.id] = future.result()[0]
                 continue
         else:  # built in code, now that its views have answered
-            futures = [observed[k] for k in inputs[tile.id]]
-            if all(not isinstance(o, PrefectFuture) or o.state.is_completed() for o in futures):
+            groups = [observed[v] for v in inputs[tile.id]]
+            if all(not isinstance(g, PrefectFuture) or g.state.is_completed() for g in groups):
                 reports[tile.id] = pipeline.make_tile_report(
-                    tile, [o.result() if isinstance(o, PrefectFuture) else o for o in futures], None)
+                    tile, [o for g in groups for o in (g.result() if isinstance(g, PrefectFuture) else g)], None)
                 bar.tile_done()
                 artifacts.tile_done()
                 continue
@@ -169,6 +190,13 @@ def review_image(
     return report.model_dump(mode="json")
 
 
+def _answered(plan: Plan, view: View, orientation: str, ctx: RunContext) -> list[bool]:
+    """Which phases of a failed view have an answer (in the memo; without one, none was kept)."""
+    memo = ctx.memo
+    return [memo is not None and cached_reply(pipeline.view_call(plan, view, p, orientation, ctx.backend), memo) is not None
+            for p in view.phases]
+
+
 def _count(stats: CallStats, bar: Progress | None, cached: bool) -> None:
     stats.total += 1
     stats.cached += int(cached)
@@ -190,4 +218,19 @@ def run_context(settings: Settings, model: str, api_base: str | None, use_memo: 
 def run_review(concurrency: int = 2, **parameters):
     """Run the flow with `concurrency` calls in flight; returns the flow's final state."""
     runner = ThreadPoolTaskRunner(max_workers=max(TASK_WORKERS, 2 * concurrency))
-    return review_image.with_options(task_runner=runner)(**parameters, concurrency=concurrency, return_state=True)
+    with _heartbeats_only_on_a_shared_server():
+        return review_image.with_options(task_runner=runner)(**parameters, concurrency=concurrency, return_state=True)
+
+
+@contextmanager
+def _heartbeats_only_on_a_shared_server() -> Iterator[None]:
+    """Heartbeats let a Prefect server mark a run whose process died as crashed. A temporary server dies with this
+    process, so there they only cost time: Prefect joins its heartbeat thread at the end of every run, after up to
+    a second of that thread's sleep."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+        yield

@@ -83,10 +83,11 @@ def call_model(call: ModelCall, blobs: BlobStore, memo: Memo | None, timeout_s: 
     api_key = api_key_for(call)
     started = time.monotonic()
     try:
+        messages = build_messages(call, blobs)  # before taking a slot: encoding a view needs no backend
         with backend_slot():
             response = _litellm().completion(
                 model=call.model,
-                messages=build_messages(call, blobs),
+                messages=messages,
                 api_base=call.api_base,
                 api_key=api_key,
                 timeout=timeout_s,

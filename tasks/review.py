@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -59,16 +61,30 @@ def orient(plan: Plan, ctx: RunContext) -> ModelReply:
     return _call(pipeline.orientation_call(plan, ctx.backend), ctx)
 
 
-@task(name="inspect-view", task_run_name="{phase}-{view.id}", **model_task)
-def inspect_view(plan: Plan, view: View, phase: str, orientation: str, ctx: RunContext) -> Observation:
-    call = pipeline.view_call(plan, view, phase, orientation, ctx.backend)
-    reply = _call(call, ctx)
-    return pipeline.parse_observation(view, phase, reply)
+def _call_all(calls: list[ModelCall], ctx: RunContext) -> list[ModelReply]:
+    """The calls at once (the backend's in-flight limit holds); every one is attempted before the first failure
+    is raised, so what was answered is in the memo and a retry makes only the calls still missing."""
+    if len(calls) == 1:
+        return [_call(calls[0], ctx)]
+    with ThreadPoolExecutor(len(calls)) as pool:
+        futures = [pool.submit(contextvars.copy_context().run, _call, call, ctx) for call in calls]
+    return [f.result() for f in futures]
+
+
+# One task per view, not per call: a Prefect task run costs tens of milliseconds of this machine's time, as much as
+# several calls to a local backend cost Mosaic itself (docs/bench/notes.md).
+@task(name="inspect-view", task_run_name="inspect-{view.id}", **model_task)
+def inspect_view(plan: Plan, view: View, orientation: str, ctx: RunContext) -> list[Observation]:
+    """Every phase asked of one view."""
+    replies = _call_all([pipeline.view_call(plan, view, p, orientation, ctx.backend) for p in view.phases], ctx)
+    return [pipeline.parse_observation(view, p, r) for p, r in zip(view.phases, replies)]
 
 
 @task(name="synthesize-tile", task_run_name="synthesize-{tile.id}", **model_task)
-def synthesize_tile(plan: Plan, tile: View, observations: list[Observation], orientation: str,
+def synthesize_tile(plan: Plan, tile: View, observed: list[list[Observation]], orientation: str,
                     ctx: RunContext) -> tuple[TileReport, ModelReply]:
+    """observed: what each view touching the tile answered, view by view."""
+    observations = [o for view_observations in observed for o in view_observations]
     call = pipeline.tile_synthesis_call(plan, tile, observations, orientation, ctx.backend)
     reply = _call(call, ctx)
     return pipeline.make_tile_report(tile, observations, reply), reply

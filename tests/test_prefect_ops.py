@@ -27,7 +27,7 @@ from mosaic.ops import backend_limit_name
 
 from conftest import ROOT, fake_vlm, make_photo, run_cli
 
-# Test photos are textured everywhere (no view is blank) and reviewed on a 2x2 grid with three phases: 27 calls
+# Test photos are textured everywhere (no view is blank) and reviewed on a 2x2 grid with three phases: 26 calls
 # each. A fault on tile r1c2 costs its 3 phases, its synthesis and the final review.
 MISSING_PER_FAILED_TILE = 3 + 1 + 1
 SCREENSHOTS = ROOT / "docs" / "screenshots"

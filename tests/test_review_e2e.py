@@ -75,6 +75,26 @@ def test_failed_tile_keeps_other_work_and_rerun_makes_only_missing_calls(photo, 
     assert json.loads(out)["calls"]["cached"] == planned - 5
 
 
+def test_a_failed_phase_keeps_the_other_phases_of_its_view(photo, vlm_server, capsys):
+    # one phase of one tile fails for good; the view's other phases are still asked (they run in the same task)
+    vlm_server.add_fault(Fault(status=500, times=-1, match="tile r2c2 of a 3×2 grid, pixels [400, 400, 800, 800] "
+                                                            "of a 1200×800 image.\nList the objects"))
+    code, _ = review(photo, vlm_server, "openai", "--grid", "3x2")
+    assert code == 1 and "r2c2" in capsys.readouterr().err
+    first = vlm_server.chat_requests()
+    planned = count_calls(3, 2, PHASES)
+    assert len(first) == planned - 1 - 1 - 1  # the subjects call, r2c2's synthesis and the final review
+    assert sum("This crop is tile r2c2 " in r.text for r in first) == 2
+    report = json.loads(next(Path(os.environ["MOSAIC_OUT_DIR"]).glob("*/report.json")).read_text())
+    assert report["calls"]["failed"] == 1 and report["calls"]["made"] == planned - 3
+
+    vlm_server.clear_faults()
+    code, out = review(photo, vlm_server, "openai", "--grid", "3x2")
+    second = vlm_server.chat_requests()[len(first):]
+    assert code == 0 and len(second) == 3 and "List the objects" in second[0].text
+    assert json.loads(out)["calls"]["made"] == 3
+
+
 def test_no_cache_skips_the_memo(photo, vlm_server):
     review(photo, vlm_server, "openai", "--density", "quick")
     made = len(vlm_server.chat_requests())

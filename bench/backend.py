@@ -1,0 +1,72 @@
+"""The stand-in model server in a process of its own, as a real backend is: its work (HTTP, parsing a view-sized
+request) is then not counted as Mosaic's. `python -m bench.backend --latency 0.5 --slots 4 --log requests.json`
+prints its address, serves until SIGTERM, then writes what it answered (monotonic times, comparable across
+processes on Linux)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class BackendProcess:
+    """`with BackendProcess(latency=0.5, slots=4) as b:` b.openai_base to call; b.requests once the block has ended."""
+
+    def __init__(self, latency: float = 0.0, slots: int | None = None):
+        self.latency, self.slots = latency, slots
+        self.requests: list[SimpleNamespace] = []
+
+    def __enter__(self) -> BackendProcess:
+        self._log = Path(tempfile.mkdtemp(prefix="mosaic-backend-")) / "requests.json"
+        command = [sys.executable, "-m", "bench.backend", "--latency", str(self.latency), "--log", str(self._log)]
+        if self.slots:
+            command += ["--slots", str(self.slots)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        self._process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        url = self._process.stdout.readline().strip()
+        if not url.startswith("http"):
+            self._process.kill()
+            raise RuntimeError(f"the stand-in backend did not start (exit {self._process.wait()})")
+        self.url, self.openai_base = url, url + "/v1"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._process.terminate()
+        self._process.wait(timeout=30)
+        self.requests = [SimpleNamespace(**r) for r in json.loads(self._log.read_text())]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.backend", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--slots", type=int, default=None)
+    ap.add_argument("--log", required=True)
+    a = ap.parse_args(argv)
+    from mosaic.offline.server import ModelServer
+    from mosaic.offline.stand_in import fake_vlm
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server = ModelServer(fake_vlm, latency=a.latency, slots=a.slots).start()
+    print(server.url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        server.stop()
+        records = [asdict(r) | {"text": r.text[max(0, r.text.find("Mosaic task:")):][:300]} for r in server.requests]
+        Path(a.log).write_text(json.dumps(records), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
