@@ -296,8 +296,9 @@ def _scheduling(scene: dict, latency: float, slots: int, repeats: int) -> dict:
     orchestration = best["wall_s"] - out["prepare_s"]
     out["overhead_per_call_ms"] = round(1000 * orchestration / calls, 1)
 
-    def busy_span(concurrency: int) -> tuple[float, float, list, float]:
-        """Median over repeats of (span from the first call to the last, wall, answered requests, time to the first call)."""
+    def busy_span(concurrency: int) -> tuple[float, float, list, float, list[float]]:
+        """The median run of `repeats` by span: (span from the first call to the last, wall, answered requests, time to
+        the first call), and every run's span."""
         spans = []
         for _ in range(repeats):
             with BackendProcess(latency=latency, slots=slots) as slow:
