@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,6 +46,7 @@ class BackendProcess:
         self._process.terminate()
         self._process.wait(timeout=30)
         self.requests = [SimpleNamespace(**r) for r in json.loads(self._log.read_text())]
+        shutil.rmtree(self._log.parent, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> None:

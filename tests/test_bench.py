@@ -166,3 +166,24 @@ def test_blank_views_are_asked_nothing_when_skipping_is_on(tmp_path):
     asked = {v.id for v in skipping.views if v.phases}
     assert asked == {"r1c1"}  # the text is far from every seam window (centred on x=600 or y=400)
     assert skipping.total_calls == 1 + 3 + 1 + 1  # orientation, r1c1's phases, its synthesis, the review
+
+
+def test_the_stand_in_backend_process_holds_its_slots_and_reports_what_it_answered():
+    import threading
+
+    import httpx
+
+    from bench.backend import BackendProcess
+
+    body = {"model": "fake-vl", "messages": [{"role": "user", "content": "Mosaic task: text"}]}
+    with BackendProcess(latency=0.3, slots=1) as backend:
+        threads = [threading.Thread(target=httpx.post, args=(backend.openai_base + "/chat/completions",),
+                                    kwargs={"json": body, "timeout": 30}) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    first, second = sorted(backend.requests, key=lambda r: r.started)
+    assert first.status == second.status == 200 and first.text.startswith("Mosaic task: text")
+    assert second.started >= first.finished  # one slot: the second request waited for the first
+    assert first.finished - first.started >= 0.3
