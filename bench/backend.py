@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
+STARTUP_S = 60
 
 
 class BackendProcess:
@@ -29,24 +31,41 @@ class BackendProcess:
         self.requests: list[SimpleNamespace] = []
 
     def __enter__(self) -> BackendProcess:
-        self._log = Path(tempfile.mkdtemp(prefix="mosaic-backend-")) / "requests.json"
+        self._folder = Path(tempfile.mkdtemp(prefix="mosaic-backend-"))
+        self._log = self._folder / "requests.json"
         command = [sys.executable, "-m", "bench.backend", "--latency", str(self.latency), "--log", str(self._log)]
         if self.slots:
             command += ["--slots", str(self.slots)]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         self._process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-        url = self._process.stdout.readline().strip()
-        if not url.startswith("http"):
-            self._process.kill()
-            raise RuntimeError(f"the stand-in backend did not start (exit {self._process.wait()})")
+        try:
+            ready, _, _ = select.select([self._process.stdout], [], [], STARTUP_S)
+            url = self._process.stdout.readline().strip() if ready else ""
+            if not url.startswith("http"):
+                raise RuntimeError(f"the stand-in backend did not start in {STARTUP_S} s (exit {self._process.poll()})")
+        except BaseException:
+            self._stop()
+            raise
         self.url, self.openai_base = url, url + "/v1"
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._process.terminate()
-        self._process.wait(timeout=30)
-        self.requests = [SimpleNamespace(**r) for r in json.loads(self._log.read_text())]
-        shutil.rmtree(self._log.parent, ignore_errors=True)
+        self._stop()
+
+    def _stop(self) -> None:
+        """End the child, keep what it answered (when it wrote its log), leave nothing behind."""
+        try:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            if self._log.exists():
+                self.requests = [SimpleNamespace(**r) for r in json.loads(self._log.read_text())]
+        finally:
+            self._process.stdout.close()
+            shutil.rmtree(self._folder, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> None:

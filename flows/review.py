@@ -50,7 +50,7 @@ def review_image(
     show_progress: bool = False,
     concurrency: int | None = None,
 ) -> dict:
-    """Review one image: orientation, every tile and seam crop one phase at a time, a report per tile, the
+    """Review one image: orientation, every tile and seam crop (its phases asked at once), a report per tile, the
     final review.
     concurrency: model calls in flight at once (default $MOSAIC_CONCURRENCY or 2)."""
     started = time.monotonic()
@@ -191,9 +191,8 @@ def review_image(
 
 
 def _answered(plan: Plan, view: View, orientation: str, ctx: RunContext) -> list[bool]:
-    """Which phases of a failed view have an answer (in the memo; without one, none was kept)."""
-    memo = ctx.memo
-    return [memo is not None and cached_reply(pipeline.view_call(plan, view, p, orientation, ctx.backend), memo) is not None
+    """Which phases of a failed view have an answer: each answer is in the memo (or, without it, the run's own)."""
+    return [cached_reply(pipeline.view_call(plan, view, p, orientation, ctx.backend), ctx.memo) is not None
             for p in view.phases]
 
 

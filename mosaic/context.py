@@ -6,9 +6,9 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, PrivateAttr
 
-from .memo import BlobStore, Memo
+from .memo import BlobStore, Memo, RunMemo
 from .schema import Backend
 
 
@@ -18,6 +18,7 @@ class RunContext(BaseModel):
     use_memo: bool = True
     memo_size_mb: int = 2048
     concurrency: int = 2  # calls in flight at the backend; the task pool is larger, so orchestration overlaps them
+    _run_memo: RunMemo = PrivateAttr(default_factory=RunMemo)
 
     @property
     def in_flight(self) -> threading.BoundedSemaphore:
@@ -28,8 +29,9 @@ class RunContext(BaseModel):
         return BlobStore(Path(self.cache_dir) / "blobs")
 
     @property
-    def memo(self) -> Memo | None:
-        return open_memo(self.cache_dir, self.memo_size_mb) if self.use_memo else None
+    def memo(self) -> Memo | RunMemo:
+        """The shared memo, or with use_memo off only this run's own answers."""
+        return open_memo(self.cache_dir, self.memo_size_mb) if self.use_memo else self._run_memo
 
 
 @lru_cache(maxsize=8)

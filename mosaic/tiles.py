@@ -122,7 +122,7 @@ def seam_box(a: Box, b: Box, image_height: int | None = None) -> Box:
     Anything that crosses that edge and is shorter than a tile reads whole in it. Given the image height, a window
     on a vertical line also reaches CORNER_REACH of a tile's height past the tiles' top and bottom: text is short
     in that direction, so a sign on a point where four tiles meet (cut in all four tiles and in the window on the
-    horizontal line) reads whole there, and on landscape tiles the window is still no longer than a tile is wide."""
+    horizontal line) reads whole there; on tiles at least 4:3 wide the window is still no longer than a tile is wide."""
     if a[2] == b[0] and (a[1], a[3]) == (b[1], b[3]):  # b is right of a
         half = ((a[2] - a[0]) + (b[2] - b[0])) // 4
         reach = round((a[3] - a[1]) * CORNER_REACH) if image_height else 0

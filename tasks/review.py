@@ -62,12 +62,16 @@ def orient(plan: Plan, ctx: RunContext) -> ModelReply:
 
 
 def _call_all(calls: list[ModelCall], ctx: RunContext) -> list[ModelReply]:
-    """The calls at once (the backend's in-flight limit holds); every one is attempted before the first failure
-    is raised, so what was answered is in the memo and a retry makes only the calls still missing."""
+    """The calls at once (the backend's in-flight limit holds); every one is attempted before a failure is raised,
+    so what was answered is kept (ctx.memo) and a retry makes only the calls still missing. A failure worth
+    retrying is raised before one that is not, so the task's retry decision sees it."""
     if len(calls) == 1:
         return [_call(calls[0], ctx)]
     with ThreadPoolExecutor(len(calls)) as pool:
         futures = [pool.submit(contextvars.copy_context().run, _call, call, ctx) for call in calls]
+    failures = [e for f in futures if (e := f.exception()) is not None]
+    if failures:
+        raise next((e for e in failures if getattr(e, "retryable", True)), failures[0])
     return [f.result() for f in futures]
 
 

@@ -102,6 +102,18 @@ def test_no_cache_skips_the_memo(photo, vlm_server):
     assert code == 0 and len(vlm_server.chat_requests()) == 2 * made
 
 
+def test_without_the_memo_a_retried_view_does_not_ask_again_what_was_answered(photo, vlm_server):
+    # r1c1's subjects call fails once; its task is retried, its other two phases were answered on the first try
+    vlm_server.add_fault(Fault(status=500, times=1, match="tile r1c1 of a 2×2 grid, pixels [0, 0, 600, 400] "
+                                                           "of a 1200×800 image.\nList the objects"))
+    code, out = review(photo, vlm_server, "openai", "--grid", "2x2", "--no-cache")
+    planned = count_calls(2, 2, PHASES)
+    assert code == 0 and json.loads(out)["calls"] == {"planned": planned, "total": planned, "made": planned,
+                                                        "cached": 0, "failed": 0}
+    assert len(vlm_server.chat_requests()) == planned
+    assert len(vlm_server.chat_requests(answered_only=False)) == planned + 1
+
+
 def test_report_folder_has_json_markdown_and_overview(photo, vlm_server):
     from PIL import Image
 
