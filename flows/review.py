@@ -67,6 +67,10 @@ def review_image(
     bar.announce(f"mosaic: {plan.total_calls} calls planned" + (f" ({len(blank)} blank views skipped: {', '.join(blank)})" if blank else ""))
     artifacts = RunArtifacts(plan)
 
+    def tile_done() -> None:
+        bar.tile_done()
+        artifacts.tile_done()
+
     memo = ctx.memo
     orientation = cached_reply(pipeline.orientation_call(plan, ctx.backend), memo) or orient_(quote(plan), quote(ctx))
     _count(stats, bar, orientation.cached)
@@ -100,14 +104,13 @@ def review_image(
                 continue  # its report is built in code once its views have answered (below)
             groups = [observed[v] for v in inputs[tile.id]]
             if not any(isinstance(g, PrefectFuture) for g in groups):
-                observations = [o for g in groups for o in g]
+                observations = _flat(groups)
                 call = pipeline.tile_synthesis_call(plan, tile, observations, orientation.content, ctx.backend)
                 hit = cached_reply(call, memo)
                 if hit is not None:
                     reports[tile.id] = pipeline.make_tile_report(tile, observations, hit)
                     _count(stats, bar, True)
-                    bar.tile_done()
-                    artifacts.tile_done()
+                    tile_done()
                     continue
             synthesized[tile.id] = synthesize_.submit(quote(plan), quote(tile), groups, orientation.content, quote(ctx))
 
@@ -132,8 +135,7 @@ def review_image(
                     bar.call_done(failed=True)
         elif state.is_completed():
             _count(stats, bar, future.result()[1].cached)
-            bar.tile_done()
-            artifacts.tile_done()
+            tile_done()
         else:
             stats.failed += 1
             bar.call_done(failed=True)
@@ -153,10 +155,8 @@ def review_image(
         else:  # built in code, now that its views have answered
             groups = [observed[v] for v in inputs[tile.id]]
             if all(not isinstance(g, PrefectFuture) or g.state.is_completed() for g in groups):
-                reports[tile.id] = pipeline.make_tile_report(
-                    tile, [o for g in groups for o in (g.result() if isinstance(g, PrefectFuture) else g)], None)
-                bar.tile_done()
-                artifacts.tile_done()
+                reports[tile.id] = pipeline.make_tile_report(tile, _flat(groups), None)
+                tile_done()
                 continue
         failed_tiles.append(tile.id)
     tile_reports = [reports[t.id] for t in plan.tiles if t.id in reports]
@@ -188,6 +188,11 @@ def review_image(
     report.report_dir = save_report(quote(report), quote(plan), folder, quote(ctx))
     artifacts.finish(report, report.report_dir)
     return report.model_dump(mode="json")
+
+
+def _flat(groups: list[list[Observation] | PrefectFuture]) -> list[Observation]:
+    """The observations of a tile's views, view by view (a view asked in a task: its completed result)."""
+    return [o for g in groups for o in (g.result() if isinstance(g, PrefectFuture) else g)]
 
 
 def _answered(plan: Plan, view: View, orientation: str, ctx: RunContext) -> list[bool]:

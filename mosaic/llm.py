@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 from .errors import BackendError
 from .images import image_mime
-from .memo import BlobStore, Memo
+from .memo import BlobStore, Memo, RunMemo
 from .schema import Backend, ModelCall, ModelReply
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no cost-map download at import
@@ -73,7 +73,7 @@ def check_reachable(model: str, api_base: str | None, timeout_s: float = 3.0) ->
         raise BackendError(f"cannot reach the backend at {address}: {reason.lower()}", retryable=False) from None
 
 
-def call_model(call: ModelCall, blobs: BlobStore, memo: Memo | None, timeout_s: float = 300.0,
+def call_model(call: ModelCall, blobs: BlobStore, memo: Memo | RunMemo | None, timeout_s: float = 300.0,
                backend_slot: Callable[[], AbstractContextManager] = nullcontext) -> ModelReply:
     """backend_slot is held around the network call only (a memo hit needs none), e.g. a concurrency limit."""
     hit = cached_reply(call, memo)
@@ -111,7 +111,7 @@ def call_model(call: ModelCall, blobs: BlobStore, memo: Memo | None, timeout_s: 
     return ModelReply(content=content, cached=False, elapsed_s=round(time.monotonic() - started, 3), usage=usage)
 
 
-def cached_reply(call: ModelCall, memo: Memo | None) -> ModelReply | None:
+def cached_reply(call: ModelCall, memo: Memo | RunMemo | None) -> ModelReply | None:
     """The memo's answer to exactly this call, or None."""
     hit = memo.get(call.key()) if memo is not None else None
     return ModelReply(content=hit["content"], cached=True, usage=hit.get("usage") or {}) if hit is not None else None

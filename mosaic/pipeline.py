@@ -25,9 +25,7 @@ from .schema import (
     View,
 )
 from .errors import BadOption
-from .tiles import (
-    cell_label, choose_grid, input_px_for, neighbor_pairs, seam_box, tile_boxes,
-)
+from .tiles import cell_label, choose_grid, input_px_for, neighbor_pairs, seam_box, tile_boxes
 
 
 def prepare(image_path: str, density: str, grid: str | None, phases: list[str], model: str, blobs: BlobStore,
