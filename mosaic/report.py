@@ -1,4 +1,4 @@
-"""Writing a run's report folder: report.json, report.md and overview.png (the photo with the grid drawn on it)."""
+"""Writing a run's report folder: report.json, report.md and overview.jpg (the photo with the grid drawn on it)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def write_report(report: FinalReport, plan: Plan, blobs: BlobStore, folder: Path
     report.report_dir = str(folder)
     _atomic_write(folder / "report.json", report.model_dump_json(indent=2).encode())
     _atomic_write(folder / "report.md", render_markdown(report).encode())
-    _atomic_write(folder / "overview.png", overview_png(plan, blobs))
+    _atomic_write(folder / "overview.jpg", overview_jpeg(plan, blobs))
     return folder
 
 
@@ -38,7 +38,7 @@ def render_markdown(report: FinalReport) -> str:
     if report.failed_tiles:
         lines.append(f"- **Incomplete**: tiles {', '.join(report.failed_tiles)} failed; run the same command again to finish.")
     lines += [f"- Note: {n}" for n in report.notes]
-    lines += ["", "![grid](overview.png)", "", "## Review", "", report.review or "_(not written: the run is incomplete)_",
+    lines += ["", "![grid](overview.jpg)", "", "## Review", "", report.review or "_(not written: the run is incomplete)_",
               "", "## Orientation", "", report.orientation, "", "## Tiles", ""]
     for tile in report.tiles:
         lines.append(f"### {tile.tile} — pixels {list(tile.box)}")
@@ -52,7 +52,7 @@ def render_markdown(report: FinalReport) -> str:
     return "\n".join(lines)
 
 
-def overview_png(plan: Plan, blobs: BlobStore) -> bytes:
+def overview_jpeg(plan: Plan, blobs: BlobStore) -> bytes:
     """The photo with the tile grid drawn and each tile labelled, so a finding can be traced to its tile."""
     base = Image.open(io.BytesIO(blobs.get(plan.overview_sha256))).convert("RGB")
     base = shrink(base, OVERVIEW_PX) if max(base.size) > OVERVIEW_PX else base
@@ -72,7 +72,7 @@ def overview_png(plan: Plan, blobs: BlobStore) -> bytes:
         draw.rectangle((text_box[0] - 4, text_box[1] - 3, text_box[2] + 4, text_box[3] + 3), fill=(0, 0, 0))
         draw.text((tx, ty), view.id, fill=(255, 230, 0), font=font)
     buf = io.BytesIO()
-    base.save(buf, format="PNG", compress_level=3)  # optimize=True took seconds per run for ~10% less
+    base.save(buf, format="JPEG", quality=90, subsampling=0)  # a PNG of a photo: ~1.4 MB and ~150 ms per run; this: ~150 KB, ~3 ms
     return buf.getvalue()
 
 

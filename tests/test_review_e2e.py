@@ -122,7 +122,7 @@ def test_report_folder_has_json_markdown_and_overview(photo, vlm_server):
     assert json.loads((folder / "report.json").read_text())["grid"] == "2x2"
     markdown = (folder / "report.md").read_text()
     assert "## Review" in markdown and "### r2c2" in markdown
-    overview = Image.open(folder / "overview.png")
+    overview = Image.open(folder / "overview.jpg")
     assert max(overview.size) >= 800
     # grid lines are drawn in yellow along the tile borders
     x_mid = overview.width // 2
