@@ -327,8 +327,12 @@ def page(runs: list[dict], system: dict, out_dir: Path, md_path: Path) -> str:
                      + (f" (until the first call {s['instant_parts_s']['to_first_call_s']} s, the {s['calls']} calls "
                         f"{s['instant_parts_s']['calls_s']} s, after the last {s['instant_parts_s']['after_last_call_s']} s)"
                         if "instant_parts_s" in s else "")
+                     + (f"; CPU in that run: Mosaic's process {s['instant_cpu_s']['mosaic']} s, the temporary Prefect "
+                        f"server {s['instant_cpu_s'].get('prefect_server', '–')} s" if "instant_cpu_s" in s else "")
                      + (f"; of a call's cost, a Prefect task alone is {s['prefect_task_ms']} ms and the LiteLLM client "
-                        f"call of one view {s['client_call_ms']} ms." if "prefect_task_ms" in s else "."))
+                        f"call of one view {s['client_call_ms']} ms" if "prefect_task_ms" in s else "")
+                     + (f" ({s['client_call_cpu_ms']} ms of CPU; the same request from a plain HTTP client "
+                        f"{s['plain_http_call_cpu_ms']} ms)" if "client_call_cpu_ms" in s else "") + ".")
         if system.get("memory"):
             m = system["memory"]
             L.append(f"- Memory: `prepare` on a {m['megapixels']}-MP JPEG ({m['size'][0]}×{m['size'][1]}, {m['grid']}): peak RSS "

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -280,12 +281,14 @@ def _scheduling(scene: dict, latency: float, slots: int, repeats: int) -> dict:
     instant_runs = []
     for _ in range(2):
         with BackendProcess() as instant:
+            cpu_before = process_cpu_s()
             started = time.monotonic()
             wall, report = once(instant, slots)
+            cpu = {k: v - cpu_before.get(k, 0.0) for k, v in process_cpu_s().items()}
         reqs = [r for r in instant.requests if r.status == 200]
         first, last = min(r.started for r in reqs), max(r.finished for r in reqs)
         instant_runs.append({"wall_s": wall, "made": report["calls"]["made"], "to_first_call_s": first - started,
-                             "calls_s": last - first, "after_last_call_s": started + wall - last})
+                             "calls_s": last - first, "after_last_call_s": started + wall - last, "cpu_s": cpu})
     best = min(instant_runs, key=lambda r: r["wall_s"])
     calls = best["made"]
     out["instant_backend_wall_s"] = round(best["wall_s"], 2)
@@ -293,6 +296,9 @@ def _scheduling(scene: dict, latency: float, slots: int, repeats: int) -> dict:
     # where the instant run's time goes: until the first call (cutting the views included), calls, after the last
     out["instant_parts_s"] = {k: round(best[k], 2) for k in ("to_first_call_s", "calls_s", "after_last_call_s")}
     out["calls"] = calls
+    # CPU seconds of the instant run by process: Mosaic's own (its Python runs one thread at a time) and the temporary
+    # Prefect server's (recording every task run's states for the UI's history), on the same 2 cores
+    out["instant_cpu_s"] = {k: round(v, 2) for k, v in best["cpu_s"].items()}
     orchestration = best["wall_s"] - out["prepare_s"]
     out["overhead_per_call_ms"] = round(1000 * orchestration / calls, 1)
 
@@ -330,16 +336,32 @@ def _scheduling(scene: dict, latency: float, slots: int, repeats: int) -> dict:
     return out
 
 
+def process_cpu_s() -> dict[str, float]:
+    """CPU seconds used so far by this process ("mosaic") and by the Prefect temporary server it started, if one runs
+    (Linux)."""
+    out = {"mosaic": sum(os.times()[:2])}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == os.getpid() and "prefect.server.api.server" in (proc / "cmdline").read_text():
+                out["prefect_server"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            continue
+    return out
+
+
 def overhead_parts(scene: dict, slots: int, n: int = 60) -> dict:
-    """Per call: a Prefect task that does nothing, submitted n times on the flow's task runner, and one LiteLLM call
-    of a view-sized crop to a backend that answers at once (no memo, no Prefect)."""
+    """Per call: a Prefect task that does nothing, submitted n times on the flow's task runner; one LiteLLM call of a
+    view-sized crop to a backend that answers at once (no memo, no Prefect), its wall time and the calling thread's
+    CPU time; and the CPU time of the same request sent with a plain HTTP client, for what LiteLLM itself adds."""
+    import httpx
     from prefect import flow, task
     from prefect.task_runners import ThreadPoolTaskRunner
     from PIL import Image
 
     from bench.backend import BackendProcess
     from mosaic.images import encode_view, shrink
-    from mosaic.llm import call_model
+    from mosaic.llm import build_messages, call_model
     from mosaic.memo import BlobStore
     from mosaic.schema import ModelCall
 
@@ -359,15 +381,25 @@ def overhead_parts(scene: dict, slots: int, n: int = 60) -> dict:
     blobs = BlobStore(WORK / "memo" / "overhead" / "blobs")
     image = Image.open(scene["path"]).convert("RGB")
     sha = blobs.put(encode_view(shrink(image.crop((0, 0, image.width // 3, image.height // 3)), 1280)))
-    with BackendProcess() as s:
-        times = []
+    times, cpu, plain_cpu = [], [], []
+    with BackendProcess() as s, httpx.Client() as plain:
         for i in range(n // 3):
             call = ModelCall(model="openai/fake-vl", api_base=s.openai_base, system="s", prompt=f"Mosaic task: text\n{i}",
                              images=[sha])
-            t = time.monotonic()
+            t, c = time.monotonic(), time.thread_time()
             call_model(call, blobs, None)
             times.append(time.monotonic() - t)
-    return {"prefect_task_ms": round(task_ms, 1), "client_call_ms": round(1000 * sorted(times)[len(times) // 2], 1)}
+            cpu.append(time.thread_time() - c)
+            c = time.thread_time()
+            request = {"model": "fake-vl", "messages": build_messages(call, blobs), **call.options}
+            plain.post(s.openai_base + "/chat/completions", json=request).raise_for_status()
+            plain_cpu.append(time.thread_time() - c)
+
+    def median_ms(xs: list[float]) -> float:
+        return round(1000 * statistics.median(xs[3:]), 1)  # the first calls open connections
+
+    return {"prefect_task_ms": round(task_ms, 1), "client_call_ms": median_ms(times), "client_call_cpu_ms": median_ms(cpu),
+            "plain_http_call_cpu_ms": median_ms(plain_cpu)}
 
 
 def prefect_start(scene_path: str) -> dict:

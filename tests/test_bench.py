@@ -187,3 +187,28 @@ def test_the_stand_in_backend_process_holds_its_slots_and_reports_what_it_answer
     assert first.status == second.status == 200 and first.text.startswith("Mosaic task: text")
     assert second.started >= first.finished  # one slot: the second request waited for the first
     assert first.finished - first.started >= 0.3
+
+
+def test_process_cpu_counts_this_process_and_a_prefect_server_process():
+    import subprocess
+    import sys
+    import time
+
+    from bench.run import process_cpu_s
+
+    before = process_cpu_s()
+    assert "prefect_server" not in before
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\ntime.sleep(30)"
+    # a child whose command line names the Prefect server's app, as the temporary server's does
+    server = subprocess.Popen([sys.executable, "-c", spin, "prefect.server.api.server:create_app"])
+    try:
+        t = time.process_time()
+        while time.process_time() - t < 0.2:
+            pass
+        time.sleep(1.0)
+        after = process_cpu_s()
+    finally:
+        server.kill()
+        server.wait()
+    assert after["mosaic"] - before["mosaic"] >= 0.15
+    assert 0.25 <= after["prefect_server"] < 1.5
