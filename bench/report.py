@@ -329,6 +329,8 @@ def page(runs: list[dict], system: dict, out_dir: Path, md_path: Path) -> str:
                         if "instant_parts_s" in s else "")
                      + (f"; CPU in that run: Mosaic's process {s['instant_cpu_s']['mosaic']} s, the temporary Prefect "
                         f"server {s['instant_cpu_s'].get('prefect_server', '–')} s" if "instant_cpu_s" in s else "")
+                     + (f"; a Prefect flow run that does nothing takes {s['empty_flow_run_ms']} ms"
+                        if "empty_flow_run_ms" in s else "")
                      + (f"; of a call's cost, a Prefect task alone is {s['prefect_task_ms']} ms and the LiteLLM client "
                         f"call of one view {s['client_call_ms']} ms" if "prefect_task_ms" in s else "")
                      + (f" ({s['client_call_cpu_ms']} ms of CPU; the same request from a plain HTTP client "

@@ -351,7 +351,8 @@ def process_cpu_s() -> dict[str, float]:
 
 
 def overhead_parts(scene: dict, slots: int, n: int = 60) -> dict:
-    """Per call: a Prefect task that does nothing, submitted n times on the flow's task runner; one LiteLLM call of a
+    """A flow run that does nothing, and per call: a Prefect task that does nothing, submitted n times on the flow's
+    task runner (both with heartbeats off, as `mosaic run` has them on the temporary server); one LiteLLM call of a
     view-sized crop to a backend that answers at once (no memo, no Prefect), its wall time and the calling thread's
     CPU time; and the CPU time of the same request sent with a plain HTTP client, for what LiteLLM itself adds."""
     import httpx
@@ -360,6 +361,7 @@ def overhead_parts(scene: dict, slots: int, n: int = 60) -> dict:
     from PIL import Image
 
     from bench.backend import BackendProcess
+    from flows.review import _heartbeats_only_on_a_shared_server
     from mosaic.images import encode_view, shrink
     from mosaic.llm import build_messages, call_model
     from mosaic.memo import BlobStore
@@ -374,10 +376,20 @@ def overhead_parts(scene: dict, slots: int, n: int = 60) -> dict:
         for f in [nothing.submit(i) for i in range(n)]:
             f.result()
 
-    many()  # warm
-    t = time.monotonic()
-    many()
-    task_ms = 1000 * (time.monotonic() - t) / n
+    @flow
+    def empty() -> None:
+        pass
+
+    with _heartbeats_only_on_a_shared_server():
+        many()  # warm
+        t = time.monotonic()
+        many()
+        task_ms = 1000 * (time.monotonic() - t) / n
+        empty_runs = []
+        for _ in range(5):
+            t = time.monotonic()
+            empty()
+            empty_runs.append(time.monotonic() - t)
     blobs = BlobStore(WORK / "memo" / "overhead" / "blobs")
     image = Image.open(scene["path"]).convert("RGB")
     sha = blobs.put(encode_view(shrink(image.crop((0, 0, image.width // 3, image.height // 3)), 1280)))
@@ -398,7 +410,8 @@ def overhead_parts(scene: dict, slots: int, n: int = 60) -> dict:
     def median_ms(xs: list[float]) -> float:
         return round(1000 * statistics.median(xs[3:]), 1)  # the first calls open connections
 
-    return {"prefect_task_ms": round(task_ms, 1), "client_call_ms": median_ms(times), "client_call_cpu_ms": median_ms(cpu),
+    return {"prefect_task_ms": round(task_ms, 1), "empty_flow_run_ms": round(1000 * statistics.median(empty_runs)),
+            "client_call_ms": median_ms(times), "client_call_cpu_ms": median_ms(cpu),
             "plain_http_call_cpu_ms": median_ms(plain_cpu)}
 
 
