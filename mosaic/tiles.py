@@ -172,6 +172,8 @@ def choose_grid(width: int, height: int, density: str, grid: str | None, model: 
                 input_px: int | None = None) -> tuple[int, int, str]:
     """(cols, rows, density label). --grid wins; 'auto' picks a density and coarsens to fit a small image;
     a named density or grid that leaves tiles under MIN_TILE_PX is an error."""
+    if width < MIN_TILE_PX or height < MIN_TILE_PX:
+        raise ValueError(f"the image ({width}×{height}) is too small: Mosaic needs at least {MIN_TILE_PX} px on each side")
     if grid:
         cols, rows = parse_grid(grid)
         check_grid_fits(width, height, cols, rows)

@@ -38,7 +38,7 @@ def images(tmp_path):
     (["run", "{d}/empty.jpg"], "is empty"),
     (["run", "{d}/notes.jpg"], "not an image"),
     (["run", "{d}/cut.png"], "truncated or damaged"),
-    (["run", "{d}/tiny.png"], "too small for a 3×3 grid"),
+    (["run", "{d}/tiny.png"], "too small: Mosaic needs at least 64 px on each side"),
     (["run", "{d}/ok.png", "--density", "huge"], "invalid density"),
     (["run", "{d}/ok.png", "--grid", "3by3"], "invalid grid"),
     (["run", "{d}/ok.png", "--phases", "text,colour"], "invalid phases"),

@@ -116,6 +116,11 @@ def test_too_small_for_the_grid_is_an_error_but_auto_adapts():
     with pytest.raises(ValueError, match="too small"):
         choose_grid(100, 100, "light", None, "offline", None)
     assert choose_grid(100, 100, "auto", None, "x", None)[:2] == (1, 1)
+    for width, height in ((1, 1), (3, 3000), (63, 500)):  # no grid fits: the message does not suggest one
+        for density in ("auto", "quick"):
+            with pytest.raises(ValueError, match=f"image \\({width}×{height}\\) is too small: Mosaic needs at least 64 px"):
+                choose_grid(width, height, density, None, "x", None)
+    assert choose_grid(64, 64, "auto", None, "x", None)[:2] == (1, 1)
     assert choose_grid(3000, 2000, "light", "5x1", "x", None) == (5, 1, "custom")
     with pytest.raises(ValueError, match="invalid density"):
         choose_grid(3000, 2000, "huge", None, "x", None)
