@@ -104,7 +104,12 @@ def call_model(call: ModelCall, blobs: BlobStore, memo: Memo | RunMemo | None, t
             time.sleep(min(wait, MAX_RETRY_AFTER_S))  # the server said when; the task's retry comes after
         raise failure from None
     if not content.strip():
-        raise BackendError(f"{backend_address(call.model, call.api_base)} returned an empty answer", retryable=True)
+        where = backend_address(call.model, call.api_base)
+        if getattr(response.choices[0], "finish_reason", None) == "length":  # e.g. a thinking model spent them all
+            limit = call.options.get("max_tokens")
+            raise BackendError(f"{where} used up the token limit{f' ({limit})' if limit else ''} before answering: "
+                               "raise MOSAIC_MAX_TOKENS", retryable=False)
+        raise BackendError(f"{where} returned an empty answer", retryable=True)
     usage = _usage(response)
     if memo is not None:
         memo.put(key, content, usage)

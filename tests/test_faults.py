@@ -43,6 +43,7 @@ FAULTS = [
     (Fault(status=0), True, ""),  # connection closed without an answer
     (Fault(status=200, body="{not json at all"), True, ""),
     (Fault(status=200, body='{"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "stop"}]}'), True, "empty answer"),
+    (Fault(status=200, body='{"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "", "reasoning_content": "Let me think"}, "finish_reason": "length"}]}'), False, "raise MOSAIC_MAX_TOKENS"),
     (Fault(status=400, body=OVERFLOW), False, "context"),
     (Fault(status=400), False, "rejected"),
 ]
