@@ -344,7 +344,8 @@ def process_cpu_s() -> dict[str, float]:
         try:
             fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
             if int(fields[1]) == os.getpid() and "prefect.server.api.server" in (proc / "cmdline").read_text():
-                out["prefect_server"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                out["prefect_server"] = out.get("prefect_server", 0.0) + cpu_s
         except OSError:
             continue
     return out

@@ -197,7 +197,6 @@ def test_process_cpu_counts_this_process_and_a_prefect_server_process():
     from bench.run import process_cpu_s
 
     before = process_cpu_s()
-    assert "prefect_server" not in before
     spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\ntime.sleep(30)"
     # a child whose command line names the Prefect server's app, as the temporary server's does
     server = subprocess.Popen([sys.executable, "-c", spin, "prefect.server.api.server:create_app"])
@@ -211,4 +210,4 @@ def test_process_cpu_counts_this_process_and_a_prefect_server_process():
         server.kill()
         server.wait()
     assert after["mosaic"] - before["mosaic"] >= 0.15
-    assert 0.25 <= after["prefect_server"] < 1.5
+    assert 0.25 <= after["prefect_server"] - before.get("prefect_server", 0.0) < 1.5
