@@ -49,18 +49,20 @@ def review_image(
     use_memo: bool = True,
     show_progress: bool = False,
     concurrency: int | None = None,
+    input_px: int | None = None,
 ) -> dict:
     """Review one image: orientation, every tile and seam crop (its phases asked at once), a report per tile, the
     final review.
-    concurrency: model calls in flight at once (default $MOSAIC_CONCURRENCY or 2)."""
+    concurrency: model calls in flight at once (default $MOSAIC_CONCURRENCY or 2).
+    input_px: the model's encoder size, for density auto when its name is not in the known table ($MOSAIC_INPUT_PX)."""
     started = time.monotonic()
-    settings = load_settings(concurrency=concurrency)
+    settings = load_settings(concurrency=concurrency, input_px=input_px)
     ctx = run_context(settings, model, api_base, use_memo)
     retry = dict(retries=settings.retries, retry_delay_seconds=exponential_backoff(backoff_factor=settings.retry_delay_s))
     orient_, inspect_, synthesize_, review_ = (t.with_options(**retry) for t in (orient, inspect_view, synthesize_tile, write_review))
 
     plan = prepare_image(image_path, density, grid, phases, ctx, settings.orientation_px, settings.view_px,
-                         settings.offline_budget, settings.skip_blank)
+                         settings.offline_budget, settings.skip_blank, settings.input_px)
     stats = CallStats(planned=plan.total_calls)
     bar = Progress(plan.total_calls, len(plan.tiles), enabled=show_progress)
     blank = [v.id for v in plan.views if not v.phases]

@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"comma-separated, from {', '.join(PHASES)} (default: {','.join(DEFAULT_PHASES)}); "
                           "'inspect' asks for everything in one call")
     run.add_argument("--concurrency", type=int, help="model calls in flight at once (default: $MOSAIC_CONCURRENCY or 2)")
+    run.add_argument("--input-px", type=int, help="long side the model's image encoder works at, for --density auto when "
+                     "the model is not in the known table, e.g. 896 (default: $MOSAIC_INPUT_PX)")
     run.add_argument("--out", help="folder for report folders (default: ./mosaic-reports)")
     run.add_argument("--json", action="store_true", help="print only the final report as JSON on stdout")
     run.add_argument("--no-cache", action="store_true", help="skip the call memo (neither read nor write it)")
@@ -85,7 +87,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .llm import check_reachable, resolve_model
     from .tiles import choose_grid, input_px_for
 
-    settings = _settings(model=args.model, api_base=args.api_base, concurrency=args.concurrency, out_dir=args.out)
+    settings = _settings(model=args.model, api_base=args.api_base, concurrency=args.concurrency, out_dir=args.out,
+                         input_px=args.input_px)
     if args.sample:
         args.image = str(SAMPLE)
     if not args.image:
@@ -104,7 +107,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for note in loaded.notes:
         print(f"mosaic: note: {note}", file=sys.stderr)
     try:
-        cols, rows, density = choose_grid(width, height, args.density, args.grid, model, input_px_for(model, settings.offline_budget))
+        input_px = input_px_for(model, settings.offline_budget, settings.input_px)
+        cols, rows, density = choose_grid(width, height, args.density, args.grid, model, input_px)
     except ValueError as e:
         raise BadOption(str(e)) from None
     del loaded
@@ -138,6 +142,7 @@ def _run_flow(args, settings, phases, density):
         concurrency=settings.concurrency, image_path=str(Path(args.image).resolve()), model=settings.model,
         api_base=settings.api_base, density=args.density if not args.grid else density, grid=args.grid,
         phases=phases, out_dir=str(settings.out_dir), use_memo=not args.no_cache, show_progress=True,
+        input_px=settings.input_px,
     )
 
 

@@ -29,12 +29,14 @@ from .tiles import cell_label, choose_grid, input_px_for, neighbor_pairs, seam_b
 
 
 def prepare(image_path: str, density: str, grid: str | None, phases: list[str], model: str, blobs: BlobStore,
-            orientation_px: int = 1280, view_px: int = 1280, offline_budget: int = 448, skip_blank: bool = False) -> Plan:
+            orientation_px: int = 1280, view_px: int = 1280, offline_budget: int = 448, skip_blank: bool = False,
+            input_px: int | None = None) -> Plan:
     """Decode the image once, choose the grid, cut every view, store each by its sha256, fix the plan.
 
     skip_blank: views with nothing on them (is_blank) are asked nothing, so they cost no call.
+    input_px: the model's encoder size as the user states it (for density auto), else known from the model's name.
     A plan is kept by the sha256 of the file and these settings, so a rerun decodes and cuts nothing."""
-    input_px = input_px_for(model, offline_budget)
+    input_px = input_px_for(model, offline_budget, input_px)
     data = read_image_file(image_path)
     key = canonical_sha256([PLAN_VERSION, sha256_hex(data),
                             [density, grid, list(phases), model, input_px, orientation_px, view_px, skip_blank]])

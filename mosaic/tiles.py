@@ -156,7 +156,10 @@ KNOWN_INPUT_PX = {
 }
 
 
-def input_px_for(model: str, offline_budget: int | None = None) -> int | None:
+def input_px_for(model: str, offline_budget: int | None = None, stated: int | None = None) -> int | None:
+    """The model's encoder size: as stated by the user, else as the offline reader names it, else from the table."""
+    if stated:
+        return stated
     name = model.lower()
     m = re.search(r"(?:^|/)ocr-(\d+)$", name)  # the offline reader names its budget, also when served over HTTP
     if m:

@@ -51,9 +51,9 @@ def _call(call: ModelCall, ctx: RunContext) -> ModelReply:
 @task(name="prepare-image", cache_policy=NO_CACHE, persist_result=False)
 def prepare_image(image_path: str, density: str, grid: str | None, phases: list[str], ctx: RunContext,
                   orientation_px: int = 1280, view_px: int = 1280, offline_budget: int = 448,
-                  skip_blank: bool = False) -> Plan:
+                  skip_blank: bool = False, input_px: int | None = None) -> Plan:
     return pipeline.prepare(image_path, density, grid, phases, ctx.backend.model, ctx.blobs,
-                            orientation_px, view_px, offline_budget, skip_blank)
+                            orientation_px, view_px, offline_budget, skip_blank, input_px)
 
 
 @task(name="orient", **model_task)

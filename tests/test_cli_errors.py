@@ -44,6 +44,7 @@ def images(tmp_path):
     (["run", "{d}/ok.png", "--phases", "text,colour"], "invalid phases"),
     (["run", "{d}/ok.png", "--model", "offline:abc"], "invalid offline budget"),
     (["run", "{d}/ok.png", "--concurrency", "0"], "invalid setting concurrency"),
+    (["run", "{d}/ok.png", "--input-px", "5"], "invalid setting input_px"),
     (["run", "{d}/ok.png", "--model", "openai/x", "--api-base", "http://127.0.0.1:{port}/v1"], "cannot reach the backend at http://127.0.0.1:"),
     (["run", "{d}/ok.png", "--model", "ollama_chat/x", "--api-base", "http://127.0.0.1:{port}"], "connection refused"),
 ])

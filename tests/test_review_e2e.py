@@ -155,3 +155,15 @@ def test_blank_views_can_be_skipped(tmp_path, vlm_server, monkeypatch):
     # bottom tiles (they reach a sixth of a tile up, past the corners), still see the textured half, so the bottom
     # tiles keep their syntheses
     assert calls["planned"] == calls["made"] == len(vlm_server.chat_requests()) == count_calls(3, 2, PHASES) - 9
+
+
+def test_density_auto_uses_the_stated_encoder_size_of_an_unknown_model(photo, vlm_server, monkeypatch):
+    # openai/fake-vl names no size and is not in the table: auto falls back to light (4×2 on this 3:2 photo)
+    code, out = review(photo, vlm_server, "openai", "--density", "auto", "--phases", "inspect")
+    assert code == 0 and (json.loads(out)["density"], json.loads(out)["grid"]) == ("auto:light", "4x2")
+    # an encoder that takes 1200 px sees a 2×2 tile whole: finer tiles would add calls and no detail
+    code, out = review(photo, vlm_server, "openai", "--density", "auto", "--phases", "inspect", "--input-px", "1200")
+    assert code == 0 and (json.loads(out)["density"], json.loads(out)["grid"]) == ("auto:quick", "2x2")
+    monkeypatch.setenv("MOSAIC_INPUT_PX", "1200")
+    code, out = review(photo, vlm_server, "openai", "--density", "auto", "--phases", "inspect")
+    assert code == 0 and json.loads(out)["grid"] == "2x2"

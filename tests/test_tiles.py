@@ -110,6 +110,15 @@ def test_auto_density_by_model_size_and_input_size():
     assert auto_density(1200, 900, "mosaic_offline/ocr-448", 448) == "quick"
 
 
+def test_a_stated_encoder_size_wins_over_the_table_and_the_offline_budget():
+    from mosaic.tiles import input_px_for
+
+    assert input_px_for("openai/my-finetune") is None
+    assert input_px_for("openai/my-finetune", stated=896) == 896
+    assert input_px_for("ollama_chat/gemma3:4b") == 896 and input_px_for("ollama_chat/gemma3:4b", stated=448) == 448
+    assert input_px_for("mosaic_offline/ocr-448", 448, stated=1024) == 1024
+
+
 def test_too_small_for_the_grid_is_an_error_but_auto_adapts():
     with pytest.raises(ValueError, match="too small for a 3×3 grid"):
         check_grid_fits(150, 150, 3, 3)
