@@ -3,6 +3,7 @@
     python -m bench.run                       # offline reader at 896 and 448 px budgets, standard scene set
     python -m bench.run --quick               # 2 scenes, fewer methods (a few minutes)
     python -m bench.run --model openai/qwen2.5-vl --api-base http://127.0.0.1:8080/v1   # your backend
+    python -m bench.run --model openai/my-finetune --api-base ... --input-px 896      # one the size table lacks
 
 Writes docs/bench/results.json, docs/bench/*.png and docs/benchmark.md (the table, targets, figures).
 Every call is memoized under $MOSAIC_BENCH_DIR (default /tmp/mosaic-bench), one memo per method, so a rerun is
@@ -451,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", help="your backend's LiteLLM model string (default: the offline reader)")
     ap.add_argument("--api-base", help="your backend's address")
+    ap.add_argument("--input-px", type=int, help="your model's encoder size, for --density auto if the model is not in "
+                    "Mosaic's table (as mosaic run --input-px)")
     ap.add_argument("--budgets", default="896,448", help="offline reader budgets to sweep")
     ap.add_argument("--cold", action="store_true", help="clear the benchmark's memo first (real timings)")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: sweep,scheduling,memo,memory (with sweep skipped, memo reruns alone "
@@ -460,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="score again from the memo, keeping the calls and timings of the results already written")
     a = ap.parse_args(argv)
     skip = set(filter(None, a.skip.split(",")))
+    if a.input_px:
+        os.environ["MOSAIC_INPUT_PX"] = str(a.input_px)  # read by each run's settings
     if a.cold:
         shutil.rmtree(WORK / "memo", ignore_errors=True)
     out_dir = Path(a.out)
