@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -252,7 +253,7 @@ def write_all(out_dir: Path, md_path: Path) -> None:
 
 
 def page(runs: list[dict], system: dict, out_dir: Path, md_path: Path) -> str:
-    rel = Path("bench")
+    rel = Path(os.path.relpath(out_dir, md_path.parent))  # the plots, as the page links them
     first = runs[0]
     n_signs = sum(s["signs"] for s in first["scenes"])
     sizes = ", ".join(f"{s['size'][0]}×{s['size'][1]}" for s in first["scenes"])
@@ -264,7 +265,8 @@ def page(runs: list[dict], system: dict, out_dir: Path, md_path: Path) -> str:
          "python -m bench.report                           # this page from docs/bench/*.json", "```", "",
          "Against your own backend (what Mosaic gains with your model): "
          "`python -m bench.run --model openai/<name> --api-base http://127.0.0.1:8080/v1` "
-         "(or `--model ollama_chat/qwen2.5vl:7b`). Backend time is then not measured (wall time only).", "",
+         "(or `--model ollama_chat/qwen2.5vl:7b`; add `--input-px 896` for a model Mosaic's size table lacks). Its "
+         "results and page go to `./bench-results/`. Backend time is then not measured (wall time only).", "",
          f"**Scenes**: the `standard` set, seed 0 (not tuned): {sizes}; {n_signs} signs in all, 24 per scene: Latin "
          "pseudo-words, phone-like digit strings, CJK words; text 0.5–2% of the image height (never under 10 px); a third "
          "centred on a tile line of a 2×2…5×5 grid; a quarter dim (low contrast, shadow or both).", "",

@@ -5,7 +5,8 @@
     python -m bench.run --model openai/qwen2.5-vl --api-base http://127.0.0.1:8080/v1   # your backend
     python -m bench.run --model openai/my-finetune --api-base ... --input-px 896      # one the size table lacks
 
-Writes docs/bench/results.json, docs/bench/*.png and docs/benchmark.md (the table, targets, figures).
+Writes docs/bench/*.json, docs/bench/*.png and docs/benchmark.md (the table, targets, figures); with --model, the
+same into ./bench-results/ (or --out), benchmark.md included.
 Every call is memoized under $MOSAIC_BENCH_DIR (default /tmp/mosaic-bench), one memo per method, so a rerun is
 cheap; --cold clears them first (the committed figures are from a cold run: timings are then real).
 """
@@ -458,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cold", action="store_true", help="clear the benchmark's memo first (real timings)")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: sweep,scheduling,memo,memory (with sweep skipped, memo reruns alone "
                     "into the results already written)")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "bench"), help="results folder")
+    ap.add_argument("--out", help="results folder (default: docs/bench, or ./bench-results with --model, so your "
+                    "backend's results and page do not replace the committed ones)")
     ap.add_argument("--rescore", action="store_true",
                     help="score again from the memo, keeping the calls and timings of the results already written")
     a = ap.parse_args(argv)
@@ -467,8 +469,10 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["MOSAIC_INPUT_PX"] = str(a.input_px)  # read by each run's settings
     if a.cold:
         shutil.rmtree(WORK / "memo", ignore_errors=True)
-    out_dir = Path(a.out)
+    committed = ROOT / "docs" / "bench"
+    out_dir = Path(a.out) if a.out else Path("bench-results") if a.model else committed
     out_dir.mkdir(parents=True, exist_ok=True)
+    md_path = ROOT / "docs" / "benchmark.md" if out_dir.resolve() == committed.resolve() else out_dir / "benchmark.md"
     started = time.monotonic()
     scene_list = scenes(a.set, a.seed, a.quick)
     rel = [(s.box[3] - s.box[1]) / sc["height"] for sc in scene_list for s in sc["signs"]]
@@ -526,8 +530,8 @@ def main(argv: list[str] | None = None) -> int:
         _save(system, out_dir / "system.json")
     from bench.report import write_all
 
-    write_all(out_dir, ROOT / "docs" / "benchmark.md")
-    log(f"done in {round(time.monotonic() - started, 1)} s: {out_dir}")
+    write_all(out_dir, md_path)
+    log(f"done in {round(time.monotonic() - started, 1)} s: {md_path}")
     return 0
 
 

@@ -211,3 +211,19 @@ def test_process_cpu_counts_this_process_and_a_prefect_server_process():
         server.wait()
     assert after["mosaic"] - before["mosaic"] >= 0.15
     assert 0.25 <= after["prefect_server"] - before.get("prefect_server", 0.0) < 1.5
+
+
+def test_the_page_links_its_plots_from_wherever_it_is_written(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from bench.report import load, page
+
+    results = tmp_path / "bench-results"
+    results.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "docs" / "bench" / "run-896.json", results)
+    runs, system = load(results)
+    beside = page(runs, system, results, results / "benchmark.md")
+    above = page(runs, system, results, tmp_path / "benchmark.md")
+    assert "](./recall-vs-calls-896.png)" in beside and "](./misses.png)" in beside
+    assert "](bench-results/recall-vs-calls-896.png)" in above
