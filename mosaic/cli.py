@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .images import load_image, set_pixel_limit
     from .llm import check_reachable, resolve_model
-    from .tiles import choose_grid, input_px_for
+    from .pipeline import encoder_px
+    from .tiles import choose_grid
 
     settings = _settings(model=args.model, api_base=args.api_base, concurrency=args.concurrency, out_dir=args.out,
                          input_px=args.input_px)
@@ -107,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for note in loaded.notes:
         print(f"mosaic: note: {note}", file=sys.stderr)
     try:
-        input_px = input_px_for(model, settings.offline_budget, settings.input_px)
+        input_px = encoder_px(model, settings.api_base, args.density, settings.offline_budget, settings.input_px)
         cols, rows, density = choose_grid(width, height, args.density, args.grid, model, input_px)
     except ValueError as e:
         raise BadOption(str(e)) from None

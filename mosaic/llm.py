@@ -6,10 +6,12 @@ never the API key, and are never memoized."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import socket
 import time
+import urllib.request
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from urllib.parse import urlparse
@@ -71,6 +73,32 @@ def check_reachable(model: str, api_base: str | None, timeout_s: float = 3.0) ->
     except OSError as e:
         reason = e.strerror or type(e).__name__
         raise BackendError(f"cannot reach the backend at {address}: {reason.lower()}", retryable=False) from None
+
+
+def ollama_encoder_px(model: str, api_base: str | None, timeout_s: float = 3.0) -> int | None:
+    """The image size an Ollama server says the model's vision encoder takes (/api/show: '<family>.vision.image_size'
+    in model_info, or 'clip.vision.image_size' for a separate projector); None for other backends, or when the
+    server does not say or cannot be asked."""
+    if not is_ollama(model):
+        return None
+    request = urllib.request.Request((api_base or OLLAMA_DEFAULT).rstrip("/") + "/api/show",
+                                     json.dumps({"model": model.split("/", 1)[1]}).encode(),
+                                     {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return vision_image_size(json.loads(response.read()))
+    except (OSError, ValueError):
+        return None
+
+
+def vision_image_size(shown: object) -> int | None:
+    """The encoder size in an Ollama /api/show answer, if it states one."""
+    for section in ("model_info", "projector_info"):
+        info = shown.get(section) if isinstance(shown, dict) else None
+        for key, value in (info.items() if isinstance(info, dict) else ()):
+            if key.endswith("vision.image_size") and isinstance(value, int) and 32 <= value <= 8192:
+                return value
+    return None
 
 
 def call_model(call: ModelCall, blobs: BlobStore, memo: Memo | RunMemo | None, timeout_s: float = 300.0,

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import prompts
 from .images import decode_image, encode_view, read_image_file, sha256_hex, shrink
-from .llm import call_options
+from .llm import call_options, ollama_encoder_px
 from .memo import BlobStore
 from .schema import (
     phases_for,
@@ -28,15 +28,23 @@ from .errors import BadOption
 from .tiles import cell_label, choose_grid, input_px_for, neighbor_pairs, seam_box, tile_boxes
 
 
+def encoder_px(model: str, api_base: str | None, density: str, offline_budget: int | None = None,
+               stated: int | None = None) -> int | None:
+    """The model's encoder size for choosing the grid (see tiles.input_px_for). The backend is asked only where the
+    answer matters (density auto) and the user has not stated it."""
+    reported = ollama_encoder_px(model, api_base) if density == "auto" and not stated else None
+    return input_px_for(model, offline_budget, stated, reported)
+
+
 def prepare(image_path: str, density: str, grid: str | None, phases: list[str], model: str, blobs: BlobStore,
             orientation_px: int = 1280, view_px: int = 1280, offline_budget: int = 448, skip_blank: bool = False,
-            input_px: int | None = None) -> Plan:
+            input_px: int | None = None, api_base: str | None = None) -> Plan:
     """Decode the image once, choose the grid, cut every view, store each by its sha256, fix the plan.
 
     skip_blank: views with nothing on them (is_blank) are asked nothing, so they cost no call.
-    input_px: the model's encoder size as the user states it (for density auto), else known from the model's name.
+    input_px: the model's encoder size as the user states it (for density auto), else as encoder_px finds it.
     A plan is kept by the sha256 of the file and these settings, so a rerun decodes and cuts nothing."""
-    input_px = input_px_for(model, offline_budget, input_px)
+    input_px = encoder_px(model, api_base, density, offline_budget, input_px)
     data = read_image_file(image_path)
     key = canonical_sha256([PLAN_VERSION, sha256_hex(data),
                             [density, grid, list(phases), model, input_px, orientation_px, view_px, skip_blank]])

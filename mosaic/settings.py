@@ -50,8 +50,8 @@ class Settings(BaseSettings):
                              "walls): fewer calls, no detail lost on such views.")
     offline_budget: int = Field(448, ge=32, description="Long side the offline reader shrinks every image to (its 'encoder').")
     input_px: int | None = Field(
-        None, ge=32, le=8192, description="Long side the model's image encoder works at, for --density auto when the model "
-        "is not in Mosaic's table of known models (e.g. 896 for a Gemma 3 fine-tune); it overrides the table.")
+        None, ge=32, le=8192, description="Long side the model's image encoder works at, for --density auto when Mosaic "
+        "cannot size the model (e.g. 896 for a Gemma 3 fine-tune); it overrides an Ollama server's report and the table.")
 
 
 def load_settings(**overrides) -> Settings:

@@ -156,8 +156,10 @@ KNOWN_INPUT_PX = {
 }
 
 
-def input_px_for(model: str, offline_budget: int | None = None, stated: int | None = None) -> int | None:
-    """The model's encoder size: as stated by the user, else as the offline reader names it, else from the table."""
+def input_px_for(model: str, offline_budget: int | None = None, stated: int | None = None,
+                 reported: int | None = None) -> int | None:
+    """The model's encoder size: as stated by the user, else as the offline reader names it, else as the backend
+    reported it, else from the table."""
     if stated:
         return stated
     name = model.lower()
@@ -166,6 +168,8 @@ def input_px_for(model: str, offline_budget: int | None = None, stated: int | No
         return int(m.group(1))
     if name.startswith("mosaic_offline/"):
         return offline_budget
+    if reported:
+        return reported
     family = name.split("/")[-1]
     matches = [px for key, px in KNOWN_INPUT_PX.items() if family.startswith(key)]
     return matches[0] if matches else None

@@ -53,7 +53,7 @@ def prepare_image(image_path: str, density: str, grid: str | None, phases: list[
                   orientation_px: int = 1280, view_px: int = 1280, offline_budget: int = 448,
                   skip_blank: bool = False, input_px: int | None = None) -> Plan:
     return pipeline.prepare(image_path, density, grid, phases, ctx.backend.model, ctx.blobs,
-                            orientation_px, view_px, offline_budget, skip_blank, input_px)
+                            orientation_px, view_px, offline_budget, skip_blank, input_px, ctx.backend.api_base)
 
 
 @task(name="orient", **model_task)

@@ -167,3 +167,17 @@ def test_density_auto_uses_the_stated_encoder_size_of_an_unknown_model(photo, vl
     monkeypatch.setenv("MOSAIC_INPUT_PX", "1200")
     code, out = review(photo, vlm_server, "openai", "--density", "auto", "--phases", "inspect")
     assert code == 0 and json.loads(out)["grid"] == "2x2"
+
+
+def test_density_auto_asks_an_ollama_server_for_the_encoder_size(photo):
+    from mosaic.offline.server import ModelServer
+    from mosaic.offline.stand_in import fake_vlm
+
+    with ModelServer(fake_vlm, models=["fake-vl"], encoder_px=lambda model: 1200) as server:
+        # the Ollama API says the encoder takes 1200 px: a 2×2 grid already gives it every pixel
+        code, out = review(photo, server, "ollama", "--density", "auto", "--phases", "inspect")
+        assert code == 0 and (json.loads(out)["density"], json.loads(out)["grid"]) == ("auto:quick", "2x2")
+        # the OpenAI API has no such question: the name alone, unknown here, leaves auto at light
+        code, out = review(photo, server, "openai", "--density", "auto", "--phases", "inspect")
+        assert code == 0 and json.loads(out)["grid"] == "4x2"
+

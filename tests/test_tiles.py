@@ -117,6 +117,24 @@ def test_a_stated_encoder_size_wins_over_the_table_and_the_offline_budget():
     assert input_px_for("openai/my-finetune", stated=896) == 896
     assert input_px_for("ollama_chat/gemma3:4b") == 896 and input_px_for("ollama_chat/gemma3:4b", stated=448) == 448
     assert input_px_for("mosaic_offline/ocr-448", 448, stated=1024) == 1024
+    # what the backend reports comes before the table, after the user and the offline reader's own budget
+    assert input_px_for("ollama_chat/gemma3:4b", reported=768) == 768
+    assert input_px_for("ollama_chat/gemma3:4b", stated=448, reported=768) == 448
+    assert input_px_for("ollama_chat/ocr-448", reported=768) == 448
+
+
+def test_the_encoder_size_is_read_from_an_ollama_show_answer():
+    from mosaic.llm import ollama_encoder_px, vision_image_size
+
+    # the shapes Ollama answers /api/show with: built-in vision (model_info) or a separate CLIP projector
+    assert vision_image_size({"model_info": {"gemma3.vision.image_size": 896, "gemma3.vision.patch_size": 14}}) == 896
+    assert vision_image_size({"model_info": {"llama.context_length": 4096},
+                              "projector_info": {"clip.vision.image_size": 336}}) == 336
+    for says_nothing in ({"model_info": {}}, {"model_info": {"x.vision.image_size": "896"}}, [], None,
+                         {"model_info": {"x.vision.image_size": 5}}):
+        assert vision_image_size(says_nothing) is None
+    assert ollama_encoder_px("openai/gemma3", "http://127.0.0.1:9") is None  # not an Ollama model: not asked
+    assert ollama_encoder_px("ollama_chat/gemma3", "http://127.0.0.1:9", timeout_s=2) is None  # nobody there
 
 
 def test_too_small_for_the_grid_is_an_error_but_auto_adapts():

@@ -126,10 +126,12 @@ def _ollama_to_openai(messages: list[dict]) -> list[dict]:
 class ModelServer:
     def __init__(self, answer: Answer, *, models: list[str] | None = None, latency: float = 0.0,
                  slots: int | None = None, host: str = "127.0.0.1", port: int = 0,
-                 listed: list[str] | None = None):
+                 listed: list[str] | None = None, encoder_px: Callable[[str], int | None] | None = None):
         """`models` restricts the accepted model names (others get 404); `listed` is what
-        /v1/models and /api/tags show when `models` is None."""
+        /v1/models and /api/tags show when `models` is None; `encoder_px(model)` is the vision encoder size
+        /api/show reports, as Ollama does ('<family>.vision.image_size' in model_info)."""
         self.answer = answer
+        self.encoder_px = encoder_px
         self.models = models
         self.listed = listed if listed is not None else list(models or [])
         self.latency = latency
@@ -314,9 +316,12 @@ class _Handler(BaseHTTPRequestHandler):
             if openai or path == OLLAMA_CHAT:
                 self._chat(path, openai, body)
             elif path == "/api/show":
-                self.server.model_server._check_model(str(body.get("model") or body.get("name") or ""))
+                ms, model = self.server.model_server, str(body.get("model") or body.get("name") or "")
+                ms._check_model(model)
+                px = ms.encoder_px(model) if ms.encoder_px else None
                 self._send(200, {"modelfile": "", "parameters": "", "template": "{{ .Prompt }}",
-                                 "details": {"format": "gguf", "family": "mosaic"}, "model_info": {},
+                                 "details": {"format": "gguf", "family": "mosaic"},
+                                 "model_info": {"mosaic.vision.image_size": px} if px else {},
                                  "capabilities": ["completion", "vision"]})
             else:
                 raise _HTTPError(404, f"no route for POST {path}")
@@ -425,14 +430,17 @@ def main(argv: list[str] | None = None) -> None:
 
     from mosaic.offline.reader import answer
 
-    def reader(messages: list[dict], model: str) -> str:
+    def budget(model: str) -> int:
         # The reader takes its budget from a name ending in "ocr-<px>"; Mosaic's own spelling
         # "offline:<px>" is understood too, and any other name gets --budget.
         px = re.search(r"(?:ocr-|offline:)(\d+)$", model)
-        return answer(messages, f"ocr-{px.group(1) if px else args.budget}")
+        return int(px.group(1)) if px else args.budget
+
+    def reader(messages: list[dict], model: str) -> str:
+        return answer(messages, f"ocr-{budget(model)}")
 
     server = ModelServer(reader, latency=args.latency, slots=args.slots, host=args.host, port=args.port,
-                         listed=[f"ocr-{args.budget}"])
+                         listed=[f"ocr-{args.budget}"], encoder_px=budget)
     try:
         server.start()
     except OSError as e:
