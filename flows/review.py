@@ -54,7 +54,7 @@ def review_image(
     """Review one image: orientation, every tile and seam crop (its phases asked at once), a report per tile, the
     final review.
     concurrency: model calls in flight at once (default $MOSAIC_CONCURRENCY or 2).
-    input_px: the model's encoder size, for density auto when its name is not in the known table ($MOSAIC_INPUT_PX)."""
+    input_px: the model's encoder size, for density auto when Mosaic cannot size the model ($MOSAIC_INPUT_PX)."""
     started = time.monotonic()
     settings = load_settings(concurrency=concurrency, input_px=input_px)
     ctx = run_context(settings, model, api_base, use_memo)

@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "'inspect' asks for everything in one call")
     run.add_argument("--concurrency", type=int, help="model calls in flight at once (default: $MOSAIC_CONCURRENCY or 2)")
     run.add_argument("--input-px", type=int, help="long side the model's image encoder works at, for --density auto when "
-                     "the model is not in the known table, e.g. 896 (default: $MOSAIC_INPUT_PX)")
+                     "Mosaic cannot size the model, e.g. 896 (default: $MOSAIC_INPUT_PX, else what an Ollama server "
+                     "reports, else a table of known models)")
     run.add_argument("--out", help="folder for report folders (default: ./mosaic-reports)")
     run.add_argument("--json", action="store_true", help="print only the final report as JSON on stdout")
     run.add_argument("--no-cache", action="store_true", help="skip the call memo (neither read nor write it)")
