@@ -119,7 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"at most {count_calls(cols, rows, phases)} calls to {model}" + (f" at {settings.api_base}" if settings.api_base else ""),
           file=sys.stderr)
 
-    state = _run_flow(args, settings, phases, density)
+    state = _run_flow(args, settings, phases, density, input_px)
     if not state.is_completed():
         error = state.result(raise_on_failure=False)
         if isinstance(error, MosaicError):
@@ -136,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_flow(args, settings, phases, density):
+def _run_flow(args, settings, phases, density, input_px):
     _quiet_prefect(args.verbose)
     from flows.review import run_review
 
@@ -144,7 +144,7 @@ def _run_flow(args, settings, phases, density):
         concurrency=settings.concurrency, image_path=str(Path(args.image).resolve()), model=settings.model,
         api_base=settings.api_base, density=args.density if not args.grid else density, grid=args.grid,
         phases=phases, out_dir=str(settings.out_dir), use_memo=not args.no_cache, show_progress=True,
-        input_px=settings.input_px,
+        input_px=input_px,  # as found above: the flow need not ask the backend again
     )
 
 

@@ -120,7 +120,8 @@ def _is_sound(entry: object) -> bool:
     )
 
 
-def _write_atomically(target: Path, data: bytes) -> None:
+def write_atomically(target: Path, data: bytes) -> None:
+    """Readers see the old file or the new one, never a part: written beside it, then renamed over it."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
     with os.fdopen(fd, "wb") as f:
@@ -141,7 +142,7 @@ class BlobStore:
         sha = sha256_hex(data)
         target = self.path(sha)
         if not target.exists():
-            _write_atomically(target, data)
+            write_atomically(target, data)
         return sha
 
     def prune(self, max_age_days: float) -> int:
@@ -155,7 +156,7 @@ class BlobStore:
 
     def put_plan(self, key: str, text: str) -> None:
         """A prepared plan by the key of its inputs: a rerun of the same image and settings cuts nothing."""
-        _write_atomically(self.directory / "plans" / f"{key}.json", text.encode())
+        write_atomically(self.directory / "plans" / f"{key}.json", text.encode())
 
     def get_plan(self, key: str) -> str | None:
         try:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
 from .images import shrink
-from .memo import BlobStore
+from .memo import BlobStore, write_atomically
 from .schema import FinalReport, Plan
 
 OVERVIEW_PX = 1600
@@ -20,9 +18,9 @@ OVERVIEW_PX = 1600
 def write_report(report: FinalReport, plan: Plan, blobs: BlobStore, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     report.report_dir = str(folder)
-    _atomic_write(folder / "report.json", report.model_dump_json(indent=2).encode())
-    _atomic_write(folder / "report.md", render_markdown(report).encode())
-    _atomic_write(folder / "overview.jpg", overview_jpeg(plan, blobs))
+    write_atomically(folder / "report.json", report.model_dump_json(indent=2).encode())
+    write_atomically(folder / "report.md", render_markdown(report).encode())
+    write_atomically(folder / "overview.jpg", overview_jpeg(plan, blobs))
     return folder
 
 
@@ -75,13 +73,6 @@ def overview_jpeg(plan: Plan, blobs: BlobStore) -> bytes:
     # as a PNG this photo took ~150 ms and ~1.4 MB per run; as a JPEG ~3 ms and ~150 KB
     base.save(buf, format="JPEG", quality=90, subsampling=0)
     return buf.getvalue()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def load_report(path: Path) -> FinalReport:
