@@ -4,18 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from datetime import datetime
+
+from prefect import flow, get_run_logger, tags
 
 from mosaic.errors import RunFailed
 from mosaic.llm import resolve_model
-from mosaic.ops import file_sha256, inbox_images, review_marker, write_marker
+from mosaic.ops import file_sha256, inbox_images, review_marker, run_tags, write_marker
 from mosaic.schema import DEFAULT_PHASES
 from mosaic.settings import load_settings
 
 from flows.review import review_image
+from tasks.ops import retry_hint
 
 
-@flow(name="review-inbox", persist_result=False, log_prints=False)
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    folder = Path(str((flow_run.parameters or {}).get("inbox", "inbox"))).name or "inbox"
+    return f"inbox-{folder}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+@flow(name="review-inbox", flow_run_name=_run_name, persist_result=False, log_prints=False)
 def review_inbox(
     inbox: str = "inbox",
     outbox: str = "outbox",
@@ -40,21 +50,28 @@ def review_inbox(
     settings = {"model": resolve_model(model, load_settings().offline_budget), "api_base": (api_base or "").rstrip("/") or None,
                 "density": density, "grid": grid or None, "phases": list(phases)}
     reviewed, skipped, failed = [], [], []
-    for image in inbox_images(inbox):
+    if not Path(inbox).is_dir():
+        Path(inbox).mkdir(parents=True)
+        logger.info("created the inbox folder %s: put images there", Path(inbox).resolve())
+    images = inbox_images(inbox)
+    for image in images:
         marker = review_marker(outbox, file_sha256(image), settings)
         if marker.exists():
             skipped.append(image.name)
             continue
-        state = review_image(image_path=str(image.resolve()), out_dir=outbox, return_state=True, **{
-            "model": model, "api_base": api_base or None, "density": density, "grid": grid or None, "phases": list(phases)})
+        with tags(*run_tags(model, api_base or None)):
+            state = review_image(image_path=str(image.resolve()), out_dir=outbox, return_state=True, **{
+                "model": model, "api_base": api_base or None, "density": density, "grid": grid or None, "phases": list(phases)})
         if state.is_completed():
             report = state.result()
             write_marker(marker, {"image": image.name, "settings": settings, "report_dir": report["report_dir"]})
             reviewed.append(image.name)
             logger.info("%s reviewed: %s", image.name, report["report_dir"])
         else:  # one image's failure does not stop the others
-            failed.append(f"{image.name} ({state.message or state.type.value})")
+            error = state.result(raise_on_failure=False)
+            tiles = getattr(error, "failed_tiles", None)
+            failed.append(f"{image.name} (tiles {', '.join(tiles)})" if tiles else f"{image.name} ({state.message or state.type.value})")
     logger.info("inbox %s: %d reviewed, %d already reviewed, %d failed", inbox, len(reviewed), len(skipped), len(failed))
     if failed:
-        raise RunFailed(f"{len(failed)} image(s) failed: " + "; ".join(failed))
+        raise RunFailed(f"{len(failed)} of {len(images)} images failed: " + "; ".join(failed), retry=retry_hint())
     return {"reviewed": reviewed, "skipped": skipped, "outbox": str(Path(outbox).resolve())}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from datetime import timedelta
@@ -18,7 +19,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
 
 from mosaic.errors import BadOption, BackendError, RunFailed
-from tasks.ops import SUMMARY_KEY
+from tasks.ops import SUMMARY_PREFIX, summary_from_table
 
 REVIEW_FLOW, INBOX_FLOW = "mosaic-review", "review-inbox"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
@@ -28,6 +29,25 @@ def client() -> SyncPrefectClient:
     return get_client(sync_client=True)
 
 
+def start_temporary_server(say=print) -> None:
+    """With no PREFECT_API_URL: start Prefect's temporary server now, saying so and for how long it is waited for
+    (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS), so a slow start is not a traceback in the middle of a run."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    if PREFECT_API_URL.value() or SubprocessASGIServer().running:
+        return
+    limit = PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+    say(f"mosaic: starting Prefect's temporary server (waiting up to {limit} s; set PREFECT_API_URL to use a running one)")
+    try:
+        SubprocessASGIServer().start(timeout=limit)
+    except RuntimeError as e:
+        reason = str(e).split(". ")[0].split(" stdout:")[0]
+        raise BackendError(f"Prefect's temporary server did not start within {limit} s ({reason}): raise "
+                           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start a server (prefect server start) "
+                           "and set PREFECT_API_URL", retryable=False) from None
+
+
 def serve_inbox(name: str, parameters: dict, cron: str | None, interval_min: float | None, paused: bool = False) -> None:
     """Register the recurring `review-inbox/NAME` deployment and run its runs in this process until stopped."""
     from prefect.deployments.runner import EntrypointType
@@ -35,6 +55,14 @@ def serve_inbox(name: str, parameters: dict, cron: str | None, interval_min: flo
     from flows.inbox import review_inbox
 
     schedule = {"cron": cron} if cron else {"interval": timedelta(minutes=interval_min)} if interval_min else {}
+    with client() as c:
+        try:
+            existing = c.read_deployment_by_name(f"{INBOX_FLOW}/{name}")
+        except ObjectNotFound:
+            existing = None
+    if existing is not None and existing.work_pool_name:
+        raise BadOption(f"{INBOX_FLOW}/{name} is a deployment of work pool {existing.work_pool_name!r} (made by prefect "
+                        "deploy); serving it here would take it over: choose another --name")
     review_inbox.serve(
         name=name, parameters=parameters, paused=paused, tags=["mosaic"], limit=1,
         description="Review every new image in the inbox (same content and settings are not reviewed twice); "
@@ -63,38 +91,51 @@ def summaries(c: SyncPrefectClient, run_ids: list[uuid.UUID]) -> dict[uuid.UUID,
     """The run-summary table artifact of each run (the last one a run wrote)."""
     if not run_ids:
         return {}
-    artifacts = read_artifacts(c, run_ids, key=SUMMARY_KEY)
     found: dict[uuid.UUID, dict] = {}
-    for a in sorted(artifacts, key=lambda a: a.created):
-        rows = _table(a.data)
-        if rows and a.flow_run_id:
-            found[a.flow_run_id] = rows[0]
+    for a in read_artifacts(c, run_ids, key_prefix=SUMMARY_PREFIX):
+        summary = summary_from_table(_table(a.data))
+        if summary and a.flow_run_id:
+            found[a.flow_run_id] = summary
     return found
 
 
-def read_artifacts(c: SyncPrefectClient, run_ids: list[uuid.UUID], key: str | None = None, limit: int = 200) -> list[Artifact]:
+def read_artifacts(c: SyncPrefectClient, run_ids: list[uuid.UUID], key_prefix: str | None = None,
+                   limit: int = 1000) -> list[Artifact]:
     """Artifacts of these runs, oldest first (the sync client's read_artifacts sends nulls the server refuses)."""
-    flt = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=run_ids), **({"key": ArtifactFilterKey(any_=[key])} if key else {}))
+    flt = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=run_ids),
+                         **({"key": ArtifactFilterKey(like_=f"{key_prefix}%")} if key_prefix else {}))
     response = c.request("POST", "/artifacts/filter", json={
         "artifacts": flt.model_dump(mode="json", exclude_unset=True), "sort": ArtifactSort.CREATED_DESC.value,
         "limit": limit, "offset": 0})
-    return sorted(Artifact.model_validate_list(response.json()), key=lambda a: a.created)
+    found = Artifact.model_validate_list(response.json())
+    return sorted((a for a in found if not key_prefix or (a.key or "").startswith(key_prefix)), key=lambda a: a.created)
 
 
 def history(limit: int = 20, flows: tuple[str, ...] = (REVIEW_FLOW,)) -> list[dict[str, Any]]:
+    """Recent runs, newest first. A failed review whose image and settings a later run completed says so."""
     with client() as c:
         runs = c.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=list(flows))),
                                 sort=FlowRunSort.START_TIME_DESC, limit=limit)
         facts = summaries(c, [r.id for r in runs])
     rows = []
+    completed_later: dict[str, str] = {}  # report folder -> the newest run that completed it
+    for r in reversed(runs):  # oldest first, so a fix is found after the failure
+        s = facts.get(r.id, {})
+        if r.state and r.state.is_completed() and s.get("report_dir"):
+            completed_later[s["report_dir"]] = r.name
     for r in runs:
         s = facts.get(r.id, {})
         params = r.parameters or {}
+        state = r.state.name if r.state else ""
+        fixed_by = completed_later.get(s.get("report_dir", "")) if r.state and r.state.is_failed() else None
         rows.append({
             "run": r.name, "id": str(r.id), "started": r.start_time.strftime("%Y-%m-%d %H:%M:%S") if r.start_time else "",
             "image": s.get("image") or str(params.get("image_path", "")).rsplit("/", 1)[-1],
-            "model": s.get("model") or params.get("model", ""), "density": s.get("grid") and f"{s['density']} {s['grid']}" or params.get("density", ""),
-            "state": r.state.name if r.state else "", "calls": s.get("made", ""), "cached": s.get("cached", ""),
+            "model": s.get("model") or params.get("model", ""),
+            "backend": s.get("api_base") or params.get("api_base") or "",
+            "density": s.get("grid") and f"{s['density']} {s['grid']}" or params.get("density", ""),
+            "state": f"{state}, fixed by {fixed_by}" if fixed_by else state,
+            "calls": s.get("made", ""), "cached": s.get("cached", ""),
             "duration": f"{r.total_run_time.total_seconds():.1f}s" if r.total_run_time else "",
             "failed tiles": s.get("failed_tiles", ""),
         })
@@ -102,20 +143,30 @@ def history(limit: int = 20, flows: tuple[str, ...] = (REVIEW_FLOW,)) -> list[di
 
 
 def show(id_or_name: str) -> dict[str, Any]:
-    """A run, its state, its review (markdown artifact) and its report folder; for an inbox run, its image runs."""
+    """A run, its state, its review (markdown artifact) and its report folder; for an inbox run, each image run's
+    state, review and report folder."""
     with client() as c:
         run = find_run(c, id_or_name)
-        artifacts = read_artifacts(c, [run.id])
         children = c.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id])),
-                                    sort=FlowRunSort.START_TIME_DESC, limit=200)
-    artifacts = sorted(artifacts, key=lambda a: a.created)
+                                    sort=FlowRunSort.START_TIME_ASC, limit=200)
+        artifacts = read_artifacts(c, [run.id] + [r.id for r in children])
+    of_run = lambda run_id: [a for a in artifacts if a.flow_run_id == run_id]  # noqa: E731
+    return {**_run_facts(run, of_run(run.id)), "parameters": run.parameters,
+            "children": [_run_facts(r, of_run(r.id)) for r in children]}
+
+
+def _run_facts(run: FlowRun, artifacts: list[Artifact]) -> dict[str, Any]:
     review = next((a.data for a in reversed(artifacts) if a.type == "markdown" and (a.key or "").startswith("review-")), None)
-    summary = next((_table(a.data)[0] for a in reversed(artifacts) if a.key == SUMMARY_KEY and _table(a.data)), {})
-    return {
-        "run": run.name, "id": str(run.id), "state": run.state.name if run.state else "", "message": run.state.message if run.state else "",
-        "parameters": run.parameters, "review": review, "summary": summary,
-        "children": [{"run": r.name, "id": str(r.id), "state": r.state.name if r.state else ""} for r in children],
-    }
+    summary = next((summary_from_table(_table(a.data)) for a in reversed(artifacts)
+                    if (a.key or "").startswith(SUMMARY_PREFIX)), {})
+    return {"run": run.name, "id": str(run.id), "state": run.state.name if run.state else "",
+            "message": run.state.message if run.state else "", "review": _without_pictures(review) if review else None,
+            "summary": summary}
+
+
+def _without_pictures(markdown: str) -> str:
+    """The review as text: the overview picture inlined for the UI is no use in a terminal."""
+    return re.sub(r"\n?!\[[^\]]*\]\(data:[^)]*\)\n?", "\n", markdown)
 
 
 def rerun(id_or_name: str, wait_s: float = 0) -> dict[str, Any]:

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
-from uuid import UUID
+from typing import NamedTuple
 
-from prefect import flow
+from prefect import flow, tags
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
@@ -16,23 +18,35 @@ from mosaic.context import RunContext
 from mosaic.errors import RunFailed
 from mosaic import pipeline
 from mosaic.llm import cached_reply, resolve_model
+from mosaic.ops import run_tags
 from mosaic.pipeline import complete_review, report_dir_name
 from mosaic.progress import Progress
 from mosaic.schema import DEFAULT_PHASES, Backend, CallStats, FinalReport, Observation, Plan, TileReport, View
 from mosaic.settings import Settings, load_settings
-from tasks import inspect_view, orient, prepare_image, save_report, synthesize_tile, write_review
-from tasks.ops import RunArtifacts
+from tasks import (inspect_view, orient, prepare_image, save_report, synthesis_not_attempted, synthesize_tile,
+                   write_review)
+from tasks.ops import RunArtifacts, retry_hint
 
 
 def _run_name() -> str:
+    """Unique and readable: the image, when the run started, the first characters of its id."""
     from prefect.runtime import flow_run
 
-    parameters = flow_run.parameters or {}
-    return f"review-{Path(str(parameters.get('image_path', 'image'))).name}"
+    image = Path(str((flow_run.parameters or {}).get("image_path", "image"))).name
+    return f"review-{image}-{datetime.now():%Y%m%d-%H%M%S}-{str(flow_run.id or '')[:4]}"
 
 
-# More workers than calls in flight (RunContext.in_flight limits those), so one task's bookkeeping overlaps
-# another's call and the backend is not left idle between calls.
+class Work(NamedTuple):
+    """One task's worth of calls: a view's phases, or a tile's synthesis. known: which calls the memo answered
+    when it was queued."""
+
+    kind: str  # "view" or "synthesis"
+    view: View
+    known: list[bool]
+
+
+# A task is submitted only when a backend slot is free (at most `concurrency` at once, each making one call at a
+# time), so a task run's duration in the UI is its calls'. The pool has room for more than that.
 TASK_WORKERS = 16
 
 
@@ -51,8 +65,8 @@ def review_image(
     concurrency: int | None = None,
     input_px: int | None = None,
 ) -> dict:
-    """Review one image: orientation, every tile and seam crop (its phases asked at once), a report per tile, the
-    final review.
+    """Review one image: orientation, every tile and seam crop (its phases asked one after another), a report per
+    tile, the final review.
     concurrency: model calls in flight at once (default $MOSAIC_CONCURRENCY or 2).
     input_px: the model's encoder size, for density auto when Mosaic cannot size the model ($MOSAIC_INPUT_PX)."""
     started = time.monotonic()
@@ -63,11 +77,12 @@ def review_image(
 
     plan = prepare_image(image_path, density, grid, phases, ctx, settings.orientation_px, settings.view_px,
                          settings.offline_budget, settings.skip_blank, settings.input_px)
+    folder = str(Path(out_dir) / report_dir_name(plan, ctx.backend))
     stats = CallStats(planned=plan.total_calls)
     bar = Progress(plan.total_calls, len(plan.tiles), enabled=show_progress)
     blank = [v.id for v in plan.views if not v.phases]
     bar.announce(f"mosaic: {plan.total_calls} calls planned" + (f" ({len(blank)} blank views skipped: {', '.join(blank)})" if blank else ""))
-    artifacts = RunArtifacts(plan)
+    artifacts = RunArtifacts(plan, Path(folder).name)
 
     def tile_done() -> None:
         bar.tile_done()
@@ -78,91 +93,94 @@ def review_image(
     _count(stats, bar, orientation.cached)
 
     # Large inputs are quoted: Prefect would otherwise walk every field of the plan on each task, looking for futures.
-    # A view the memo answers in full gets no task: a rerun runs tasks only for what is missing (and shows only those).
-    # Each tile's synthesis is submitted as soon as its inputs are, so syntheses fill the backend's slots while
-    # other views are still asked instead of queueing behind all of them.
-    observed: dict[str, list[Observation] | PrefectFuture] = {}
-    # views asked in a task, by task run: the view and which of its phases the memo answered before it started
-    in_task: dict[UUID, tuple[View, list[bool]]] = {}
-    inputs = {tile.id: [v.id for v in plan.views_touching(tuple(tile.cells[0])) if v.phases] for tile in plan.tiles}
-    synthesized: dict[str, PrefectFuture] = {}
+    # What the memo answers in full gets no task: a rerun runs tasks only for what is missing (and shows only those).
+    observed: dict[str, list[Observation]] = {}
+    failed_views: list[str] = []
     reports: dict[str, TileReport] = {}
-    unsettled = list(plan.tiles)
+    # Work for the backend, in call order, each item with which of its phases the memo answered before it started.
+    # A tile's synthesis goes to the front once its views have answered, so it does not queue behind later rows.
+    waiting: deque[Work] = deque()
     for view in plan.views_in_call_order():
         if not view.phases:
             continue
         hits = [cached_reply(pipeline.view_call(plan, view, p, orientation.content, ctx.backend), memo) for p in view.phases]
         if None in hits:
-            future = inspect_.submit(quote(plan), quote(view), orientation.content, quote(ctx))
-            observed[view.id] = future
-            in_task[future.task_run_id] = (view, [hit is not None for hit in hits])
+            waiting.append(Work("view", view, [hit is not None for hit in hits]))
         else:
             observed[view.id] = [pipeline.parse_observation(view, p, hit) for p, hit in zip(view.phases, hits)]
             for _ in hits:
                 _count(stats, bar, True)
-        for tile in [t for t in unsettled if all(v in observed for v in inputs[t.id])]:
+    inputs = {tile.id: [v.id for v in plan.views_touching(tuple(tile.cells[0])) if v.phases] for tile in plan.tiles}
+    unsettled = list(plan.tiles)
+
+    def settle_tiles() -> None:
+        """Tiles whose views have all answered (or failed): a report in code, from the memo, or a synthesis to ask."""
+        for tile in [t for t in unsettled if all(v in observed or v in failed_views for v in inputs[t.id])]:
             unsettled.remove(tile)
-            if not plan.needs_synthesis(tile):
-                continue  # its report is built in code once its views have answered (below)
-            groups = [observed[v] for v in inputs[tile.id]]
-            if not any(isinstance(g, PrefectFuture) for g in groups):
-                observations = _flat(groups)
-                call = pipeline.tile_synthesis_call(plan, tile, observations, orientation.content, ctx.backend)
-                hit = cached_reply(call, memo)
-                if hit is not None:
-                    reports[tile.id] = pipeline.make_tile_report(tile, observations, hit)
-                    _count(stats, bar, True)
-                    tile_done()
-                    continue
-            synthesized[tile.id] = synthesize_.submit(quote(plan), quote(tile), groups, orientation.content, quote(ctx))
-
-    errors: list[str] = []
-    waiting = [f for f in [*observed.values(), *synthesized.values()] if isinstance(f, PrefectFuture)]
-    for future in as_completed(waiting):
-        future.wait()
-        state = future.state
-        if not state.is_completed() and not state.is_failed():
-            continue  # NotReady: a synthesis whose inputs failed, never attempted
-        if future.task_run_id in in_task:
-            view, known = in_task[future.task_run_id]
-            # Counted against the memo as it was when the view was submitted: a phase answered on a first attempt is
-            # made by this run even if the task's retry found it in the memo. A failed view may still have answered
-            # some of its phases; those are in the memo.
-            answered = [True] * len(view.phases) if state.is_completed() else _answered(plan, view, orientation.content, ctx)
-            for was_known, done in zip(known, answered):
-                if done:
-                    _count(stats, bar, was_known)
-                else:
-                    stats.failed += 1
-                    bar.call_done(failed=True)
-        elif state.is_completed():
-            _count(stats, bar, future.result()[1].cached)
-            tile_done()
-        else:
-            stats.failed += 1
-            bar.call_done(failed=True)
-        if state.is_failed():
-            errors.append(str(future.result(raise_on_failure=False)))
-    bar.close()
-
-    failed_tiles = []
-    for tile in plan.tiles:
-        if tile.id in reports:
-            continue
-        if tile.id in synthesized:
-            future = synthesized[tile.id]
-            if future.state.is_completed():
-                reports[tile.id] = future.result()[0]
+            broken = [v for v in inputs[tile.id] if v in failed_views]
+            if broken:
+                if plan.needs_synthesis(tile):  # a final state in the UI, named after its tile, instead of NotReady
+                    synthesis_not_attempted(tile.id, broken, return_state=True)
                 continue
-        else:  # built in code, now that its views have answered
-            groups = [observed[v] for v in inputs[tile.id]]
-            if all(not isinstance(g, PrefectFuture) or g.state.is_completed() for g in groups):
-                reports[tile.id] = pipeline.make_tile_report(tile, _flat(groups), None)
+            observations = [o for v in inputs[tile.id] for o in observed[v]]
+            if not plan.needs_synthesis(tile):
+                reports[tile.id] = pipeline.make_tile_report(tile, observations, None)
                 tile_done()
                 continue
-        failed_tiles.append(tile.id)
-    tile_reports = [reports[t.id] for t in plan.tiles if t.id in reports]
+            hit = cached_reply(pipeline.tile_synthesis_call(plan, tile, observations, orientation.content, ctx.backend), memo)
+            if hit is None:
+                waiting.appendleft(Work("synthesis", tile, [False]))
+            else:
+                reports[tile.id] = pipeline.make_tile_report(tile, observations, hit)
+                _count(stats, bar, True)
+                tile_done()
 
+    errors: list[str] = []
+    running: dict[PrefectFuture, Work] = {}
+    settle_tiles()
+    while waiting or running:
+        while waiting and len(running) < ctx.concurrency:
+            work = waiting.popleft()
+            if work.kind == "synthesis":
+                observations = [o for v in inputs[work.view.id] for o in observed[v]]
+                future = synthesize_.submit(quote(plan), quote(work.view), quote(observations), orientation.content, quote(ctx))
+            else:
+                future = inspect_.submit(quote(plan), quote(work.view), orientation.content, quote(ctx))
+            running[future] = work
+        future = next(as_completed(list(running)))
+        future.wait()  # sets the future's final state
+        work = running.pop(future)
+        item, state = work.view, future.state
+        if state.is_failed():
+            errors.append(str(future.result(raise_on_failure=False)))
+        if work.kind == "synthesis":
+            if state.is_completed():
+                reports[item.id] = future.result()[0]
+                _count(stats, bar, future.result()[1].cached)
+                tile_done()
+            else:
+                stats.failed += 1
+                bar.call_done(failed=True)
+            continue
+        # Counted against the memo as it was when the view was queued: a phase answered on a first attempt is made
+        # by this run even if the task's retry found it in the memo. A failed view may still have answered some of
+        # its phases; those are in the memo.
+        answered = [True] * len(item.phases) if state.is_completed() else _answered(plan, item, orientation.content, ctx)
+        for was_known, done in zip(work.known, answered):
+            if done:
+                _count(stats, bar, was_known)
+            else:
+                stats.failed += 1
+                bar.call_done(failed=True)
+        if state.is_completed():
+            observed[item.id] = future.result()
+        else:
+            failed_views.append(item.id)
+        settle_tiles()
+    bar.close()
+
+    failed_tiles = [t.id for t in plan.tiles if t.id not in reports]
+    tile_reports = [reports[t.id] for t in plan.tiles if t.id in reports]
     backend = ctx.backend
     report = FinalReport(
         image=plan.image_path, image_sha256=plan.image_sha256, size=(plan.width, plan.height), model=backend.model,
@@ -170,15 +188,13 @@ def review_image(
         phases=plan.phases, notes=plan.notes, orientation=orientation.content, review="", readings=[], tiles=tile_reports,
         failed_tiles=failed_tiles, calls=stats, elapsed_s=0.0, complete=not failed_tiles,
     )
-    folder = str(Path(out_dir) / report_dir_name(plan, backend))
     if failed_tiles:
         report.elapsed_s = round(time.monotonic() - started, 3)
         save_report(quote(report), quote(plan), folder, quote(ctx))
         failure = RunFailed(
             f"{len(failed_tiles)} of {len(plan.tiles)} tiles failed after retries: {', '.join(failed_tiles)} "
-            f"({errors[0] if errors else 'upstream failure'}); the other tiles' work is kept, so running the same "
-            f"command again makes only the missing calls. Partial report: {folder}"
-        )
+            f"({errors[0] if errors else 'upstream failure'})", failed_tiles=failed_tiles, report_dir=folder,
+            retry=retry_hint())
         artifacts.finish(report, folder, str(failure))
         raise failure
 
@@ -190,11 +206,6 @@ def review_image(
     report.report_dir = save_report(quote(report), quote(plan), folder, quote(ctx))
     artifacts.finish(report, report.report_dir)
     return report.model_dump(mode="json")
-
-
-def _flat(groups: list[list[Observation] | PrefectFuture]) -> list[Observation]:
-    """The observations of a tile's views, view by view (a view asked in a task: its completed result)."""
-    return [o for g in groups for o in (g.result() if isinstance(g, PrefectFuture) else g)]
 
 
 def _answered(plan: Plan, view: View, orientation: str, ctx: RunContext) -> list[bool]:
@@ -224,7 +235,7 @@ def run_context(settings: Settings, model: str, api_base: str | None, use_memo: 
 def run_review(concurrency: int = 2, **parameters):
     """Run the flow with `concurrency` calls in flight; returns the flow's final state."""
     runner = ThreadPoolTaskRunner(max_workers=max(TASK_WORKERS, 2 * concurrency))
-    with _heartbeats_only_on_a_shared_server():
+    with _heartbeats_only_on_a_shared_server(), tags(*run_tags(parameters.get("model", "offline"), parameters.get("api_base"))):
         return review_image.with_options(task_runner=runner)(**parameters, concurrency=concurrency, return_state=True)
 
 

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import BackendError, BadOption, MosaicError
+from .errors import BackendError, BadOption, MosaicError, RunFailed
 from .schema import DEFAULT_PHASES, PHASES, count_calls
 
 EXAMPLES = """examples:
@@ -122,6 +122,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     state = _run_flow(args, settings, phases, density, input_px)
     if not state.is_completed():
         error = state.result(raise_on_failure=False)
+        if isinstance(error, RunFailed):
+            raise error.with_retry("run the same command again")
         if isinstance(error, MosaicError):
             raise error
         raise BackendError(f"the run failed: {_one_line(error) or state.message}")
@@ -138,7 +140,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_flow(args, settings, phases, density, input_px):
     _quiet_prefect(args.verbose)
+    from flows.ops import start_temporary_server
     from flows.review import run_review
+
+    start_temporary_server(lambda line: print(line, file=sys.stderr))
 
     return run_review(
         concurrency=settings.concurrency, image_path=str(Path(args.image).resolve()), model=settings.model,
@@ -189,9 +194,14 @@ def _max_megapixels() -> float | None:
         raise BadOption(f"invalid MOSAIC_MAX_IMAGE_MP={value!r}: a number of megapixels") from None
 
 
+# Prefect's temporary server takes 6-17 s to start on a loaded 2-core machine, and Prefect gives up after 20 s.
+TEMPORARY_SERVER_WAIT_S = "120"
+
+
 def _quiet_prefect(verbose: bool) -> None:
     """Prefect logs each failed try with a traceback; the user gets one line from us instead."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no internet: its telemetry only logs errors
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", TEMPORARY_SERVER_WAIT_S)
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(Path(__file__).with_name("quiet-logging.yml")))
 

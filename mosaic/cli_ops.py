@@ -56,10 +56,14 @@ def register(commands) -> None:
     rerun.set_defaults(func=cmd_rerun)
 
 
-def _need_server() -> None:
+def _need_server(quiet: bool = True) -> None:
+    """quiet: Prefect's console logging off (one-line errors from Mosaic); `serve` keeps it, as a worker does."""
     from .cli import _quiet_prefect
 
-    _quiet_prefect(False)
+    if quiet:
+        _quiet_prefect(False)
+    else:
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if not os.environ.get("PREFECT_API_URL"):
         from prefect.settings import PREFECT_API_URL
 
@@ -71,7 +75,7 @@ def _need_server() -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .cli import _settings
 
-    _need_server()
+    _need_server(quiet=False)
     settings = _settings(model=args.model, api_base=args.api_base)
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     if not phases or any(p not in PHASES for p in phases):
@@ -103,8 +107,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     elif not rows:
         print("no review runs yet", file=sys.stderr)
     else:
-        print(text_table(rows, ["started", "run", "image", "model", "density", "state", "calls", "cached", "duration",
-                                "failed tiles", "id"]))
+        print(text_table(rows, ["started", "run", "image", "model", "backend", "density", "state", "calls", "cached",
+                                "duration", "failed tiles", "id"]))
     return 0
 
 
@@ -117,13 +121,18 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps(info, default=str))
         return 0
     print(f"{info['run']} ({info['id']}): {info['state']}" + (f" - {info['message']}" if info["message"] else ""))
+    _print_review(info)
     for child in info["children"]:
-        print(f"  image run {child['run']} ({child['id']}): {child['state']}")
+        print(f"\nimage run {child['run']} ({child['id']}): {child['state']}")
+        _print_review(child)
+    return 0
+
+
+def _print_review(info: dict) -> None:
     if info["review"]:
-        print("\n" + info["review"])
+        print("\n" + info["review"].strip())
     if info["summary"]:
         print(f"\nreport: {info['summary'].get('report_dir')}")
-    return 0
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:

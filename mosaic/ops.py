@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from .errors import BadOption
+from .llm import OFFLINE_PROVIDER, OLLAMA_DEFAULT, is_ollama
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 MARKER_DIR = ".mosaic-reviewed"
@@ -23,12 +24,21 @@ def backend_limit_name(model: str, api_base: str | None) -> str | None:
         return None
     if api_base:
         address = api_base
-    elif model.startswith(("ollama/", "ollama_chat/")):
-        address = "http://localhost:11434"
+    elif is_ollama(model):
+        address = OLLAMA_DEFAULT
     else:
         address = model.split("/")[0] + "-default"
     address = re.sub(r"^[a-z]+://", "", address.lower())
     return "mosaic-backend-" + (re.sub(r"[^a-z0-9]+", "-", address).strip("-")[:80] or "default")
+
+
+def run_tags(model: str, api_base: str | None) -> list[str]:
+    """Tags of an image run in Prefect: which model, at which address."""
+    if model == "offline" or model.startswith(("offline:", OFFLINE_PROVIDER + "/")):
+        address = api_base or "offline"
+    else:
+        address = api_base or (OLLAMA_DEFAULT if is_ollama(model) else "default")
+    return ["mosaic", f"model:{model}", f"backend:{address}"]
 
 
 def artifact_key(*parts: str) -> str:

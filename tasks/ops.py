@@ -6,8 +6,11 @@ warning and the review goes on; neither ever fails a run.
 
 from __future__ import annotations
 
+import base64
+import io
 import logging
 import threading
+import time
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -19,8 +22,8 @@ from mosaic.schema import Backend, FinalReport, Plan
 
 logger = logging.getLogger("mosaic.ops")
 
-SUMMARY_KEY = "mosaic-run-summary"
-TILES_KEY = "mosaic-tiles"
+SUMMARY_PREFIX = "summary-"  # artifact keys: summary-<report folder>, tiles-…, review-…, progress-…
+OVERVIEW_THUMB_PX = 960
 
 
 # --- one model server, several runs ------------------------------------------------------------------------------
@@ -30,15 +33,32 @@ def backend_slot(backend: Backend) -> Iterator[None]:
     """Hold one slot of the backend's global concurrency limit (created when missing) around a model call.
 
     Only against a shared server (PREFECT_API_URL): each process gets its own temporary server otherwise, where a
-    limit would coordinate nothing and still cost a round trip per call."""
+    limit would coordinate nothing and still cost a round trip per call. A wait for a slot that other runs hold is
+    logged, so a task run's duration can be read."""
     name = backend_limit_name(backend.model, backend.api_base)
     if name is None or _api_url() == "ephemeral" or not _ensure_limit(name, load_settings().backend_slots, _api_url()):
         yield
         return
     from prefect.concurrency.sync import concurrency
 
+    asked = time.monotonic()
     with concurrency(name, occupy=1, strict=False):
+        waited = time.monotonic() - asked
+        if waited > SLOW_SLOT_S:
+            _run_logger().info("waited %.1f s for a slot of %s (other runs are calling the same backend)", waited, name)
         yield
+
+
+SLOW_SLOT_S = 1.0
+
+
+def _run_logger() -> logging.Logger | logging.LoggerAdapter:
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except Exception:  # outside a run
+        return logger
 
 
 def _api_url() -> str:
@@ -73,16 +93,19 @@ def _ensure_limit(name: str, slots: int, api_url: str) -> bool:
 # --- artifacts ---------------------------------------------------------------------------------------------------
 
 class RunArtifacts:
-    """Progress as tiles finish, then the review, a table of tiles and a run summary with the report's location."""
+    """Progress as tiles finish, then the review (with the overview picture), a table of tiles and a run summary with
+    the report's location. Keys name the report folder (image, content, settings), so runs of other images or
+    settings do not hide each other's artifacts in the UI's list."""
 
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: Plan, folder_name: str):
         self.plan = plan
+        self.name = artifact_key(folder_name)
         self.total = max(1, len(plan.tiles))
         self.done = 0
         self._lock = threading.Lock()
         self.progress_id = _safe(
             "progress", lambda: _artifacts().create_progress_artifact(
-                0.0, key=artifact_key("progress", Path(plan.image_path).stem),
+                0.0, key=f"progress-{self.name}",
                 description=f"Tiles of {Path(plan.image_path).name} reviewed ({plan.cols}x{plan.rows} grid)"),
         )
 
@@ -97,11 +120,12 @@ class RunArtifacts:
         image = Path(report.image).name
         state = "complete" if report.complete else "partial"
         _safe("summary", lambda: _artifacts().create_table_artifact(
-            [summary_row(report, folder)], key=SUMMARY_KEY, description=f"Run summary of {image} and where its report is"))
+            summary_table(summary_row(report, folder)), key=f"{SUMMARY_PREFIX}{self.name}",
+            description=f"Run summary of {image} and where its report is"))
         _safe("tiles", lambda: _artifacts().create_table_artifact(
-            tile_rows(report), key=TILES_KEY, description=f"Tiles of {image} and their key findings"))
+            tile_rows(report), key=f"tiles-{self.name}", description=f"Tiles of {image} and their key findings"))
         _safe("review", lambda: _artifacts().create_markdown_artifact(
-            review_markdown(report, folder, message), key=artifact_key("review", Path(report.image).stem),
+            review_markdown(report, folder, message, overview_data_url(folder)), key=f"review-{self.name}",
             description=f"The {state} review of {image}"))
 
 
@@ -130,41 +154,81 @@ def summary_row(report: FinalReport, folder: str) -> dict:
     }
 
 
+def summary_table(row: dict) -> list[dict]:
+    """The summary as two columns (what, value): it fits the UI's width, where one wide row was cut off."""
+    return [{"what": k, "value": v} for k, v in row.items()]
+
+
+def summary_from_table(rows: list[dict]) -> dict:
+    return {r["what"]: r.get("value") for r in rows if isinstance(r, dict) and "what" in r}
+
+
 def tile_rows(report: FinalReport) -> list[dict]:
+    """Short columns, so the table fits the UI; the whole of each tile is in report.md."""
     rows = [
-        {
-            "tile": t.tile, "box": " ".join(map(str, t.box)), "status": "done",
-            "readings": "; ".join(r.text for r in t.readings[:8]) + (" …" if len(t.readings) > 8 else ""),
-            "subjects": "; ".join(t.subjects[:6]), "characteristics": _first_line(t.characteristics, 80),
-            "report": _first_line(t.report, 160),
-        }
+        {"tile": t.tile, "status": "done", "readings": _cut("; ".join(r.text for r in t.readings), 70),
+         "subjects": _cut("; ".join(t.subjects), 50), "report": _first_line(t.report, 90)}
         for t in report.tiles
     ]
-    rows += [{"tile": t, "box": "", "status": "FAILED after retries", "readings": "", "subjects": "",
-              "characteristics": "", "report": ""} for t in report.failed_tiles]
+    rows += [{"tile": t, "status": "FAILED", "readings": "", "subjects": "", "report": "failed after retries"}
+             for t in report.failed_tiles]
     return rows
 
 
-def review_markdown(report: FinalReport, folder: str, message: str = "") -> str:
+def overview_data_url(folder: str) -> str | None:
+    """The report's overview picture, small enough to sit inside a markdown artifact (the UI shows it inline; an
+    image artifact would need a URL the browser can reach)."""
+    try:
+        from PIL import Image
+
+        with Image.open(Path(folder) / "overview.jpg") as image:
+            image.thumbnail((OVERVIEW_THUMB_PX, OVERVIEW_THUMB_PX))
+            out = io.BytesIO()
+            image.convert("RGB").save(out, "JPEG", quality=80)
+        return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
+    except OSError:
+        return None
+
+
+def retry_hint() -> str:
+    """How to go on from the Prefect run that is running now."""
+    from prefect.context import FlowRunContext
+    from prefect.runtime import flow_run
+
+    context = FlowRunContext.get()
+    run = context.flow_run if context else None
+    run_id = str(run.id) if run else ""
+    if run and run.deployment_id:
+        return f"retry this run (the UI's Retry, or prefect flow-run retry {run_id})"
+    here = (f"mosaic rerun {run_id} (or prefect flow-run retry {run_id} --entrypoint flows/review.py:review_image "
+            "from the checkout)")
+    parent = flow_run.parent_flow_run_id if run and run.parent_task_run_id else None
+    return f"retry the inbox run {parent} (the UI's Retry), or this run with {here}" if parent else f"retry it with {here}"
+
+
+def review_markdown(report: FinalReport, folder: str, message: str = "", overview: str | None = None) -> str:
     calls = report.calls
     head = [
         f"# Review of `{Path(report.image).name}`", "",
         f"- model `{report.model}`" + (f" at `{report.api_base}`" if report.api_base else ""),
         f"- grid {report.grid} ({report.density}), phases {', '.join(report.phases)}",
         f"- calls: {calls.made} made, {calls.cached} from the memo, {calls.failed} failed, of {calls.planned} planned",
-        f"- report folder: `{Path(folder).resolve()}`", "",
+        f"- report folder: `{Path(folder).resolve()}` (report.md, report.json, overview.jpg)", "",
     ]
+    if overview:
+        head += [f"![the photo with the grid: tile r1c1 is top left]({overview})", ""]
     if not report.complete:
-        head += [f"**Partial: tiles {', '.join(report.failed_tiles)} failed after retries.** "
-                 "Retry this run (UI *Retry*, `prefect flow-run retry`, or `mosaic rerun`): only the missing calls are made.",
-                 "", message, ""]
+        head += [f"**Partial: tiles {', '.join(report.failed_tiles)} failed after retries.**", "", message, ""]
         return "\n".join(head)
     return "\n".join(head + ["## Review", "", report.review])
 
 
 def _first_line(text: str, limit: int) -> str:
-    line = next((s.strip() for s in (text or "").splitlines() if s.strip()), "")
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    return _cut(next((s.strip() for s in (text or "").splitlines() if s.strip()), ""), limit)
 
 
-__all__ = ["RunArtifacts", "backend_slot", "SUMMARY_KEY", "TILES_KEY"]
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+__all__ = ["RunArtifacts", "backend_slot", "retry_hint", "summary_from_table", "SUMMARY_PREFIX"]

@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed, State
 from prefect.tasks import exponential_backoff
 
 from mosaic import pipeline
@@ -61,18 +60,19 @@ def orient(plan: Plan, ctx: RunContext) -> ModelReply:
     return _call(pipeline.orientation_call(plan, ctx.backend), ctx)
 
 
-def _call_all(calls: list[ModelCall], ctx: RunContext) -> list[ModelReply]:
-    """The calls at once (the backend's in-flight limit holds); every one is attempted before a failure is raised,
-    so what was answered is kept (ctx.memo) and a retry makes only the calls still missing. A failure worth
-    retrying is raised before one that is not, so the task's retry decision sees it."""
-    if len(calls) == 1:
-        return [_call(calls[0], ctx)]
-    with ThreadPoolExecutor(len(calls)) as pool:
-        futures = [pool.submit(contextvars.copy_context().run, _call, call, ctx) for call in calls]
-    failures = [e for f in futures if (e := f.exception()) is not None]
+def _call_each(calls: list[ModelCall], ctx: RunContext) -> list[ModelReply]:
+    """The calls one after another (the task holds one backend slot's worth of work); every one is attempted before a
+    failure is raised, so what was answered is kept (ctx.memo) and a retry makes only the calls still missing. A
+    failure worth retrying is raised before one that is not, so the task's retry decision sees it."""
+    replies, failures = [], []
+    for call in calls:
+        try:
+            replies.append(_call(call, ctx))
+        except Exception as e:
+            failures.append(e)
     if failures:
         raise next((e for e in failures if getattr(e, "retryable", True)), failures[0])
-    return [f.result() for f in futures]
+    return replies
 
 
 # One task per view, not per call: a Prefect task run costs tens of milliseconds of this machine's time, as much as
@@ -80,18 +80,24 @@ def _call_all(calls: list[ModelCall], ctx: RunContext) -> list[ModelReply]:
 @task(name="inspect-view", task_run_name="inspect-{view.id}", **model_task)
 def inspect_view(plan: Plan, view: View, orientation: str, ctx: RunContext) -> list[Observation]:
     """Every phase asked of one view."""
-    replies = _call_all([pipeline.view_call(plan, view, p, orientation, ctx.backend) for p in view.phases], ctx)
+    replies = _call_each([pipeline.view_call(plan, view, p, orientation, ctx.backend) for p in view.phases], ctx)
     return [pipeline.parse_observation(view, p, r) for p, r in zip(view.phases, replies)]
 
 
 @task(name="synthesize-tile", task_run_name="synthesize-{tile.id}", **model_task)
-def synthesize_tile(plan: Plan, tile: View, observed: list[list[Observation]], orientation: str,
+def synthesize_tile(plan: Plan, tile: View, observations: list[Observation], orientation: str,
                     ctx: RunContext) -> tuple[TileReport, ModelReply]:
-    """observed: what each view touching the tile answered, view by view."""
-    observations = [o for view_observations in observed for o in view_observations]
+    """observations: what each view touching the tile answered, view by view."""
     call = pipeline.tile_synthesis_call(plan, tile, observations, orientation, ctx.backend)
     reply = _call(call, ctx)
     return pipeline.make_tile_report(tile, observations, reply), reply
+
+
+@task(name="synthesize-tile", task_run_name="synthesize-{tile_id}", cache_policy=NO_CACHE, persist_result=False)
+def synthesis_not_attempted(tile_id: str, failed_views: list[str]) -> State:
+    """The synthesis of a tile whose views failed: a failed task run named after the tile, so the run's graph ends
+    and shows where."""
+    return Failed(message=f"tile {tile_id} not synthesized: its view(s) {', '.join(failed_views)} failed")
 
 
 @task(name="write-review", **model_task)

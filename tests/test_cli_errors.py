@@ -68,3 +68,29 @@ def test_help_shows_examples():
     for args in (["--help"], ["run", "--help"]):
         result = mosaic(*args)
         assert result.returncode == 0 and "examples:" in result.stdout and "mosaic run photo.jpg" in result.stdout
+
+
+def test_a_temporary_server_that_does_not_start_in_time_is_one_line(images):
+    """The wait is stated before it starts; a real time-out is one line, exit 3, no traceback (the default wait is
+    120 s: this machine's start takes 6-17 s, Prefect's own default gives up after 20)."""
+    done = mosaic("run", str(images / "ok.png"), "--grid", "1x1", "--phases", "text",
+                  env={"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "1"})
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "mosaic: starting Prefect's temporary server (waiting up to 1 s;" in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("mosaic: Prefect's temporary server did not start within 1 s"), last
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in last
+
+
+def test_the_temporary_server_is_waited_for_long_enough():
+    from mosaic.cli import TEMPORARY_SERVER_WAIT_S, _quiet_prefect
+
+    saved = os.environ.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", None)
+    try:
+        _quiet_prefect(True)
+        assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == TEMPORARY_SERVER_WAIT_S == "120"
+    finally:
+        os.environ.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", None)
+        if saved is not None:
+            os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = saved

@@ -84,6 +84,7 @@ def ops(tmp_path_factory):
             return False
 
     vlm = ModelServer(fake_vlm, models=["fake-vl"]).start()
+    auto_vlm = ModelServer(fake_vlm, models=["fake-vl"]).start()
     try:
         _wait_for(healthy, 90, "the Prefect server")
         server_start_s = time.monotonic() - started
@@ -94,22 +95,35 @@ def ops(tmp_path_factory):
         start("serve", [sys.executable, "-m", "mosaic.cli", "serve", "--name", "test", "--inbox", str(inbox),
                         "--outbox", str(outbox), "--cron", "0 3 * * *", "--model", "openai/fake-vl",
                         "--api-base", vlm.openai_base, "--grid", "2x2"])
+        # Deployments that must fire on their own, against their own backend (the tests above count vlm's calls):
+        # `mosaic serve --every 1`, and deployments/prefect.yaml on a process work pool with `prefect worker start`.
+        for name in ("served", "pooled"):
+            (base / f"inbox-{name}").mkdir()
+            make_photo(base / f"inbox-{name}" / f"{name}.png", size=(800, 600))
+        start("serve-every", [sys.executable, "-m", "mosaic.cli", "serve", "--name", "every-minute", "--every", "1",
+                              "--inbox", str(base / "inbox-served"), "--outbox", str(base / "outbox-served"),
+                              "--model", "openai/fake-vl", "--api-base", auto_vlm.openai_base, "--grid", "1x1",
+                              "--phases", "text"])
         with temporary_settings({PREFECT_API_URL: api}):
             from flows.ops import client
 
-            def deployment():
+            def deployment(name=DEPLOYMENT):
                 with client() as c:
                     try:
-                        return c.read_deployment_by_name(DEPLOYMENT)
+                        return c.read_deployment_by_name(name)
                     except Exception:
                         return None
 
+            deploy = pooled_deployment(env, base, auto_vlm)
+            start("worker", [sys.executable, "-m", "prefect", "worker", "start", "--pool", "mosaic"])
             state = {"api": api, "env": env, "base": base, "vlm": vlm, "inbox": inbox, "outbox": outbox, "logs": logs,
                      "deployment": _wait_for(deployment, 60, "mosaic serve to register the deployment"),
-                     "server_start_s": server_start_s, "port": port}
+                     "server_start_s": server_start_s, "port": port, "deploy": deploy, "auto_vlm": auto_vlm,
+                     "every": _wait_for(lambda: deployment("review-inbox/every-minute"), 60, "mosaic serve --every 1")}
             yield state
     finally:
         vlm.stop()
+        auto_vlm.stop()
         for proc in reversed(procs):
             proc.terminate()
         for proc in reversed(procs):
@@ -117,6 +131,27 @@ def ops(tmp_path_factory):
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def pooled_deployment(env: dict, base: Path, backend) -> subprocess.CompletedProcess:
+    """deployments/prefect.yaml as its header says: a process work pool, `prefect deploy` from the checkout. Then, as
+    a user would in the UI, its parameters point at a test inbox and backend, and its schedule is every 30 s."""
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    from flows.ops import client
+
+    run = lambda *argv: subprocess.run([sys.executable, "-m", "prefect", *argv], env=env, cwd=ROOT,  # noqa: E731
+                                       capture_output=True, text=True, timeout=180)
+    assert run("work-pool", "create", "mosaic", "--type", "process").returncode == 0
+    deployed = run("--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--all")
+    with client() as c:
+        dep = c.read_deployment_by_name("review-inbox/inbox-worker")
+        c.update_deployment(dep.id, DeploymentUpdate(parameters={
+            "inbox": str(base / "inbox-pooled"), "outbox": str(base / "outbox-pooled"), "model": "openai/fake-vl",
+            "api_base": backend.openai_base, "grid": "1x1", "phases": ["text"]}))
+    scheduled = run("deployment", "schedule", "create", "review-inbox/inbox-worker", "--interval", "30", "--replace", "-y")
+    assert scheduled.returncode == 0, scheduled.stdout + scheduled.stderr
+    return deployed
 
 
 def prefect_cli(ops, *argv: str) -> str:
@@ -145,6 +180,16 @@ def wait_final(ops, run_id: uuid.UUID, after: str | None = None, timeout: float 
         raise AssertionError(f"run {run_id} did not finish; serve log:\n{(ops['logs'] / 'serve.log').read_text()[-3000:]}")
 
 
+def task_runs(run_id: uuid.UUID) -> dict:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.ops import client
+
+    with client() as c:
+        found = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])), limit=200)
+    return {t.name: t for t in found}
+
+
 def children(run_id: uuid.UUID) -> list:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
     from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
@@ -158,15 +203,22 @@ def children(run_id: uuid.UUID) -> list:
 
 
 def artifacts_of(run_id: uuid.UUID) -> dict[str, object]:
+    """A run's artifacts by kind: summary, tiles, review, progress (their keys go on with the report folder's name)."""
     from flows.ops import client, read_artifacts
 
     with client() as c:
         found = read_artifacts(c, [run_id])
-    return {(a.key or a.type): a for a in found}
+    return {(a.key or a.type).split("-", 1)[0]: a for a in found}
 
 
 def table(artifact) -> list[dict]:
     return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+
+
+def summary(artifact) -> dict:
+    from tasks.ops import summary_from_table
+
+    return summary_from_table(table(artifact))
 
 
 def test_deployment_is_scheduled_with_described_parameters(ops):
@@ -187,7 +239,9 @@ def test_failed_tiles_are_named_and_a_retry_makes_only_the_missing_calls(ops):
     first = len(vlm.chat_requests())
     print(f"failed run: {first} backend calls in {time.monotonic() - t0:.1f} s")
     assert run.state.is_failed()
-    assert "2 image(s) failed" in run.state.message and "a.png" in run.state.message and "r1c2" in run.state.message
+    message = run.state.message
+    assert "2 of 2 images failed: a.png (tiles r1c2); b.png (tiles r1c2)" in message, message
+    assert message.count("r1c2") == 2 and f"prefect flow-run retry {run.id}" in message, message
     planned = {}
 
     # each image's run: failed state naming the tile, and its artifacts
@@ -195,21 +249,29 @@ def test_failed_tiles_are_named_and_a_retry_makes_only_the_missing_calls(ops):
     print("inbox run", run.total_run_time, "image runs", [(r.name, r.total_run_time.total_seconds()) for r in image_runs],
           "start lag", (run.start_time - run.expected_start_time).total_seconds())
     assert [r.state.name for r in image_runs] == ["Failed", "Failed"]
-    assert "r1c2" in image_runs[0].state.message
+    assert "r1c2" in image_runs[0].state.message and f"retry the inbox run {run.id}" in image_runs[0].state.message
+    assert len({r.name for r in image_runs}) == 2 and all(r.name.startswith("review-") for r in image_runs)
+    assert all({"mosaic", "model:openai/fake-vl", f"backend:{vlm.openai_base}"} <= set(r.tags) for r in image_runs)
+    assert run.name.startswith("inbox-inbox-")
     for image_run in image_runs:
-        summary = table(artifacts_of(image_run.id)["mosaic-run-summary"])[0]
-        planned[summary["image"]] = summary["planned"]
-        assert summary["made"] == summary["planned"] - MISSING_PER_FAILED_TILE and summary["failed"] == 3
+        facts = summary(artifacts_of(image_run.id)["summary"])
+        planned[facts["image"]] = facts["planned"]
+        assert facts["made"] == facts["planned"] - MISSING_PER_FAILED_TILE and facts["failed"] == 3
     assert first == sum(planned.values()) - 2 * MISSING_PER_FAILED_TILE
     ops["planned"] = planned
     arts = artifacts_of(image_runs[0].id)
-    assert {"mosaic-run-summary", "mosaic-tiles", "review-a", "progress-a"} <= set(arts)
-    summary = table(arts["mosaic-run-summary"])[0]
-    assert summary["failed_tiles"] == "r1c2" and summary["state"] == "partial"
-    assert Path(summary["report_dir"]).parent == ops["outbox"]
-    assert [r["status"] for r in table(arts["mosaic-tiles"]) if r["tile"] == "r1c2"] == ["FAILED after retries"]
-    assert arts["progress-a"].data == 75.0  # 3 of 4 tiles
-    assert "r1c2 failed after retries" in arts["review-a"].data
+    assert {"summary", "tiles", "review", "progress"} <= set(arts)
+    facts = summary(arts["summary"])
+    assert facts["failed_tiles"] == "r1c2" and facts["state"] == "partial"
+    assert Path(facts["report_dir"]).parent == ops["outbox"]
+    assert arts["summary"].key == f"summary-{Path(facts['report_dir']).name.lower()}"  # one key per image and settings
+    assert {a.key.split("-", 1)[1] for a in arts.values()} == {arts["summary"].key.split("-", 1)[1]}
+    assert [r["status"] for r in table(arts["tiles"]) if r["tile"] == "r1c2"] == ["FAILED"]
+    assert arts["progress"].data == 75.0  # 3 of 4 tiles
+    assert "r1c2 failed after retries" in arts["review"].data
+    tasks = task_runs(image_runs[0].id)
+    assert tasks["synthesize-r1c2"].state.is_failed()  # not left NotReady: the graph ends, named after the tile
+    assert all(t.state.is_final() for t in tasks.values()), {n: t.state.name for n, t in tasks.items()}
     assert not list((ops["outbox"]).glob(".mosaic-reviewed/*.json"))
 
     # the server recovers; `prefect flow-run retry` puts the same run back on the deployment's queue
@@ -224,10 +286,11 @@ def test_failed_tiles_are_named_and_a_retry_makes_only_the_missing_calls(ops):
     assert len(list(ops["outbox"].glob(".mosaic-reviewed/*.json"))) == 2
     latest = children(run.id)[-1]
     arts = artifacts_of(latest.id)
-    summary = table(arts["mosaic-run-summary"])[0]
-    assert (summary["made"], summary["cached"], summary["state"]) == (MISSING_PER_FAILED_TILE, planned["b.png"] - MISSING_PER_FAILED_TILE, "complete")
-    assert arts["progress-b"].data == 100.0 and "## Review" in arts["review-b"].data
-    assert (Path(summary["report_dir"]) / "report.md").exists()
+    facts = summary(arts["summary"])
+    assert (facts["made"], facts["cached"], facts["state"]) == (MISSING_PER_FAILED_TILE, planned["b.png"] - MISSING_PER_FAILED_TILE, "complete")
+    assert arts["progress"].data == 100.0 and "## Review" in arts["review"].data
+    assert "](data:image/jpeg;base64," in arts["review"].data  # the overview picture, inline
+    assert (Path(facts["report_dir"]) / "report.md").exists()
     ops["finished_run"] = run.id
 
     # the next scheduled or triggered run skips both images: same content, same settings
@@ -242,12 +305,15 @@ def test_history_and_show_read_runs_through_the_api(ops, monkeypatch, capsys):
     with temporary_settings({PREFECT_API_URL: ops["api"]}):
         code, out = run_cli("history", "--json")
         assert code == 0
-        rows = json.loads(out)
+        rows = [r for r in json.loads(out) if r["image"] in ("a.png", "b.png")]  # not the self-firing deployments'
         planned, missing = ops["planned"], MISSING_PER_FAILED_TILE
         assert [(r["image"], r["state"], r["calls"], r["cached"]) for r in rows[:2]] == [
             ("b.png", "Completed", missing, planned["b.png"] - missing), ("a.png", "Completed", missing, planned["a.png"] - missing)]
-        assert {(r["image"], r["state"], r["failed tiles"]) for r in rows[2:4]} == {("a.png", "Failed", "r1c2"), ("b.png", "Failed", "r1c2")}
+        fixed = {(r["image"], r["state"].split(",")[0], r["failed tiles"]) for r in rows[2:4]}
+        assert fixed == {("a.png", "Failed", "r1c2"), ("b.png", "Failed", "r1c2")}
+        assert {r["state"] for r in rows[2:4]} == {f"Failed, fixed by {r['run']}" for r in rows[:2]}  # the retry's runs
         assert all(r["model"] == "openai/fake-vl" and r["density"] == "custom 2x2" for r in rows)
+        assert all(r["backend"] == ops["vlm"].openai_base for r in rows)
         code, out = run_cli("history")
         assert code == 0 and "failed tiles" in out.splitlines()[0] and "a.png" in out
 
@@ -257,6 +323,7 @@ def test_history_and_show_read_runs_through_the_api(ops, monkeypatch, capsys):
         assert re.search(r"report: .*outbox/b-", out)
         code, out = run_cli("show", str(ops["finished_run"]))
         assert code == 0 and out.count("image run review-") == 4
+        assert out.count("## Review") == 2 and out.count("report: ") == 4 and "data:image" not in out
 
         code, _ = run_cli("show", "no-such-run")
         err = capsys.readouterr().err
@@ -324,8 +391,8 @@ def test_ui_shows_run_artifacts_and_deployment_schedule(ops, tmp_path):
     image_run = children(ops["finished_run"])[-1]
     arts = artifacts_of(image_run.id)
     pages = {  # the UI's artifact pages show the artifact with its flow run; the deployment page its schedule
-        "review-artifact.png": (f"{ui}/artifacts/artifact/{arts['review-b'].id}", ["Review of", "report folder", "review-b.png"]),
-        "tiles-artifact.png": (f"{ui}/artifacts/artifact/{arts['mosaic-tiles'].id}", ["Tiles of b.png", "r1c2", "SIGN-"]),
+        "review-artifact.png": (f"{ui}/artifacts/artifact/{arts['review'].id}", ["Review of", "report folder", "review-b"]),
+        "tiles-artifact.png": (f"{ui}/artifacts/artifact/{arts['tiles'].id}", ["Tiles of b.png", "r1c2", "SIGN-"]),
         "deployment-schedule.png": (f"{ui}/deployments/deployment/{ops['deployment'].id}", ["review-inbox", "At 03:00 AM every day"]),
     }
     for name, (url, expected) in pages.items():
@@ -340,3 +407,42 @@ def test_ui_shows_run_artifacts_and_deployment_schedule(ops, tmp_path):
         if os.environ.get("UPDATE_SCREENSHOTS"):
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             shutil.copy(shot, SCREENSHOTS / name)
+
+
+def test_prefect_cli_listings_and_deploy_work(ops):
+    assert ops["deploy"].returncode == 0, ops["deploy"].stdout[-2000:] + ops["deploy"].stderr[-2000:]
+    assert "review-inbox/inbox-worker" in ops["deploy"].stdout
+    for argv in (["flow-run", "ls"], ["deployment", "ls"], ["work-pool", "ls"], ["artifact", "ls"]):
+        out = prefect_cli(ops, *argv)
+        assert "422" not in out
+    assert "inbox-worker" in prefect_cli(ops, "deployment", "ls") and "mosaic" in prefect_cli(ops, "work-pool", "ls")
+
+
+def test_serve_does_not_take_over_a_work_pool_deployment(ops):
+    done = subprocess.run([sys.executable, "-m", "mosaic.cli", "serve", "--name", "inbox-worker", "--inbox", str(ops["inbox"]),
+                           "--outbox", str(ops["outbox"])], env=ops["env"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith("mosaic: review-inbox/inbox-worker is a deployment of work pool 'mosaic'")
+
+
+def test_both_deployments_fire_by_themselves(ops):
+    """Runs the scheduler created (auto_scheduled), not started by hand, complete and leave a report in the outbox."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from flows.ops import client
+
+    def fired(deployment_id):
+        with client() as c:
+            runs = c.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+                                    sort=FlowRunSort.START_TIME_DESC, limit=50)
+        return [r for r in runs if r.auto_scheduled and r.state and r.state.is_completed()]
+
+    with client() as c:
+        pooled = c.read_deployment_by_name("review-inbox/inbox-worker")
+    for name, dep in (("served", ops["every"]), ("pooled", pooled)):
+        runs = _wait_for(lambda: fired(dep.id), 150, f"a scheduled run of the {name} deployment to complete")
+        reports = list((ops["base"] / f"outbox-{name}").glob(f"{name}-*/report.json"))
+        assert reports, f"no report in outbox-{name} after {runs[0].name}"
+        assert json.loads(reports[0].read_text())["complete"]
+        print(f"{name}: {len(runs)} scheduled run(s) completed, first {runs[-1].name}")

@@ -181,3 +181,12 @@ def test_density_auto_asks_an_ollama_server_for_the_encoder_size(photo):
         code, out = review(photo, server, "openai", "--density", "auto", "--phases", "inspect")
         assert code == 0 and json.loads(out)["grid"] == "4x2"
 
+
+
+def test_an_inbox_run_creates_a_missing_inbox(tmp_path):
+    from flows.inbox import review_inbox
+
+    state = review_inbox(inbox=str(tmp_path / "new-inbox"), outbox=str(tmp_path / "outbox"), return_state=True)
+    assert state.is_completed(), state.message
+    assert (tmp_path / "new-inbox").is_dir() and state.result()["reviewed"] == []
+    assert state.name == "Completed"
