@@ -100,7 +100,7 @@ def summaries(c: SyncPrefectClient, run_ids: list[uuid.UUID]) -> dict[uuid.UUID,
 
 
 def read_artifacts(c: SyncPrefectClient, run_ids: list[uuid.UUID], key_prefix: str | None = None,
-                   limit: int = 1000) -> list[Artifact]:
+                   limit: int = 200) -> list[Artifact]:
     """Artifacts of these runs, oldest first (the sync client's read_artifacts sends nulls the server refuses)."""
     flt = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=run_ids),
                          **({"key": ArtifactFilterKey(like_=f"{key_prefix}%")} if key_prefix else {}))

@@ -41,7 +41,37 @@ def test_runtime_and_test_dependencies_are_locked_at_their_pins():
         pinned = re.search(r"==([^\s,;]+)", requirement)
         if pinned:
             assert entries[name][0] == pinned.group(1), requirement
-    assert entries["litellm"][0] != "1.107.0"  # the compromised, withdrawn release
+    assert entries["litellm"][0] not in {"1.82.7", "1.82.8", "1.107.0"}  # compromised, withdrawn releases
+
+
+def locked_extras() -> dict[tuple[str, frozenset[str]], str]:
+    text = (ROOT / "requirements.lock").read_text()
+    found = re.findall(r"^([A-Za-z0-9._-]+)\[([^\]]+)\]==([^\s\\;]+)", text, re.M)
+    return {(normal(name), frozenset(e.strip() for e in extras.split(","))): pinned for name, extras, pinned in found}
+
+
+def test_every_extra_an_installed_package_asks_for_is_pinned_too():
+    """pip 23.2 in hash mode resolves `httpx[http2]` to the newest release on the index unless the lock pins the
+    extra itself: a new upstream release then breaks a fresh install (it did, with httpx 0.29.0)."""
+    from importlib.metadata import distributions
+
+    from packaging.requirements import Requirement
+
+    entries, extras = locked(), locked_extras()
+    missing = []
+    for dist in distributions():
+        for text in dist.requires or []:
+            requirement = Requirement(text)
+            if not requirement.extras or (requirement.marker and not requirement.marker.evaluate({"extra": ""})):
+                continue
+            name = normal(requirement.name)
+            if name not in entries:
+                continue
+            key = (name, frozenset(requirement.extras))
+            if extras.get(key) != entries[name][0]:
+                missing.append(f"{requirement.name}[{','.join(sorted(requirement.extras))}]=={entries[name][0]}"
+                               f" (asked for by {dist.metadata['Name']})")
+    assert not missing, missing
 
 
 def test_installed_versions_match_the_lock():
