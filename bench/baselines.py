@@ -18,7 +18,7 @@ from PIL import Image
 
 from mosaic import prompts
 from mosaic.images import encode_view, shrink
-from mosaic.llm import call_model, call_options
+from mosaic.llm import call_model, litellm_completion
 from mosaic.memo import BlobStore, Memo
 from mosaic.pipeline import parse_json_object
 from mosaic.schema import Backend, ModelCall
@@ -71,13 +71,13 @@ def method_views(kind: str, width: int, height: int, cols: int = 1, rows: int = 
 
 
 def read_crop(image: Image.Image, box: Box, backend: Backend, blobs: BlobStore, memo: Memo | None,
-              view_px: int = 1280) -> tuple[list[str], bool]:
+              complete=litellm_completion, view_px: int = 1280) -> tuple[list[str], bool]:
     """The texts the backend reads in one crop with Mosaic's text question; (readings, served from memo)."""
     sha = blobs.put(encode_view(shrink(image.crop(box), view_px)))
     where = f"This crop is pixels {list(box)} of a {image.width}×{image.height} image."
     call = ModelCall(model=backend.model, api_base=backend.api_base, system=prompts.SYSTEM,
-                     prompt=prompts.view_prompt("text", "", where), images=[sha], options=call_options(backend))
-    reply = call_model(call, blobs, memo, backend.timeout_s)
+                     prompt=prompts.view_prompt("text", "", where), images=[sha], options=backend.call_options())
+    reply = call_model(call, blobs, memo, backend.timeout_s, complete=complete)
     data = parse_json_object(reply.content)
     if data is None:
         return [reply.content], reply.cached

@@ -50,6 +50,7 @@ def make_image(path: Path, megapixels: float) -> tuple[int, int]:
 
 
 def measure_prepare(path: str, density: str) -> dict:
+    from mosaic.backend import Backend
     from mosaic.memo import BlobStore
     from mosaic.images import set_pixel_limit
     from mosaic.pipeline import prepare
@@ -58,7 +59,7 @@ def measure_prepare(path: str, density: str) -> dict:
     base = _rss_now()
     with tempfile.TemporaryDirectory() as tmp:
         t = time.monotonic()
-        plan = prepare(path, density, None, ["text", "subjects", "characteristics"], "mosaic_offline/ocr-896",
+        plan = prepare(path, density, None, ["text", "subjects", "characteristics"], Backend.create("offline:896"),
                        BlobStore(Path(tmp)))
         elapsed = time.monotonic() - t
     decoded = plan.width * plan.height * 3

@@ -93,7 +93,7 @@ def fuzz_images(per_format: int = 150) -> dict:
 
 
 def _cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mosaic.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "mosaic_cli", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})}, cwd=ROOT)
 
 
@@ -138,7 +138,7 @@ FAULTS = {
 
 def backend_faults(photo: Path, work: Path) -> list[dict]:
     """Each fault on one tile's calls: twice (retries absorb it) and forever (the run fails, naming the tile)."""
-    from mosaic.cli import main as mosaic
+    from mosaic_cli.main import main as mosaic
     from mosaic.offline.server import Fault, ModelServer
     from mosaic.offline.stand_in import fake_vlm
 
@@ -202,7 +202,7 @@ def interruptions(photo: Path, work: Path, count: int) -> list[dict]:
         with ModelServer(fake_vlm, latency=0.2, slots=2) as server:
             args = ["run", str(photo), "--model", "openai/fake", "--api-base", server.openai_base, "--grid", "3x2",
                     "--concurrency", "2", "--json"]
-            proc = subprocess.Popen([sys.executable, "-m", "mosaic.cli", *args], stdout=subprocess.PIPE,
+            proc = subprocess.Popen([sys.executable, "-m", "mosaic_cli", *args], stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, env={**os.environ, **env}, start_new_session=True, cwd=ROOT)
             kill_after = 5 + i * 8
             while len(server.chat_requests()) < kill_after and proc.poll() is None:

@@ -271,10 +271,10 @@ def page(runs: list[dict], system: dict, out_dir: Path, md_path: Path) -> str:
          "pseudo-words, phone-like digit strings, CJK words; text 0.5–2% of the image height (never under 10 px); a third "
          "centred on a tile line of a 2×2…5×5 grid; a quarter dim (low contrast, shadow or both).", "",
          "**Backend**: the built-in offline reader (RapidOCR on each image shrunk to the budget, standing in for a small "
-         "VLM's encoder), called in process through LiteLLM, the product's own path (`--model offline:<px>`). "
+         "VLM's encoder), called in process through Mosaic's call seam, the product's own path (`--model offline:<px>`). "
          "Mosaic runs through `flows.review.run_review` (Prefect, concurrency 2); peers call `mosaic.llm.call_model` with "
          "Mosaic's own text question on crops cut in `bench/baselines.py`, the same budget and the same 1280-px crop cap. "
-         "Each method has its own memo and the reader's in-process OCR cache is cleared before each, so each pays for "
+         "Each method has its own memo and a new reader (an empty OCR cache) through `MOSAIC_COMPLETION`, so each pays for "
          "its own reading.", "",
          "**Scoring** (`bench/score.py`): text normalised by removing whitespace and casefolding; a sign counts as read "
          "if its text appears in the report (review, merged readings and tile readings) — the *review* column looks at "

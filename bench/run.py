@@ -32,6 +32,7 @@ os.environ.setdefault("MOSAIC_RETRIES", "1")
 os.environ.setdefault("MOSAIC_RETRY_DELAY_S", "0.5")
 
 from bench import baselines, score  # noqa: E402
+from bench.timed_reader import TIMINGS, new_readers, timed_reader  # noqa: E402
 from bench.scenes import make_scene, scene_set, signs_from_ground_truth, dump_ground_truth  # noqa: E402
 
 DENSITIES = ("quick", "light", "dense", "max")
@@ -72,36 +73,33 @@ def scenes(kind: str, seed: int, quick: bool) -> list[dict]:
 
 class Backend:
     """The backend under test. Offline: the built-in reader in process (`--model offline:<budget>`, the product's
-    own path), its answers timed by a wrapper so the time the backend spent working is known; else the user's
-    model and address (backend time then unknown: wall time only)."""
+    own path), timed through Mosaic's call seam (MOSAIC_COMPLETION) so the time the backend spent working is known;
+    else the user's model and address (backend time then unknown: wall time only)."""
 
     def __init__(self, model: str | None, api_base: str | None, budget: int | None):
         self.log: list[tuple[float, float]] = []
         if model:
             self.model, self.api_base, self.budget = model, api_base, None
         else:
-            from mosaic.offline import provider
-
             self.model, self.api_base, self.budget = f"offline:{budget}", None, budget
-            if not getattr(provider.answer, "_bench_timed", False):
-                inner = provider.answer
-
-                def timed(messages, model, _inner=inner):
-                    t = time.monotonic()
-                    try:
-                        return _inner(messages, model)
-                    finally:
-                        TIMINGS.append((t, time.monotonic()))
-
-                timed._bench_timed = True
-                provider.answer = timed
+            os.environ["MOSAIC_COMPLETION"] = "bench.timed_reader:timed_reader"
             self.log = TIMINGS
 
     @property
-    def resolved(self) -> str:
-        from mosaic.llm import resolve_model
+    def backend(self):
+        from mosaic.backend import Backend as B
 
-        return resolve_model(self.model)
+        return B.create(self.model, self.api_base)
+
+    @property
+    def resolved(self) -> str:
+        return self.backend.model
+
+    @property
+    def complete(self):
+        from mosaic.llm import litellm_completion
+
+        return timed_reader(self.backend) if self.budget else litellm_completion
 
     @property
     def label(self) -> str:
@@ -118,18 +116,13 @@ class Backend:
         return {"made": len(done), "backend_s": round(sum(b - a for a, b in done), 2)}
 
     def reset(self) -> None:
-        """Forget the offline reader's in-process OCR cache, so each method pays for its own reading."""
-        if self.budget is not None:
-            from mosaic.offline import reader
-
-            with reader._engine_lock:
-                reader._ocr_memo.clear()
+        """A new reader (its OCR cache empty), so each method pays for its own reading."""
+        new_readers()
 
     def stop(self) -> None:
         pass
 
 
-TIMINGS: list[tuple[float, float]] = []
 
 
 # -------------------------------------------------------------------------------------------- methods
@@ -149,17 +142,16 @@ def run_peer(be: Backend, scene: dict, kind: str, cols: int, rows: int, memo_dir
     from PIL import Image
 
     from mosaic.memo import BlobStore, Memo
-    from mosaic.schema import Backend as B
 
     image = Image.open(scene["path"]).convert("RGB")
     views = baselines.method_views(kind, image.width, image.height, cols, rows)
-    backend = B(model=be.resolved, api_base=be.api_base)
+    backend = be.backend
     blobs, memo = BlobStore(memo_dir / "blobs"), Memo(memo_dir)
     be.reset()
     mark, t = be.mark(), time.monotonic()
     texts: list[str] = []
     for box in views.boxes:
-        found, _ = baselines.read_crop(image, box, backend, blobs, memo)
+        found, _ = baselines.read_crop(image, box, backend, blobs, memo, be.complete)
         texts += found
     wall = time.monotonic() - t
     memo.close()
@@ -260,6 +252,7 @@ def scheduling(scene: dict, latency: float = 0.5, slots: int = 4, repeats: int =
 def _scheduling(scene: dict, latency: float, slots: int, repeats: int) -> dict:
     from bench.backend import BackendProcess
     from flows.review import run_review
+    from mosaic.backend import Backend
     from mosaic.memo import BlobStore
     from mosaic.pipeline import prepare
 
@@ -277,7 +270,7 @@ def _scheduling(scene: dict, latency: float, slots: int, repeats: int) -> dict:
     shutil.rmtree(WORK / "memo" / "scheduling" / "blobs" / "plans", ignore_errors=True)
     t = time.monotonic()
     blobs = BlobStore(WORK / "memo" / "scheduling" / "blobs")
-    prepare(scene["path"], "light", None, ALL_PHASES, "openai/fake-vl", blobs)
+    prepare(scene["path"], "light", None, ALL_PHASES, Backend.create("openai/fake-vl"), blobs)
     out["prepare_s"] = round(time.monotonic() - t, 2)
 
     instant_runs = []

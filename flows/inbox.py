@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from datetime import datetime
+from pathlib import Path
 
 from prefect import flow, get_run_logger, tags
 
+from flows.review import review_image
+from mosaic.backend import Backend
 from mosaic.errors import RunFailed
-from mosaic.llm import resolve_model
-from mosaic.ops import file_sha256, inbox_images, review_marker, run_tags, write_marker
+from mosaic.inbox import file_sha256, inbox_images, review_marker, write_marker
 from mosaic.schema import DEFAULT_PHASES
 from mosaic.settings import load_settings
-
-from flows.review import review_image
-from tasks.ops import retry_hint
+from tasks.artifacts import retry_hint
 
 
 def _run_name() -> str:
@@ -47,8 +45,9 @@ def review_inbox(
         phases: Questions asked of each tile, from text, subjects, characteristics (or inspect: all in one call).
     """
     logger = get_run_logger()
-    settings = {"model": resolve_model(model, load_settings().offline_budget), "api_base": (api_base or "").rstrip("/") or None,
-                "density": density, "grid": grid or None, "phases": list(phases)}
+    backend = Backend.create(model, api_base, load_settings().offline_budget)
+    settings = {"model": backend.model, "api_base": backend.api_base, "density": density, "grid": grid or None,
+                "phases": list(phases)}
     reviewed, skipped, failed = [], [], []
     if not Path(inbox).is_dir():
         Path(inbox).mkdir(parents=True)
@@ -59,7 +58,7 @@ def review_inbox(
         if marker.exists():
             skipped.append(image.name)
             continue
-        with tags(*run_tags(model, api_base or None)):
+        with tags(*backend.tags(model)):
             state = review_image(image_path=str(image.resolve()), out_dir=outbox, return_state=True, **{
                 "model": model, "api_base": api_base or None, "density": density, "grid": grid or None, "phases": list(phases)})
         if state.is_completed():

@@ -1,45 +1,104 @@
-"""What every step of a run needs besides its own inputs: where calls go and where the memo lives."""
+"""What every step of a run needs besides its own inputs: where calls go and where the memo lives.
+
+Plain data: it pickles and works in another process. What is local to a process (the memo's database
+connection, the semaphore of calls in flight, the completion function) is opened where it is used."""
 
 from __future__ import annotations
 
+import importlib
+import shutil
+import tempfile
 import threading
+import uuid
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, PrivateAttr
+from pydantic import BaseModel, Field
 
-from .memo import BlobStore, Memo, RunMemo
-from .schema import Backend
+from .backend import Backend
+from .memo import BlobStore, Memo
+from .schema import Plan
+from .settings import Settings
 
 
 class RunContext(BaseModel):
     backend: Backend
     cache_dir: str
-    use_memo: bool = True
+    use_memo: bool = True  # off: the run keeps its answers and crops in its own scratch folder, removed at the end
     memo_size_mb: int = 2048
-    concurrency: int = 2  # calls in flight at the backend; the task pool is larger, so orchestration overlaps them
-    _run_memo: RunMemo = PrivateAttr(default_factory=RunMemo)
+    concurrency: int = 2  # calls in flight at the backend
+    completion: str | None = None  # "module:factory", see complete
+    run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    @classmethod
+    def from_settings(cls, settings: Settings, model: str, api_base: str | None, use_memo: bool = True) -> RunContext:
+        backend = Backend.create(model, api_base, settings.offline_budget, temperature=settings.temperature,
+                                 max_tokens=settings.max_tokens, num_ctx=settings.num_ctx, timeout_s=settings.timeout_s)
+        return cls(backend=backend, cache_dir=str(settings.cache_dir), use_memo=use_memo,
+                   memo_size_mb=settings.cache_size_mb, concurrency=settings.concurrency, completion=settings.completion)
+
+    @property
+    def store_dir(self) -> Path:
+        """The memo's folder, or with use_memo off this run's scratch folder."""
+        if self.use_memo:
+            return Path(self.cache_dir)
+        return Path(tempfile.gettempdir()) / f"mosaic-run-{self.run_id}"
+
+    @property
+    def memo(self) -> Memo:
+        return open_memo(str(self.store_dir), self.memo_size_mb)
+
+    @property
+    def blobs(self) -> BlobStore:
+        return BlobStore(self.store_dir / "blobs")
 
     @property
     def in_flight(self) -> threading.BoundedSemaphore:
         return in_flight_limit(self.backend.model, self.backend.api_base, self.concurrency)
 
     @property
-    def blobs(self) -> BlobStore:
-        return BlobStore(Path(self.cache_dir) / "blobs")
+    def complete(self) -> Callable:
+        """The completion function (the call seam): `completion` names a factory that, given the Backend, returns
+        it (tests and benchmarks); by default the built-in reader for the offline backend, else LiteLLM."""
+        return completion_for(self.completion or "", self.backend.model_dump_json())
 
-    @property
-    def memo(self) -> Memo | RunMemo:
-        """The shared memo, or with use_memo off only this run's own answers."""
-        return open_memo(self.cache_dir, self.memo_size_mb) if self.use_memo else self._run_memo
+    def prepare(self, image_path: str, density: str, grid: str | None, phases: list[str], settings: Settings) -> Plan:
+        from .images import set_pixel_limit
+        from .pipeline import prepare
+
+        set_pixel_limit(settings.max_image_mp)
+        return prepare(image_path, density, grid, phases, self.backend, self.blobs, settings.orientation_px,
+                       settings.view_px, settings.skip_blank, settings.input_px)
+
+    def discard_scratch(self) -> None:
+        """Remove a use_memo-off run's scratch folder (a no-op otherwise)."""
+        if not self.use_memo:
+            open_memo.cache_clear()
+            shutil.rmtree(self.store_dir, ignore_errors=True)
 
 
 @lru_cache(maxsize=8)
-def open_memo(cache_dir: str, size_mb: int) -> Memo:
-    return Memo(Path(cache_dir), size_mb)
+def open_memo(directory: str, size_mb: int) -> Memo:
+    return Memo(Path(directory), size_mb)
 
 
 @lru_cache(maxsize=32)
 def in_flight_limit(model: str, api_base: str | None, calls: int) -> threading.BoundedSemaphore:
     """One per backend and limit in a process: runs of the same process share it."""
     return threading.BoundedSemaphore(calls)
+
+
+@lru_cache(maxsize=16)
+def completion_for(factory: str, backend_json: str) -> Callable:
+    backend = Backend.model_validate_json(backend_json)
+    if factory:
+        module, _, name = factory.partition(":")
+        return getattr(importlib.import_module(module), name)(backend)
+    if backend.is_offline:
+        from .offline.reader import OfflineReader
+
+        return OfflineReader(backend.offline_budget)
+    from .llm import litellm_completion
+
+    return litellm_completion

@@ -21,7 +21,6 @@ _UNSUPPORTED_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"avif
 class LoadedImage:
     image: Image.Image  # RGB, EXIF orientation applied
     sha256: str  # of the file's bytes
-    format: str
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -95,7 +94,7 @@ def decode_image(data: bytes, name: str = "image") -> LoadedImage:
         raise BadImage(f"{name} is truncated or damaged ({reason})") from None
     if rgb.width < 1 or rgb.height < 1:
         raise BadImage(f"{name} has no pixels")
-    return LoadedImage(image=rgb, sha256=sha256_hex(data), format=fmt, notes=notes)
+    return LoadedImage(image=rgb, sha256=sha256_hex(data), notes=notes)
 
 
 def _header_megapixels(data: bytes) -> float:

@@ -1,4 +1,5 @@
-"""The one place Mosaic calls a model: through LiteLLM, with the disk memo in front.
+"""The one place Mosaic calls a model: through a completion function (LiteLLM by default), with the disk memo in
+front.
 
 A memo hit makes no network call. Errors are classified (worth retrying or not), carry the backend's address,
 never the API key, and are never memoized."""
@@ -6,104 +7,49 @@ never the API key, and are never memoized."""
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
-import socket
 import time
-import urllib.request
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from urllib.parse import urlparse
+from typing import NamedTuple
 
+from .backend import Backend
 from .errors import BackendError
 from .images import image_mime
-from .memo import BlobStore, Memo, RunMemo
-from .schema import Backend, ModelCall, ModelReply
+from .memo import BlobStore, Memo
+from .schema import ModelCall, ModelReply
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no cost-map download at import
 
-OFFLINE_PROVIDER = "mosaic_offline"
-OLLAMA_DEFAULT = "http://localhost:11434"
+
+class Completion(NamedTuple):
+    """What a completion function returns: the answer's text, why it stopped, the tokens it used."""
+
+    content: str
+    finish_reason: str | None = None
+    usage: dict[str, int] = {}
 
 
-def resolve_model(model: str, offline_budget: int = 448) -> str:
-    """'offline' and 'offline:896' name the built-in reader; everything else is a LiteLLM model string."""
-    if model == "offline" or model.startswith("offline:"):
-        budget = model.partition(":")[2] or str(offline_budget)
-        if not budget.isdigit() or not 32 <= int(budget) <= 8192:
-            raise ValueError(f"invalid offline budget in {model!r}: use offline or offline:PIXELS, e.g. offline:896")
-        return f"{OFFLINE_PROVIDER}/ocr-{int(budget)}"
-    return model
+# The call seam (as httpx's transport): complete(call, messages, api_key, timeout_s) -> Completion
+CompleteFn = Callable[[ModelCall, list[dict], "str | None", float], Completion]
 
 
-def is_ollama(model: str) -> bool:
-    return model.startswith(("ollama/", "ollama_chat/"))
+def litellm_completion(call: ModelCall, messages: list[dict], api_key: str | None, timeout_s: float) -> Completion:
+    response = _litellm().completion(
+        model=call.model, messages=messages, api_base=call.api_base, api_key=api_key, timeout=timeout_s,
+        num_retries=0,  # retries belong to the driver (a Prefect task's retries), one layer only
+        **call.options,
+    )
+    choice = response.choices[0]
+    return Completion(choice.message.content or "", getattr(choice, "finish_reason", None), _usage(response))
 
 
-def backend_address(model: str, api_base: str | None) -> str:
-    if api_base:
-        return api_base
-    if is_ollama(model):
-        return OLLAMA_DEFAULT
-    if model.startswith(OFFLINE_PROVIDER + "/"):
-        return "the built-in offline reader"
-    return f"the {model.split('/')[0]} provider's default address"
-
-
-def call_options(backend: Backend) -> dict:
-    options: dict = {"temperature": backend.temperature, "max_tokens": backend.max_tokens}
-    if is_ollama(backend.model) and backend.num_ctx:
-        options["num_ctx"] = backend.num_ctx
-    return options
-
-
-def check_reachable(model: str, api_base: str | None, timeout_s: float = 3.0) -> None:
-    """Fail fast, naming the address, when a local backend's port does not answer."""
-    address = api_base or (OLLAMA_DEFAULT if is_ollama(model) else None)
-    if not address:
-        return
-    url = urlparse(address if "://" in address else f"http://{address}")
-    if not url.hostname:
-        raise BackendError(f"invalid backend address {address!r}: use e.g. http://127.0.0.1:8080/v1", retryable=False)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname, port), timeout=timeout_s):
-            pass
-    except OSError as e:
-        reason = e.strerror or type(e).__name__
-        raise BackendError(f"cannot reach the backend at {address}: {reason.lower()}", retryable=False) from None
-
-
-def ollama_encoder_px(model: str, api_base: str | None, timeout_s: float = 3.0) -> int | None:
-    """The image size an Ollama server says the model's vision encoder takes (/api/show: '<family>.vision.image_size'
-    in model_info, or 'clip.vision.image_size' for a separate projector); None for other backends, or when the
-    server does not say or cannot be asked."""
-    if not is_ollama(model):
-        return None
-    request = urllib.request.Request((api_base or OLLAMA_DEFAULT).rstrip("/") + "/api/show",
-                                     json.dumps({"model": model.split("/", 1)[1]}).encode(),
-                                     {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return vision_image_size(json.loads(response.read()))
-    except (OSError, ValueError):
-        return None
-
-
-def vision_image_size(shown: object) -> int | None:
-    """The encoder size in an Ollama /api/show answer, if it states one."""
-    for section in ("model_info", "projector_info"):
-        info = shown.get(section) if isinstance(shown, dict) else None
-        for key, value in (info.items() if isinstance(info, dict) else ()):
-            if key.endswith("vision.image_size") and isinstance(value, int) and 32 <= value <= 8192:
-                return value
-    return None
-
-
-def call_model(call: ModelCall, blobs: BlobStore, memo: Memo | RunMemo | None, timeout_s: float = 300.0,
-               backend_slot: Callable[[], AbstractContextManager] = nullcontext) -> ModelReply:
-    """backend_slot is held around the network call only (a memo hit needs none), e.g. a concurrency limit."""
+def call_model(call: ModelCall, blobs: BlobStore, memo: Memo | None, timeout_s: float = 300.0,
+               backend_slot: Callable[[], AbstractContextManager] = nullcontext,
+               complete: CompleteFn = litellm_completion) -> ModelReply:
+    """backend_slot is held around the network call only (a memo hit needs none), e.g. a concurrency limit.
+    complete: what answers the call (LiteLLM, the offline reader, a test's fake)."""
     hit = cached_reply(call, memo)
     if hit is not None:
         return hit
@@ -113,16 +59,8 @@ def call_model(call: ModelCall, blobs: BlobStore, memo: Memo | RunMemo | None, t
     try:
         messages = build_messages(call, blobs)  # before taking a slot: encoding a view needs no backend
         with backend_slot():
-            response = _litellm().completion(
-                model=call.model,
-                messages=messages,
-                api_base=call.api_base,
-                api_key=api_key,
-                timeout=timeout_s,
-                num_retries=0,  # retries belong to the Prefect task, one layer only
-                **call.options,
-            )
-        content = response.choices[0].message.content or ""
+            answer = complete(call, messages, api_key, timeout_s)
+        content = answer.content
     except BackendError:
         raise
     except Exception as e:  # LiteLLM wraps every provider's failure differently; classify once, here
@@ -133,24 +71,28 @@ def call_model(call: ModelCall, blobs: BlobStore, memo: Memo | RunMemo | None, t
         raise failure from None
     if not content.strip():
         where = backend_address(call.model, call.api_base)
-        if getattr(response.choices[0], "finish_reason", None) == "length":  # e.g. a thinking model spent them all
+        if answer.finish_reason == "length":  # e.g. a thinking model spent them all
             limit = call.options.get("max_tokens")
             raise BackendError(f"{where} used up the token limit{f' ({limit})' if limit else ''} before answering: "
                                "raise MOSAIC_MAX_TOKENS", retryable=False)
         raise BackendError(f"{where} returned an empty answer", retryable=True)
-    usage = _usage(response)
+    usage = dict(answer.usage)
     if memo is not None:
         memo.put(key, content, usage)
     return ModelReply(content=content, cached=False, elapsed_s=round(time.monotonic() - started, 3), usage=usage)
 
 
-def cached_reply(call: ModelCall, memo: Memo | RunMemo | None) -> ModelReply | None:
+def cached_reply(call: ModelCall, memo: Memo | None) -> ModelReply | None:
     """The memo's answer to exactly this call, or None."""
     hit = memo.get(call.key()) if memo is not None else None
     return ModelReply(content=hit["content"], cached=True, usage=hit.get("usage") or {}) if hit is not None else None
 
 
 MAX_RETRY_AFTER_S = 60.0
+
+
+def backend_address(model: str, api_base: str | None) -> str:
+    return Backend.create(model, api_base).address
 
 
 def retry_after(error: Exception) -> float | None:
@@ -229,16 +171,12 @@ _LITELLM = None
 
 
 def _litellm():
-    """Import LiteLLM once (it is slow to import) and register the offline reader as a custom provider."""
+    """Import LiteLLM once, when a call first reaches a backend through it (it is slow to import)."""
     global _LITELLM
     if _LITELLM is None:
         import litellm
 
-        from .offline.provider import OfflineLLM
-
         litellm.telemetry = False
         litellm.suppress_debug_info = True
-        if not any(p.get("provider") == OFFLINE_PROVIDER for p in litellm.custom_provider_map):
-            litellm.custom_provider_map = [*litellm.custom_provider_map, {"provider": OFFLINE_PROVIDER, "custom_handler": OfflineLLM()}]
         _LITELLM = litellm
     return _LITELLM

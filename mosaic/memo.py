@@ -146,13 +146,27 @@ class BlobStore:
         return sha
 
     def prune(self, max_age_days: float) -> int:
-        """Remove crops not written or read for max_age_days (a rerun after that re-cuts them)."""
+        """Remove crops and kept plans not written or read for max_age_days (a rerun after that re-cuts them)."""
         cutoff, removed = time.time() - max_age_days * 86400, 0
-        for path in self.directory.glob("*/*.img"):
+        for path in self.crops() + list((self.directory / "plans").glob("*.json")):
             if max(path.stat().st_atime, path.stat().st_mtime) < cutoff:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
+
+    def crops(self) -> list[Path]:
+        return list(self.directory.glob("*/*.img"))
+
+    def stats(self) -> dict[str, int]:
+        crops, plans = self.crops(), list((self.directory / "plans").glob("*.json"))
+        return {"crops": len(crops), "crop_bytes": sum(p.stat().st_size for p in crops), "plans": len(plans)}
+
+    def clear(self) -> int:
+        """Remove every crop and kept plan; returns how many files."""
+        files = self.crops() + list((self.directory / "plans").glob("*.json"))
+        for path in files:
+            path.unlink(missing_ok=True)
+        return len(files)
 
     def put_plan(self, key: str, text: str) -> None:
         """A prepared plan by the key of its inputs: a rerun of the same image and settings cuts nothing."""

@@ -9,42 +9,32 @@ from pathlib import Path
 import numpy as np
 
 from . import prompts
-from .images import decode_image, encode_view, read_image_file, sha256_hex, shrink
-from .llm import call_options, ollama_encoder_px
-from .memo import BlobStore
-from .schema import (
-    phases_for,
-    Backend,
-    canonical_sha256,
-    ModelCall,
-    ModelReply,
-    Observation,
-    Plan,
-    Reading,
-    TileReport,
-    View,
-)
+from .backend import Backend
 from .errors import BadOption
+from .images import decode_image, encode_view, read_image_file, sha256_hex, shrink
+from .memo import BlobStore
+from .readings import merge_readings, squash
+from .schema import ModelCall, ModelReply, Observation, Plan, Reading, TileReport, View, canonical_sha256, phases_for
 from .tiles import cell_label, choose_grid, input_px_for, neighbor_pairs, seam_box, tile_boxes
 
 
-def encoder_px(model: str, api_base: str | None, density: str, offline_budget: int | None = None,
-               stated: int | None = None) -> int | None:
+def encoder_px(backend: Backend, density: str, stated: int | None = None) -> int | None:
     """The model's encoder size for choosing the grid (see tiles.input_px_for). The backend is asked only where the
     answer matters (density auto) and the user has not stated it."""
-    reported = ollama_encoder_px(model, api_base) if density == "auto" and not stated else None
-    return input_px_for(model, offline_budget, stated, reported)
+    reported = backend.reported_encoder_px() if density == "auto" and not stated else None
+    return input_px_for(backend.model, backend.offline_budget, stated, reported)
 
 
-def prepare(image_path: str, density: str, grid: str | None, phases: list[str], model: str, blobs: BlobStore,
-            orientation_px: int = 1280, view_px: int = 1280, offline_budget: int = 448, skip_blank: bool = False,
-            input_px: int | None = None, api_base: str | None = None) -> Plan:
+def prepare(image_path: str, density: str, grid: str | None, phases: list[str], backend: Backend, blobs: BlobStore,
+            orientation_px: int = 1280, view_px: int = 1280, skip_blank: bool = False,
+            input_px: int | None = None) -> Plan:
     """Decode the image once, choose the grid, cut every view, store each by its sha256, fix the plan.
 
     skip_blank: views with nothing on them (is_blank) are asked nothing, so they cost no call.
     input_px: the model's encoder size as the user states it (for density auto), else as encoder_px finds it.
     A plan is kept by the sha256 of the file and these settings, so a rerun decodes and cuts nothing."""
-    input_px = encoder_px(model, api_base, density, offline_budget, input_px)
+    input_px = encoder_px(backend, density, input_px)
+    model = backend.model
     data = read_image_file(image_path)
     key = canonical_sha256([PLAN_VERSION, sha256_hex(data),
                             [density, grid, list(phases), model, input_px, orientation_px, view_px, skip_blank]])
@@ -110,22 +100,22 @@ def _view(blobs: BlobStore, image, view_id: str, kind: str, cells: list, box, vi
 
 
 def orientation_call(plan: Plan, backend: Backend) -> ModelCall:
-    return _call(backend, prompts.orientation_prompt(plan.cols, plan.rows), [plan.overview_sha256])
+    return model_call(backend, prompts.orientation_prompt(plan.cols, plan.rows), [plan.overview_sha256])
 
 
 def view_call(plan: Plan, view: View, phase: str, orientation: str, backend: Backend) -> ModelCall:
     common = dict(cols=plan.cols, rows=plan.rows, box=list(view.box))
-    if view.kind == "tile":
-        where = prompts.TILE_WHERE.format(label=view.id, width=plan.width, height=plan.height, **common)
-    else:
+    if view.kind == "seam":
         a, b = view.id.split("|")
         where = prompts.SEAM_WHERE.format(a=a, b=b, **common)
-    return _call(backend, prompts.view_prompt(phase, orientation, where), [view.image_sha256])
+    else:
+        where = prompts.TILE_WHERE.format(label=view.id, width=plan.width, height=plan.height, **common)
+    return model_call(backend, prompts.view_prompt(phase, orientation, where), [view.image_sha256])
 
 
 def tile_synthesis_call(plan: Plan, tile: View, observations: list[Observation], orientation: str, backend: Backend) -> ModelCall:
     data = [_observation_data(o) for o in observations]
-    return _call(backend, prompts.tile_synthesis_prompt(orientation, tile.id, tile.box, data), [])
+    return model_call(backend, prompts.tile_synthesis_prompt(orientation, tile.id, tile.box, data), [])
 
 
 def final_call(plan: Plan, orientation: str, reports: list[TileReport], backend: Backend) -> ModelCall:
@@ -134,18 +124,19 @@ def final_call(plan: Plan, orientation: str, reports: list[TileReport], backend:
          "subjects": r.subjects, "characteristics": r.characteristics}
         for r in reports
     ]
-    return _call(backend, prompts.final_prompt(orientation, plan.cols, plan.rows, data), [plan.overview_sha256])
+    return model_call(backend, prompts.final_prompt(orientation, plan.cols, plan.rows, data), [plan.overview_sha256])
 
 
-def _call(backend: Backend, prompt: str, images: list[str]) -> ModelCall:
+def model_call(backend: Backend, prompt: str, images: list[str]) -> ModelCall:
+    """The call as the memo keys it: everything that decides the answer."""
     return ModelCall(model=backend.model, api_base=backend.api_base, system=prompts.SYSTEM, prompt=prompt,
-                     images=images, options=call_options(backend))
+                     images=images, options=backend.call_options())
 
 
 def _observation_data(o: Observation) -> dict:
     data: dict = {"view": o.view, "phase": o.phase}
     if o.readings:
-        data["readings"] = [r.model_dump(exclude_none=True, exclude={"where"}) for r in o.readings]
+        data["readings"] = [r.model_dump(exclude_none=True, exclude={"views"}) for r in o.readings]
     if o.items:
         data["items"] = o.items
     if o.notes:
@@ -185,15 +176,15 @@ def parse_observation(view: View, phase: str, reply: ModelReply) -> Observation:
     )
 
 
-def _readings(value, where: str) -> list[Reading]:
+def _readings(value, view_id: str) -> list[Reading]:
     readings: list[Reading] = []
     for item in value if isinstance(value, list) else []:
         if isinstance(item, str) and item.strip():
-            readings.append(Reading(text=item.strip(), where=where))
+            readings.append(Reading(text=item.strip(), views=[view_id]))
         elif isinstance(item, dict) and _text(item.get("text")):
             readings.append(Reading(
                 text=_text(item.get("text")), romanized=_text(item.get("romanized")) or None,
-                translation=_text(item.get("translation")) or None, unclear=bool(item.get("unclear", False)), where=where,
+                translation=_text(item.get("translation")) or None, unclear=bool(item.get("unclear", False)), views=[view_id],
             ))
     return readings
 
@@ -208,27 +199,6 @@ def _text(value) -> str:
     if value is None:
         return ""
     return value.strip() if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-
-
-def squash(text: str) -> str:
-    return re.sub(r"\s+", "", text).casefold()
-
-
-def merge_readings(readings: list[Reading]) -> list[Reading]:
-    """One reading per distinct text; a reading contained in a longer one (a sign cut by a tile line) is dropped."""
-    unique: dict[str, Reading] = {}
-    for r in readings:
-        key = squash(r.text)
-        if not key:
-            continue
-        if key in unique:
-            kept = unique[key]
-            kept.where = ", ".join(dict.fromkeys(filter(None, [*(kept.where or "").split(", "), r.where])))
-            kept.unclear = kept.unclear and r.unclear
-        else:
-            unique[key] = r.model_copy()
-    keys = list(unique)
-    return [unique[k] for k in keys if not any(k != other and k in other for other in keys)]
 
 
 def make_tile_report(tile: View, observations: list[Observation], reply: ModelReply | None) -> TileReport:
@@ -256,7 +226,7 @@ def complete_review(review: str, reports: list[TileReport]) -> tuple[str, list[R
     present = squash(review)
     missing = [r for r in readings if squash(r.text) not in present]
     if missing:
-        lines = [f"- \"{r.text}\" ({r.where}){' (unclear)' if r.unclear else ''}" for r in missing]
+        lines = [f"- \"{r.text}\" ({', '.join(r.views)}){' (unclear)' if r.unclear else ''}" for r in missing]
         review = review.rstrip() + "\n\nAlso read in the tiles:\n" + "\n".join(lines)
     return review, readings
 

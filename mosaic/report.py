@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -24,20 +23,27 @@ def write_report(report: FinalReport, plan: Plan, blobs: BlobStore, folder: Path
     return folder
 
 
-def render_markdown(report: FinalReport) -> str:
+def render_markdown(report: FinalReport, overview: str = "overview.jpg", message: str = "") -> str:
+    """report.md, and the review artifact in Prefect's UI (there the overview is inline, as a data URL, and message
+    says how to retry)."""
+    calls = report.calls
     lines = [
         f"# Mosaic review: {Path(report.image).name}",
         "",
         f"- Model: `{report.model}`" + (f" at {report.api_base}" if report.api_base else ""),
         f"- Grid: {report.grid} ({report.density}), phases: {', '.join(report.phases)}",
-        f"- Calls: {report.calls.total} answered ({report.calls.made} made, {report.calls.cached} from the memo, "
-        f"{report.calls.failed} failed) of {report.calls.planned} planned; {report.elapsed_s:.1f} s",
+        f"- Calls: {calls.total} answered ({calls.made} made, {calls.cached} from the memo, "
+        f"{calls.failed} failed) of {calls.planned} planned; {report.elapsed_s:.1f} s",
     ]
-    if report.failed_tiles:
-        lines.append(f"- **Incomplete**: tiles {', '.join(report.failed_tiles)} failed; run the same command again to finish.")
+    if report.report_dir:
+        lines.append(f"- Report folder: `{Path(report.report_dir).resolve()}` (report.md, report.json, overview.jpg)")
+    if not report.complete:
+        failed = f"tiles {', '.join(report.failed_tiles)}" if report.failed_tiles else "the final review"
+        lines.append(f"- **Incomplete**: {failed} failed after retries; {message or 'run the same command again to finish.'}")
     lines += [f"- Note: {n}" for n in report.notes]
-    lines += ["", "![grid](overview.jpg)", "", "## Review", "", report.review or "_(not written: the run is incomplete)_",
-              "", "## Orientation", "", report.orientation, "", "## Tiles", ""]
+    lines += ["", f"![the photo with the grid: tile r1c1 is top left]({overview})", "", "## Review", "",
+              report.review or "_(not written: the run is incomplete)_", "", "## Orientation", "", report.orientation,
+              "", "## Tiles", ""]
     for tile in report.tiles:
         lines.append(f"### {tile.tile} — pixels {list(tile.box)}")
         lines.append("")
@@ -45,7 +51,7 @@ def render_markdown(report: FinalReport) -> str:
         if tile.readings:
             lines.append("")
             lines += [f"- \"{r.text}\"" + (f" ({r.romanized})" if r.romanized else "") + (f" — {r.translation}" if r.translation else "")
-                      + (" (unclear)" if r.unclear else "") + f" [{r.where}]" for r in tile.readings]
+                      + (" (unclear)" if r.unclear else "") + f" [{', '.join(r.views)}]" for r in tile.readings]
         lines.append("")
     return "\n".join(lines)
 
@@ -74,6 +80,3 @@ def overview_jpeg(plan: Plan, blobs: BlobStore) -> bytes:
     base.save(buf, format="JPEG", quality=90, subsampling=0)
     return buf.getvalue()
 
-
-def load_report(path: Path) -> FinalReport:
-    return FinalReport.model_validate(json.loads(Path(path).read_text()))

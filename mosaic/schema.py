@@ -8,7 +8,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from .backend import Backend
 from .tiles import Box, Cell
+
+__all__ = ["Backend"]  # re-exported: where calls go is part of the data a run passes around
 
 Phase = Literal["text", "subjects", "characteristics", "inspect"]
 PHASES: tuple[str, ...] = ("text", "subjects", "characteristics", "inspect")
@@ -19,17 +22,6 @@ SEAM_PHASES: tuple[str, ...] = ("text", "subjects", "inspect")
 
 def canonical_sha256(data: object) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
-
-
-class Backend(BaseModel):
-    """Where calls go. Holds no secret: the API key is read from the environment at call time."""
-
-    model: str
-    api_base: str | None = None
-    temperature: float = 0.0
-    max_tokens: int = 1024
-    num_ctx: int | None = None
-    timeout_s: float = 300.0
 
 
 class ModelCall(BaseModel):
@@ -57,7 +49,7 @@ class View(BaseModel):
     """One crop the model looks at: a tile, or a window centred on the seam between two tiles."""
 
     id: str  # "r1c2" for a tile, "r1c2|r1c3" for a seam
-    kind: Literal["tile", "seam"]
+    kind: Literal["tile", "seam", "detail"]  # detail: a closer crop added after answers came in
     cells: list[Cell]
     box: Box
     image_sha256: str
@@ -100,22 +92,27 @@ class Plan(BaseModel):
 
     @property
     def total_calls(self) -> int:
-        """Orientation + every view's phases + the tile syntheses that need a call + the final review."""
-        return 1 + sum(len(v.phases) for v in self.views) + sum(self.needs_synthesis(t) for t in self.tiles) + 1
+        return calls_for([len(v.phases) for v in self.views], sum(self.needs_synthesis(t) for t in self.tiles))
 
 
 def phases_for(kind: str, phases: list[str] | tuple[str, ...]) -> list[str]:
-    asked = {"tile": phases, "seam": SEAM_PHASES}[kind]
+    asked = {"tile": phases, "seam": SEAM_PHASES, "detail": phases}[kind]
     return [p for p in phases if p in asked]
 
 
+def calls_for(phases_per_view: list[int], syntheses: int) -> int:
+    """The one call count: orientation + every view's phases + the tile syntheses that need a call + the final
+    review."""
+    return 1 + sum(phases_per_view) + syntheses + 1
+
+
 def count_calls(cols: int, rows: int, phases: list[str] | tuple[str, ...]) -> int:
-    """Orientation + every phase on every tile + seam phases on every shared edge + a synthesis per tile when there
-    are several phases to merge + the final review."""
+    """The calls of a grid before any view is cut: every phase on every tile, seam phases on every shared edge, a
+    synthesis per tile when there are several phases to merge (skipped blank views make a plan's count lower)."""
     tiles = cols * rows
     seams = rows * (cols - 1) + cols * (rows - 1)
-    syntheses = tiles if len(phases) > 1 else 0
-    return 1 + tiles * len(phases) + seams * len(phases_for("seam", phases)) + syntheses + 1
+    per_view = [len(phases)] * tiles + [len(phases_for("seam", phases))] * seams
+    return calls_for(per_view, tiles if len(phases) > 1 else 0)
 
 
 class Reading(BaseModel):
@@ -123,7 +120,7 @@ class Reading(BaseModel):
     romanized: str | None = None
     translation: str | None = None
     unclear: bool = False
-    where: str | None = None  # the view(s) it was read in
+    views: list[str] = Field(default_factory=list)  # the views it was read in, e.g. ["r1c2", "r1c2|r1c3"]
 
 
 class Observation(BaseModel):

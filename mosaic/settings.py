@@ -28,9 +28,8 @@ class Settings(BaseSettings):
         "'offline' (or 'offline:896') is the built-in OCR reader.",
     )
     api_base: str | None = Field(None, description="Backend address, e.g. http://127.0.0.1:8080/v1 for a llama.cpp server.")
-    api_key: str | None = Field(None, description="API key for the backend, if it needs one. Never stored or logged.")
     cache_dir: Path = Field(default_factory=default_cache_dir, description="Where the call memo lives.")
-    cache_size_mb: int = Field(2048, description="Size limit of the call memo; the least recently used entries go first.")
+    cache_size_mb: int = Field(2048, description="Size limit of the call memo in MiB; the least recently used entries go first.")
     out_dir: Path = Field(Path("mosaic-reports"), description="Folder under which each run writes its report folder.")
     concurrency: int = Field(2, ge=1, le=64, description="Model calls in flight at once (one local server: 1–4).")
     backend_slots: int = Field(
@@ -49,6 +48,12 @@ class Settings(BaseSettings):
     skip_blank: bool = Field(False, description="Ask nothing of tiles and seam crops with no visible edge (clear sky, bare "
                              "walls): fewer calls, no detail lost on such views.")
     offline_budget: int = Field(448, ge=32, description="Long side the offline reader shrinks every image to (its 'encoder').")
+    max_image_mp: float | None = Field(
+        None, gt=0, description="Largest image accepted, in megapixels (default: Pillow's limit, ~179 MP); every run "
+        "reads it, also deployments and `mosaic serve`.")
+    completion: str | None = Field(
+        None, description="module:factory of the completion function (the call seam): given the Backend, it returns "
+        "what answers a call instead of LiteLLM or the offline reader. For tests and benchmarks.")
     input_px: int | None = Field(
         None, ge=32, le=8192, description="Long side the model's image encoder works at, for --density auto when Mosaic "
         "cannot size the model (e.g. 896 for a Gemma 3 fine-tune); it overrides an Ollama server's report and the table.")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import re
 
+from .backend import budget_in_name
+
 Box = tuple[int, int, int, int]
 Cell = tuple[int, int]  # (col, row), 0-based
 
@@ -106,12 +108,6 @@ def neighbor_pairs(cols: int, rows: int) -> list[tuple[Cell, Cell]]:
     return pairs
 
 
-def neighbors(cell: Cell, cols: int, rows: int) -> list[Cell]:
-    c, r = cell
-    around = [(c - 1, r), (c + 1, r), (c, r - 1), (c, r + 1)]
-    return [(x, y) for x, y in around if 0 <= x < cols and 0 <= y < rows]
-
-
 # How far past its tiles' top and bottom a seam crop on a vertical tile line reaches, in tile heights.
 CORNER_REACH = 1 / 6
 
@@ -158,16 +154,16 @@ KNOWN_INPUT_PX = {
 
 def input_px_for(model: str, offline_budget: int | None = None, stated: int | None = None,
                  reported: int | None = None) -> int | None:
-    """The model's encoder size: as stated by the user, else as the offline reader names it, else as the backend
+    """The model's encoder size: as stated by the user, else the in-process offline reader's budget
+    (offline_budget, None for other backends), else as a served offline reader names it, else as the backend
     reported it, else from the table."""
     if stated:
         return stated
-    name = model.lower()
-    m = re.search(r"(?:^|/)ocr-(\d+)$", name)  # the offline reader names its budget, also when served over HTTP
-    if m:
-        return int(m.group(1))
-    if name.startswith("mosaic_offline/"):
+    if offline_budget:
         return offline_budget
+    name = model.lower()
+    if budget_in_name(name):
+        return budget_in_name(name)
     if reported:
         return reported
     family = name.split("/")[-1]

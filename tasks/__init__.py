@@ -1,5 +1,5 @@
 """Prefect tasks: thin typed wrappers of mosaic's plain functions, with retries declared on the decorator."""
 
-from .review import inspect_view, orient, prepare_image, save_report, synthesis_not_attempted, synthesize_tile, write_review
+from .review import ASK, ask_model, prepare_image, save_report, synthesis_not_attempted
 
-__all__ = ["inspect_view", "orient", "prepare_image", "save_report", "synthesis_not_attempted", "synthesize_tile", "write_review"]
+__all__ = ["ASK", "ask_model", "prepare_image", "save_report", "synthesis_not_attempted"]

@@ -61,7 +61,7 @@ def vlm_server():
 
 def run_cli(*argv: str) -> tuple[int, str]:
     """Run `mosaic` in this process (the Prefect ephemeral server is started once per session)."""
-    from mosaic.cli import main
+    from mosaic_cli.main import main
 
     out = io.StringIO()
     saved = sys.stdout

@@ -7,6 +7,7 @@ import pytest
 from bench import baselines, score
 from bench.report import blog_comparison, targets
 from bench.scenes import Sign, make_scene
+from mosaic.backend import Backend
 
 
 def sign(text, box=(10, 10, 50, 20), script="latin", straddles=(), dim=False):
@@ -135,7 +136,7 @@ def test_auto_density_knows_the_offline_readers_input_size_also_over_http():
 
     assert input_px_for("openai/ocr-896") == 896
     assert input_px_for("mosaic_offline/ocr-448") == 448
-    assert input_px_for("openai/ocr-whatever", 448) is None
+    assert input_px_for("openai/ocr-whatever") is None
     # size unknown, encoder known: the coarsest grid whose tiles the encoder sees at no less than 1/1.5 scale,
     # and never finer than dense
     assert auto_density(4000, 3000, "mosaic_offline/ocr-896", 896) == "light"
@@ -160,8 +161,8 @@ def test_blank_views_are_asked_nothing_when_skipping_is_on(tmp_path):
     img.save(tmp_path / "p.png")
     assert is_blank(img.crop((600, 400, 1200, 800))) and not is_blank(img.crop((0, 0, 600, 400)))
     phases = ["text", "subjects", "characteristics"]
-    plain = prepare(str(tmp_path / "p.png"), "quick", "2x2", phases, "openai/x", BlobStore(tmp_path / "b"))
-    skipping = prepare(str(tmp_path / "p.png"), "quick", "2x2", phases, "openai/x", BlobStore(tmp_path / "b"), skip_blank=True)
+    plain = prepare(str(tmp_path / "p.png"), "quick", "2x2", phases, Backend(model="openai/x"), BlobStore(tmp_path / "b"))
+    skipping = prepare(str(tmp_path / "p.png"), "quick", "2x2", phases, Backend(model="openai/x"), BlobStore(tmp_path / "b"), skip_blank=True)
     assert plain.total_calls == 1 + 12 + 4 * 2 + 4 + 1 == 26
     asked = {v.id for v in skipping.views if v.phases}
     assert asked == {"r1c1"}  # the text is far from every seam window (centred on x=600 or y=400)

@@ -11,7 +11,7 @@ from conftest import make_photo
 
 
 def mosaic(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mosaic.cli", *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-m", "mosaic_cli", *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})})
 
 
@@ -84,7 +84,7 @@ def test_a_temporary_server_that_does_not_start_in_time_is_one_line(images):
 
 
 def test_the_temporary_server_is_waited_for_long_enough():
-    from mosaic.cli import TEMPORARY_SERVER_WAIT_S, _quiet_prefect
+    from mosaic_cli.common import TEMPORARY_SERVER_WAIT_S, quiet_prefect as _quiet_prefect
 
     saved = os.environ.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", None)
     try:

@@ -4,6 +4,7 @@ import zlib
 
 import pytest
 
+from mosaic.backend import Backend
 from mosaic.errors import BackendError
 from mosaic.llm import call_model
 from mosaic.memo import BlobStore, Memo
@@ -107,18 +108,18 @@ def test_a_prepared_plan_is_kept_by_content_so_a_rerun_decodes_and_cuts_nothing(
 
     Image.new("RGB", (900, 600), (40, 90, 140)).save(tmp_path / "a.png")
     blobs = BlobStore(tmp_path / "blobs")
-    first = pipeline.prepare(str(tmp_path / "a.png"), "light", "3x2", ["text"], "openai/x", blobs)
+    first = pipeline.prepare(str(tmp_path / "a.png"), "light", "3x2", ["text"], Backend(model="openai/x"), blobs)
     (tmp_path / "a.png").rename(tmp_path / "moved.png")
     decoded = []
     real_decode = pipeline.decode_image
     monkeypatch.setattr(pipeline, "decode_image", lambda data, name: decoded.append(name) or real_decode(data, name))
 
-    again = pipeline.prepare(str(tmp_path / "moved.png"), "light", "3x2", ["text"], "openai/x", blobs)
+    again = pipeline.prepare(str(tmp_path / "moved.png"), "light", "3x2", ["text"], Backend(model="openai/x"), blobs)
     assert decoded == [] and again.image_path == str(tmp_path / "moved.png")
     assert again.model_dump(exclude={"image_path"}) == first.model_dump(exclude={"image_path"})
 
-    pipeline.prepare(str(tmp_path / "moved.png"), "light", "2x2", ["text"], "openai/x", blobs)  # other settings
+    pipeline.prepare(str(tmp_path / "moved.png"), "light", "2x2", ["text"], Backend(model="openai/x"), blobs)  # other settings
     assert len(decoded) == 1
     blobs.path(first.views[3].image_sha256).unlink()  # a crop pruned from the store: cut again
-    assert pipeline.prepare(str(tmp_path / "moved.png"), "light", "3x2", ["text"], "openai/x", blobs) == again
+    assert pipeline.prepare(str(tmp_path / "moved.png"), "light", "3x2", ["text"], Backend(model="openai/x"), blobs) == again
     assert len(decoded) == 2 and blobs.has(first.views[3].image_sha256)

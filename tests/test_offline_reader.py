@@ -4,7 +4,7 @@ import json
 
 from PIL import Image, ImageDraw, ImageFont
 
-from mosaic.offline.reader import answer, characteristics, read_text
+from mosaic.offline.reader import OfflineReader, characteristics, read_text
 from mosaic.tiles import seam_box, tile_boxes
 
 from conftest import run_cli
@@ -44,7 +44,7 @@ def test_full_run_on_the_offline_backend_keeps_the_seam_reading(tmp_path):
     report = json.loads(out)
     assert report["model"] == "mosaic_offline/ocr-448"
     assert WORD in squash(report["review"])
-    assert any(r["text"] == WORD and "|" in r["where"] for r in report["readings"])
+    assert any(r["text"] == WORD and any("|" in v for v in r["views"]) for r in report["readings"])
 
 
 def test_answers_in_the_shapes_asked(tmp_path):
@@ -58,7 +58,7 @@ def test_answers_in_the_shapes_asked(tmp_path):
     def ask(task, budget=448):
         msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": [
             {"type": "text", "text": f"Mosaic task: {task}\nquestion"}, {"type": "image_url", "image_url": {"url": url}}]}]
-        return answer(msgs, f"mosaic_offline/ocr-{budget}")
+        return OfflineReader(budget).answer(msgs)
 
     assert WORD in squash(json.loads(ask("text"))["readings"][0]["text"])
     assert json.loads(ask("text", budget=48))["readings"] == []  # a harsher encoder reads nothing here

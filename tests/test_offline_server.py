@@ -323,7 +323,10 @@ def test_main_serves_the_reader_and_stops_cleanly_on_ctrl_c() -> None:
     script = (
         "import sys, types\n"
         "fake = types.ModuleType('mosaic.offline.reader')\n"
-        "fake.answer = lambda messages, model: 'read with ' + model\n"
+        "class OfflineReader:\n"
+        "    def __init__(self, budget): self.budget = budget\n"
+        "    def answer(self, messages): return f'read with ocr-{self.budget}'\n"
+        "fake.OfflineReader = OfflineReader\n"
         "sys.modules['mosaic.offline.reader'] = fake\n"
         "from mosaic.offline.server import main\n"
         "main(sys.argv[1:])\n"

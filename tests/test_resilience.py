@@ -21,7 +21,7 @@ PLANNED_3x2 = count_calls(3, 2, ["text", "subjects", "characteristics"])
 
 
 def start_cli(*args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "mosaic.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "mosaic_cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, **(env or {})}, start_new_session=True)
 
 
@@ -182,3 +182,20 @@ def test_cache_command(tmp_path, photo):
     assert code == 0 and "0 damaged" in out
     code, out = run_cli("cache", "clear")
     assert code == 0 and "cleared 1" in out
+
+
+def test_cache_stats_counts_the_crops_a_run_stored_and_clear_removes_them(tmp_path, photo, vlm_server):
+    code, _ = run_cli("run", str(photo), "--grid", "2x2", "--phases", "text", "--model", "openai/fake-vl",
+                      "--api-base", vlm_server.openai_base, "--no-cache")
+    assert code == 0
+    code, out = run_cli("cache", "stats")
+    assert code == 0 and "0 calls" in out and " 0 crops" in out  # --no-cache keeps nothing: no answers, no crops
+    code, _ = run_cli("run", str(photo), "--grid", "2x2", "--phases", "text", "--model", "openai/fake-vl",
+                      "--api-base", vlm_server.openai_base)
+    assert code == 0
+    code, out = run_cli("cache", "stats")
+    crops = len(list((Path(os.environ["MOSAIC_CACHE_DIR"]) / "blobs").glob("*/*.img")))
+    assert code == 0 and crops == 1 + 4 + 4 and f"{crops} crops" in out and "1 plans" in out and "of 2048 MiB" in out
+    code, out = run_cli("cache", "clear")
+    assert code == 0 and f"and {crops + 1} crops and plans" in out
+    assert not list((Path(os.environ["MOSAIC_CACHE_DIR"]) / "blobs").glob("*/*.img"))

@@ -1,9 +1,10 @@
 import pytest
 
+from mosaic.backend import Backend
 from mosaic.schema import count_calls
 from mosaic.tiles import (
     auto_density, cell_label, check_grid_fits, choose_grid, grid_for_density, model_billions, neighbor_pairs,
-    neighbors, parse_grid, seam_box, tile_boxes,
+    parse_grid, seam_box, tile_boxes,
 )
 
 
@@ -43,7 +44,7 @@ def test_neighbor_pairs_each_shared_edge_once():
 
 @pytest.mark.parametrize("cell,count", [((0, 0), 2), ((1, 0), 3), ((1, 1), 4), ((2, 2), 2)])
 def test_corner_edge_and_centre_neighbours(cell, count):
-    assert len(neighbors(cell, 3, 3)) == count
+    assert sum(cell in pair for pair in neighbor_pairs(3, 3)) == count
 
 
 def test_seam_window_is_tile_sized_and_centred_on_the_shared_edge():
@@ -124,7 +125,10 @@ def test_a_stated_encoder_size_wins_over_the_table_and_the_offline_budget():
 
 
 def test_the_encoder_size_is_read_from_an_ollama_show_answer():
-    from mosaic.llm import ollama_encoder_px, vision_image_size
+    from mosaic.backend import Backend, vision_image_size
+
+    def ollama_encoder_px(model, api_base, timeout_s=3.0):
+        return Backend.create(model, api_base).reported_encoder_px(timeout_s)
 
     # the shapes Ollama answers /api/show with: built-in vision (model_info) or a separate CLIP projector
     assert vision_image_size({"model_info": {"gemma3.vision.image_size": 896, "gemma3.vision.patch_size": 14}}) == 896
@@ -160,7 +164,7 @@ def test_views_are_asked_tile_by_tile_with_each_crop_right_after_its_last_tile(t
     from mosaic.pipeline import prepare
 
     Image.new("RGB", (900, 600), (40, 90, 140)).save(tmp_path / "p.png")
-    plan = prepare(str(tmp_path / "p.png"), "light", "3x2", ["text"], "openai/x", BlobStore(tmp_path / "b"))
+    plan = prepare(str(tmp_path / "p.png"), "light", "3x2", ["text"], Backend(model="openai/x"), BlobStore(tmp_path / "b"))
     assert [v.id for v in plan.views_in_call_order()] == [
         "r1c1", "r1c2", "r1c1|r1c2", "r1c3", "r1c2|r1c3",
         "r2c1", "r1c1|r2c1", "r2c2", "r1c2|r2c2", "r2c1|r2c2",

@@ -19,54 +19,81 @@ import numpy as np
 from PIL import Image
 
 from ..images import shrink
-from ..pipeline import squash
+from ..llm import Completion
 from ..prompts import task_of
+from ..readings import merge_readings
+from ..schema import Reading
 
 DEFAULT_BUDGET = 448
 UNCLEAR_BELOW = 0.80  # OCR confidence under which a reading is marked unclear
 
 _engine = None
 _engine_lock = threading.Lock()
-_ocr_memo: OrderedDict[tuple[str, int], list[tuple[str, float, tuple[float, float, float, float]]]] = OrderedDict()
+TextLine = tuple[str, float, tuple[float, float, float, float]]
 
 
-def budget_of(model: str) -> int:
-    m = re.search(r"ocr-(\d+)$", model)
-    return int(m.group(1)) if m else DEFAULT_BUDGET
+class OfflineReader:
+    """The reader at one budget, as a completion function (Mosaic's call seam), with its own OCR cache: a new
+    reader reads everything afresh."""
+
+    def __init__(self, budget: int = DEFAULT_BUDGET):
+        self.budget = budget
+        self._ocr: OrderedDict[str, list[TextLine]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __reduce__(self):  # pickles as its budget; the cache stays in its process
+        return type(self), (self.budget,)
+
+    def __call__(self, call, messages: list[dict], api_key: str | None = None, timeout_s: float = 0.0) -> Completion:
+        return Completion(self.answer(messages), "stop", {})
+
+    def answer(self, messages: list[dict]) -> str:
+        prompt, images = _split(messages)
+        budget = self.budget
+        task = task_of(prompt)
+        if task in ("tile-synthesis", "final-review"):
+            return collate_tile(prompt) if task == "tile-synthesis" else final_review(prompt, images)
+        if not images:
+            return "The offline reader only reads images; this request has none."
+        image = images[0]
+        if task == "orientation":
+            return self.orientation(image, prompt)
+        readings = [_reading(t, conf) for t, conf, _ in self.read_text(image)]
+        if task == "text":
+            return _json({"readings": readings, "notes": f"offline OCR at {budget} px"})
+        if task == "subjects":
+            return _json(self.subjects(image))
+        if task == "characteristics":
+            return _json({"notes": characteristics(image)})
+        if task == "inspect":
+            found = self.subjects(image)
+            return _json({"readings": readings, "items": found["items"], "notes": characteristics(image)})
+        lines = [f"- {r['text']}" for r in readings] or ["(no text read)"]
+        return "Text read by the offline OCR reader:\n" + "\n".join(lines)
+
+    def read_text(self, image: Image.Image) -> list[TextLine]:
+        """(text, confidence, box as fractions of the image) for each text line OCR finds at the budget size."""
+        key = hashlib.sha256(image.tobytes()).hexdigest()
+        with self._lock:
+            if key in self._ocr:
+                self._ocr.move_to_end(key)
+                return self._ocr[key]
+        found = read_text(image, self.budget)
+        with self._lock:
+            self._ocr[key] = found
+            while len(self._ocr) > 256:
+                self._ocr.popitem(last=False)
+        return found
+
+    def orientation(self, image: Image.Image, prompt: str) -> str:
+        return orientation(image, self.budget, prompt, self.read_text(image))
+
+    def subjects(self, image: Image.Image) -> dict:
+        return subjects(self.read_text(image))
 
 
-def answer(messages: list[dict], model: str) -> str:
-    prompt, images = _split(messages)
-    budget = budget_of(model)
-    task = task_of(prompt)
-    if task in ("tile-synthesis", "final-review"):
-        return collate_tile(prompt) if task == "tile-synthesis" else final_review(prompt, images, budget)
-    if not images:
-        return "The offline reader only reads images; this request has none."
-    image = images[0]
-    if task == "orientation":
-        return orientation(image, budget, prompt)
-    readings = [_reading(t, conf) for t, conf, _ in read_text(image, budget)]
-    if task == "text":
-        return _json({"readings": readings, "notes": f"offline OCR at {budget} px"})
-    if task == "subjects":
-        return _json(subjects(image, budget))
-    if task == "characteristics":
-        return _json({"notes": characteristics(image)})
-    if task == "inspect":
-        found = subjects(image, budget)
-        return _json({"readings": readings, "items": found["items"], "notes": characteristics(image)})
-    lines = [f"- {r['text']}" for r in readings] or ["(no text read)"]
-    return "Text read by the offline OCR reader:\n" + "\n".join(lines)
-
-
-def read_text(image: Image.Image, budget: int) -> list[tuple[str, float, tuple[float, float, float, float]]]:
+def read_text(image: Image.Image, budget: int) -> list[TextLine]:
     """(text, confidence, box as fractions of the image) for each text line OCR finds at the budget size."""
-    key = (hashlib.sha256(image.tobytes()).hexdigest(), budget)
-    with _engine_lock:
-        if key in _ocr_memo:
-            _ocr_memo.move_to_end(key)
-            return _ocr_memo[key]
     small = shrink(image, budget)
     with _engine_lock:
         result, _ = _ocr()(np.asarray(small))
@@ -76,17 +103,12 @@ def read_text(image: Image.Image, budget: int) -> list[tuple[str, float, tuple[f
         box = (min(xs) / small.width, min(ys) / small.height, max(xs) / small.width, max(ys) / small.height)
         if text.strip():
             found.append((text.strip(), float(conf), box))
-    with _engine_lock:
-        _ocr_memo[key] = found
-        while len(_ocr_memo) > 256:
-            _ocr_memo.popitem(last=False)
     return found
 
 
-def orientation(image: Image.Image, budget: int, prompt: str) -> str:
+def orientation(image: Image.Image, budget: int, prompt: str, texts: list[TextLine]) -> str:
     m = re.search(r"(\d+)×(\d+) grid", prompt)
     cols, rows = (int(m.group(1)), int(m.group(2))) if m else (1, 1)
-    texts = read_text(image, budget)
     where = [f"'{t}' near r{min(rows, int((b[1] + b[3]) / 2 * rows)) + 1}c{min(cols, int((b[0] + b[2]) / 2 * cols)) + 1}" for t, _, b in texts]
     read = f"At {budget} px it reads {len(texts)} text line(s): {', '.join(where)}." if texts else f"At {budget} px no text is legible."
     return (
@@ -95,8 +117,7 @@ def orientation(image: Image.Image, budget: int, prompt: str) -> str:
     )
 
 
-def subjects(image: Image.Image, budget: int) -> dict:
-    texts = read_text(image, budget)
+def subjects(texts: list[TextLine]) -> dict:
     items = [f"a sign or label with text ({_place(b)})" for _, _, b in texts]
     return {"items": items, "notes": "The offline reader does not recognise objects; it lists only where it found text."}
 
@@ -127,22 +148,16 @@ def collate_tile(prompt: str) -> str:
     return _json({"summary": summary, "characteristics": notes[0] if notes else ""})
 
 
-def final_review(prompt: str, images: list[Image.Image], budget: int) -> str:
+def final_review(prompt: str, images: list[Image.Image]) -> str:
     """Every distinct text the tiles reported, once, with the tiles it was read in; fragments of a longer
-    reading (a sign cut by a tile line) are folded into it."""
-    tiles_of: dict[str, list[str]] = {}
-    shown: dict[str, str] = {}
-    for report in _data_block(prompt, "TILE REPORTS"):
-        for reading in report.get("readings", []):
-            text = str(reading.get("text", ""))
-            key = squash(text)
-            if key:
-                shown.setdefault(key, text + (" (unclear)" if reading.get("unclear") else ""))
-                tiles_of.setdefault(key, []).append(str(report.get("tile")))
-    keys = [k for k in shown if not any(k != other and k in other for other in shown)]
+    reading (a sign cut by a tile line) are folded into it (the merge every report uses)."""
+    readings = [Reading(text=str(r.get("text", "")), unclear=bool(r.get("unclear")), views=[str(report.get("tile"))])
+                for report in _data_block(prompt, "TILE REPORTS") for r in report.get("readings", [])]
+    merged = merge_readings(readings)
     lines = ["Offline review by Mosaic's built-in reader (OCR and image measurements; it does not recognise objects).",
-             "", f"Text read ({len(keys)} distinct):"]
-    lines += [f'- "{shown[k]}" in {", ".join(dict.fromkeys(tiles_of[k]))}' for k in keys] or ["- none legible"]
+             "", f"Text read ({len(merged)} distinct):"]
+    lines += [f'- "{r.text}{" (unclear)" if r.unclear else ""}" in {", ".join(r.views)}' for r in merged] or [
+        "- none legible"]
     if images:
         lines += ["", "Whole image: " + characteristics(images[0])]
     return "\n".join(lines)

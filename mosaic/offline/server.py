@@ -428,16 +428,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--slots", type=int, default=None, help="answers computed at once (default: unlimited)")
     args = parser.parse_args(argv)
 
-    from mosaic.offline.reader import answer
+    from mosaic.backend import budget_in_name
+    from mosaic.offline.reader import OfflineReader
+
+    readers: dict[int, OfflineReader] = {}
 
     def budget(model: str) -> int:
-        # The reader takes its budget from a name ending in "ocr-<px>"; Mosaic's own spelling
-        # "offline:<px>" is understood too, and any other name gets --budget.
-        px = re.search(r"(?:ocr-|offline:)(\d+)$", model)
-        return int(px.group(1)) if px else args.budget
+        # a name ending in "ocr-<px>" or Mosaic's own "offline:<px>" states its budget; any other gets --budget
+        return budget_in_name(model) or args.budget
 
     def reader(messages: list[dict], model: str) -> str:
-        return answer(messages, f"ocr-{budget(model)}")
+        px = budget(model)
+        return readers.setdefault(px, OfflineReader(px)).answer(messages)
 
     server = ModelServer(reader, latency=args.latency, slots=args.slots, host=args.host, port=args.port,
                          listed=[f"ocr-{args.budget}"], encoder_px=budget)

@@ -19,7 +19,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
 
 from mosaic.errors import BadOption, BackendError, RunFailed
-from tasks.ops import SUMMARY_PREFIX, summary_from_table
+from tasks.artifacts import SUMMARY_PREFIX, summary_from_table
 
 REVIEW_FLOW, INBOX_FLOW = "mosaic-review", "review-inbox"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}

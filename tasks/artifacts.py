@@ -1,96 +1,32 @@
-"""What a run shows on a Prefect server: artifacts, and one concurrency limit per model server over every run.
+"""What a run shows on a Prefect server: progress, the review, a table of tiles, a summary.
 
-Both are best effort: a server without artifacts or global concurrency limits (or a hiccup reaching it) logs a
-warning and the review goes on; neither ever fails a run.
-"""
+Best effort: a server without artifacts (or a hiccup reaching it) logs a warning and the review goes on."""
 
 from __future__ import annotations
 
 import base64
 import io
 import logging
+import re
 import threading
-import time
-from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
-from mosaic.ops import artifact_key, backend_limit_name
-from mosaic.settings import load_settings
-from mosaic.schema import Backend, FinalReport, Plan
+from mosaic.report import render_markdown
+from mosaic.schema import FinalReport, Plan
 
-logger = logging.getLogger("mosaic.ops")
+logger = logging.getLogger("mosaic.artifacts")
 
 SUMMARY_PREFIX = "summary-"  # artifact keys: summary-<report folder>, tiles-…, review-…, progress-…
 OVERVIEW_THUMB_PX = 960
 
 
-# --- one model server, several runs ------------------------------------------------------------------------------
-
-@contextmanager
-def backend_slot(backend: Backend) -> Iterator[None]:
-    """Hold one slot of the backend's global concurrency limit (created when missing) around a model call.
-
-    Only against a shared server (PREFECT_API_URL): each process gets its own temporary server otherwise, where a
-    limit would coordinate nothing and still cost a round trip per call. A wait for a slot that other runs hold is
-    logged, so a task run's duration can be read."""
-    name = backend_limit_name(backend.model, backend.api_base)
-    if name is None or _api_url() == "ephemeral" or not _ensure_limit(name, load_settings().backend_slots, _api_url()):
-        yield
-        return
-    from prefect.concurrency.sync import concurrency
-
-    asked = time.monotonic()
-    with concurrency(name, occupy=1, strict=False):
-        waited = time.monotonic() - asked
-        if waited > SLOW_SLOT_S:
-            _run_logger().info("waited %.1f s for a slot of %s (other runs are calling the same backend)", waited, name)
-        yield
-
-
-SLOW_SLOT_S = 1.0
-
-
-def _run_logger() -> logging.Logger | logging.LoggerAdapter:
-    from prefect.logging import get_run_logger
-
-    try:
-        return get_run_logger()
-    except Exception:  # outside a run
-        return logger
-
-
-def _api_url() -> str:
-    from prefect.settings import PREFECT_API_URL
-
-    return PREFECT_API_URL.value() or "ephemeral"
-
-
-@lru_cache(maxsize=32)
-def _ensure_limit(name: str, slots: int, api_url: str) -> bool:
-    """Create the limit once per process and server; False (no limiting) if the server cannot."""
-    try:
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-        from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-        with get_client(sync_client=True) as client:
-            try:
-                client.read_global_concurrency_limit_by_name(name)
-            except ObjectNotFound:
-                try:
-                    client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
-                    logger.info("created concurrency limit %s with %d slots", name, slots)
-                except ObjectAlreadyExists:  # another run created it first
-                    pass
-        return True
-    except Exception as e:  # an old server, a server without the API, a network blip: run unlimited
-        logger.warning("no concurrency limit for %s (%s: %s); calls are not limited across runs", name, type(e).__name__, e)
-        return False
-
-
 # --- artifacts ---------------------------------------------------------------------------------------------------
+
+def artifact_key(*parts: str) -> str:
+    """Prefect artifact keys: lowercase letters, digits and dashes."""
+    key = re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")
+    return key[:100] or "mosaic"
+
 
 class RunArtifacts:
     """Progress as tiles finish, then the review (with the overview picture), a table of tiles and a run summary with
@@ -125,7 +61,7 @@ class RunArtifacts:
         _safe("tiles", lambda: _artifacts().create_table_artifact(
             tile_rows(report), key=f"tiles-{self.name}", description=f"Tiles of {image} and their key findings"))
         _safe("review", lambda: _artifacts().create_markdown_artifact(
-            review_markdown(report, folder, message, overview_data_url(folder)), key=f"review-{self.name}",
+            render_markdown(report, overview_data_url(folder) or "overview.jpg", message), key=f"review-{self.name}",
             description=f"The {state} review of {image}"))
 
 
@@ -206,23 +142,6 @@ def retry_hint() -> str:
     return f"retry the inbox run {parent} (the UI's Retry), or this run with {here}" if parent else f"retry it with {here}"
 
 
-def review_markdown(report: FinalReport, folder: str, message: str = "", overview: str | None = None) -> str:
-    calls = report.calls
-    head = [
-        f"# Review of `{Path(report.image).name}`", "",
-        f"- model `{report.model}`" + (f" at `{report.api_base}`" if report.api_base else ""),
-        f"- grid {report.grid} ({report.density}), phases {', '.join(report.phases)}",
-        f"- calls: {calls.made} made, {calls.cached} from the memo, {calls.failed} failed, of {calls.planned} planned",
-        f"- report folder: `{Path(folder).resolve()}` (report.md, report.json, overview.jpg)", "",
-    ]
-    if overview:
-        head += [f"![the photo with the grid: tile r1c1 is top left]({overview})", ""]
-    if not report.complete:
-        head += [f"**Partial: tiles {', '.join(report.failed_tiles)} failed after retries.**", "", message, ""]
-        return "\n".join(head)
-    return "\n".join(head + ["## Review", "", report.review])
-
-
 def _first_line(text: str, limit: int) -> str:
     return _cut(next((s.strip() for s in (text or "").splitlines() if s.strip()), ""), limit)
 
@@ -231,4 +150,4 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["RunArtifacts", "backend_slot", "retry_hint", "summary_from_table", "SUMMARY_PREFIX"]
+__all__ = ["RunArtifacts", "retry_hint", "summary_from_table", "SUMMARY_PREFIX"]

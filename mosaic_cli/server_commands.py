@@ -7,8 +7,10 @@ import json
 import os
 import sys
 
-from .errors import BadOption
-from .schema import DEFAULT_PHASES, PHASES
+from mosaic.errors import BadOption
+from mosaic.schema import DEFAULT_PHASES
+
+from .common import load, parse_phases, quiet_prefect, text_table
 
 OPS_EXAMPLES = """examples:
   prefect server start                                   # UI at http://127.0.0.1:4200
@@ -58,10 +60,8 @@ def register(commands) -> None:
 
 def _need_server(quiet: bool = True) -> None:
     """quiet: Prefect's console logging off (one-line errors from Mosaic); `serve` keeps it, as a worker does."""
-    from .cli import _quiet_prefect
-
     if quiet:
-        _quiet_prefect(False)
+        quiet_prefect(False)
     else:
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if not os.environ.get("PREFECT_API_URL"):
@@ -73,16 +73,12 @@ def _need_server(quiet: bool = True) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .cli import _settings
-
     _need_server(quiet=False)
-    settings = _settings(model=args.model, api_base=args.api_base)
-    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
-    if not phases or any(p not in PHASES for p in phases):
-        raise BadOption(f"invalid phases {args.phases!r}: choose from {', '.join(PHASES)}")
+    settings = load(model=args.model, api_base=args.api_base)
+    phases = parse_phases(args.phases)
     if args.every is not None and args.every <= 0:
         raise BadOption("--every must be a positive number of minutes")
-    from .ops import inbox_images
+    from mosaic.inbox import inbox_images
 
     inbox_images(args.inbox)  # exists?
     parameters = {"inbox": os.path.abspath(args.inbox), "outbox": os.path.abspath(args.outbox), "model": settings.model,
@@ -90,7 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cron, every = (None, None) if args.no_schedule else (args.cron, None if args.cron else (args.every or 10))
     print(f"mosaic: serving review-inbox/{args.name} "
           f"({'cron ' + cron if cron else f'every {every:g} min' if every else 'no schedule'}); Ctrl-C stops", file=sys.stderr)
-    from flows.ops import serve_inbox
+    from flows.server import serve_inbox
 
     serve_inbox(args.name, parameters, cron, every, paused=args.paused)
     return 0
@@ -98,8 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     _need_server()
-    from flows.ops import INBOX_FLOW, REVIEW_FLOW, history
-    from .ops import text_table
+    from flows.server import INBOX_FLOW, REVIEW_FLOW, history
 
     rows = history(args.limit, (REVIEW_FLOW, INBOX_FLOW) if args.inbox else (REVIEW_FLOW,))
     if args.json:
@@ -114,7 +109,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     _need_server()
-    from flows.ops import show
+    from flows.server import show
 
     info = show(args.run)
     if args.json:
@@ -137,7 +132,7 @@ def _print_review(info: dict) -> None:
 
 def cmd_rerun(args: argparse.Namespace) -> int:
     _need_server()
-    from flows.ops import rerun
+    from flows.server import rerun
 
     out = rerun(args.run, args.wait)
     if out["how"] == "scheduled":

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-from .errors import BackendError, BadOption, MosaicError, RunFailed
-from .schema import DEFAULT_PHASES, PHASES, count_calls
+import mosaic
+from mosaic.errors import BackendError, BadOption, MosaicError, RunFailed
+from mosaic.schema import DEFAULT_PHASES, PHASES, count_calls
+
+from . import server_commands
+from .common import load as _settings
+from .common import one_line as _one_line
+from .common import parse_phases, quiet_prefect
 
 EXAMPLES = """examples:
   mosaic run photo.jpg                                   # the built-in offline reader
@@ -19,7 +24,7 @@ EXAMPLES = """examples:
   mosaic run --sample                                    # the bundled sample image
 """
 
-SAMPLE = Path(__file__).parent / "samples" / "street.jpg"
+SAMPLE = Path(mosaic.__file__).parent / "samples" / "street.jpg"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,9 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "remove crops unused for --days")
     cache.add_argument("--days", type=float, default=30, help="with prune: age of unused crops to remove (default 30)")
     cache.set_defaults(func=cmd_cache)
-    from . import cli_ops  # serve, history, show, rerun: Mosaic on a Prefect server
-
-    cli_ops.register(commands)
+    server_commands.register(commands)  # serve, history, show, rerun: Mosaic on a Prefect server
     return parser
 
 
@@ -84,10 +87,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .images import load_image, set_pixel_limit
-    from .llm import check_reachable, resolve_model
-    from .pipeline import encoder_px
-    from .tiles import choose_grid
+    from mosaic.backend import Backend
+    from mosaic.images import load_image, set_pixel_limit
+    from mosaic.pipeline import encoder_px
+    from mosaic.tiles import choose_grid
 
     settings = _settings(model=args.model, api_base=args.api_base, concurrency=args.concurrency, out_dir=args.out,
                          input_px=args.input_px)
@@ -95,26 +98,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.image = str(SAMPLE)
     if not args.image:
         raise BadOption("no image given: mosaic run IMAGE (or --sample for the bundled one)")
-    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
-    unknown = [p for p in phases if p not in PHASES]
-    if unknown or not phases:
-        raise BadOption(f"invalid phases {args.phases!r}: choose from {', '.join(PHASES)}")
+    phases = parse_phases(args.phases)
     try:
-        model = resolve_model(settings.model, settings.offline_budget)
+        backend = Backend.create(settings.model, settings.api_base, settings.offline_budget)
     except ValueError as e:
         raise BadOption(str(e)) from None
-    set_pixel_limit(_max_megapixels())
+    model = backend.model
+    set_pixel_limit(settings.max_image_mp)
     loaded = load_image(args.image)
     width, height = loaded.size
     for note in loaded.notes:
         print(f"mosaic: note: {note}", file=sys.stderr)
     try:
-        input_px = encoder_px(model, settings.api_base, args.density, settings.offline_budget, settings.input_px)
+        input_px = encoder_px(backend, args.density, settings.input_px)
         cols, rows, density = choose_grid(width, height, args.density, args.grid, model, input_px)
     except ValueError as e:
         raise BadOption(str(e)) from None
     del loaded
-    check_reachable(model, settings.api_base)
+    backend.check_reachable()
     print(f"mosaic: {Path(args.image).name} {width}×{height}, {cols}×{rows} grid ({density}), phases {','.join(phases)}: "
           f"at most {count_calls(cols, rows, phases)} calls to {model}" + (f" at {settings.api_base}" if settings.api_base else ""),
           file=sys.stderr)
@@ -139,8 +140,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_flow(args, settings, phases, density, input_px):
-    _quiet_prefect(args.verbose)
-    from flows.ops import start_temporary_server
+    quiet_prefect(args.verbose)
+    from flows.server import start_temporary_server
     from flows.review import run_review
 
     start_temporary_server(lambda line: print(line, file=sys.stderr))
@@ -154,60 +155,26 @@ def _run_flow(args, settings, phases, density, input_px):
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from .memo import BlobStore, Memo
+    from mosaic.memo import BlobStore, Memo
 
     settings = _settings()
     memo = Memo(settings.cache_dir, settings.cache_size_mb)
     blobs = BlobStore(settings.cache_dir / "blobs")
+    mib = 1024 * 1024
     if args.action == "stats":
-        stats = memo.stats()
-        crops = list(blobs.directory.glob("*/*.png"))
-        print(f"{settings.cache_dir}: {stats['entries']} calls, {stats['bytes'] / 1e6:.1f} MB of "
-              f"{stats['limit'] / 1e6:.0f} MB; {len(crops)} crops, {sum(p.stat().st_size for p in crops) / 1e6:.1f} MB")
+        stats, stored = memo.stats(), blobs.stats()
+        print(f"{settings.cache_dir}: {stats['entries']} calls, {stats['bytes'] / mib:.1f} MiB of "
+              f"{stats['limit'] / mib:.0f} MiB; {stored['crops']} crops, {stored['crop_bytes'] / mib:.1f} MiB; "
+              f"{stored['plans']} plans")
     elif args.action == "clear":
-        print(f"cleared {memo.clear()} calls from {settings.cache_dir}")
+        print(f"cleared {memo.clear()} calls and {blobs.clear()} crops and plans from {settings.cache_dir}")
     else:
         result = memo.prune()
         removed = blobs.prune(args.days)
         print(f"pruned {settings.cache_dir}: {result['damaged']} damaged entries dropped, {result['evicted']} evicted "
-              f"to stay under {settings.cache_size_mb} MB, {removed} crops unused for {args.days:g} days removed")
+              f"to stay under {settings.cache_size_mb} MiB, {removed} crops and plans unused for {args.days:g} days "
+              "removed")
     return 0
-
-
-def _settings(**overrides):
-    from pydantic import ValidationError
-
-    from .settings import load_settings
-
-    try:
-        return load_settings(**overrides)
-    except ValidationError as e:
-        first = e.errors()[0]
-        raise BadOption(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-
-
-def _max_megapixels() -> float | None:
-    value = os.environ.get("MOSAIC_MAX_IMAGE_MP")
-    try:
-        return float(value) if value else None
-    except ValueError:
-        raise BadOption(f"invalid MOSAIC_MAX_IMAGE_MP={value!r}: a number of megapixels") from None
-
-
-# Prefect's temporary server takes 6-17 s to start on a loaded 2-core machine, and Prefect gives up after 20 s.
-TEMPORARY_SERVER_WAIT_S = "120"
-
-
-def _quiet_prefect(verbose: bool) -> None:
-    """Prefect logs each failed try with a traceback; the user gets one line from us instead."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no internet: its telemetry only logs errors
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", TEMPORARY_SERVER_WAIT_S)
-    if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(Path(__file__).with_name("quiet-logging.yml")))
-
-
-def _one_line(error: object) -> str:
-    return next((s for s in str(error).splitlines() if s.strip()), "")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,87 @@
+"""Run a review in this process with a thread pool: the Python API, and the driver the tests compare with Prefect's.
+
+    import mosaic
+    report = mosaic.review("photo.jpg", model="ollama_chat/qwen2.5vl:7b", density="dense")
+    print(report.review, report.report_dir)
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+
+from .context import RunContext
+from .engine import Review, Work, ask
+from .errors import BackendError, RunFailed
+from .pipeline import report_dir_name
+from .progress import Progress
+from .report import write_report
+from .schema import DEFAULT_PHASES, FinalReport
+from .settings import Settings, load_settings
+
+
+def review(image_path: str, model: str | None = None, api_base: str | None = None, *, density: str = "light",
+           grid: str | None = None, phases: list[str] | tuple[str, ...] = DEFAULT_PHASES, out_dir: str | None = None,
+           use_memo: bool = True, concurrency: int | None = None, input_px: int | None = None,
+           show_progress: bool = False, settings: Settings | None = None) -> FinalReport:
+    """Review one image and write its report folder; returns the report. Settings not given come from the
+    environment (MOSAIC_...). Raises RunFailed (with the partial report written) when tiles failed after retries."""
+    started = time.monotonic()
+    settings = settings or load_settings(model=model, api_base=api_base, concurrency=concurrency, input_px=input_px,
+                                         out_dir=out_dir)
+    ctx = RunContext.from_settings(settings, settings.model, settings.api_base, use_memo)
+    try:
+        plan = ctx.prepare(image_path, density, grid, list(phases), settings)
+        folder = Path(settings.out_dir) / report_dir_name(plan, ctx.backend)
+        bar = Progress(plan.total_calls, len(plan.tiles), enabled=show_progress)
+        run = Review(plan, ctx, on_call=bar.call_done, on_tile=bar.tile_done)
+        drive(run, ctx, settings.retries, settings.retry_delay_s)
+        bar.close()
+        report = run.report(time.monotonic() - started)
+        report.report_dir = str(write_report(report, plan, ctx.blobs, folder))
+    finally:
+        ctx.discard_scratch()
+    if not report.complete:
+        raise run.failure(str(folder), "run the same call again")
+    return report
+
+
+def drive(run: Review, ctx: RunContext, retries: int = 3, retry_delay_s: float = 1.0) -> None:
+    """Make the review's calls, at most ctx.concurrency work items at once, until it is finished."""
+    with ThreadPoolExecutor(max_workers=ctx.concurrency, thread_name_prefix="mosaic") as pool:
+        running: dict[Future, Work] = {}
+        while not run.finished:
+            for work in run.next_work(ctx.concurrency - len(running)):
+                running[pool.submit(ask_with_retries, work, ctx, retries, retry_delay_s)] = work
+            if not running:
+                break  # nothing left that can be asked
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in done:
+                work = running.pop(future)
+                try:
+                    replies = future.result()
+                except Exception as e:
+                    run.settle(work, error=e)
+                else:
+                    run.settle(work, replies)
+
+
+def ask_with_retries(work: Work, ctx: RunContext, retries: int, delay_s: float) -> list:
+    """ask, again after a failure worth retrying (exponential backoff): what Prefect's task retries do."""
+    for attempt in range(retries + 1):
+        try:
+            return ask(work, ctx)
+        except Exception as e:
+            if attempt == retries or not worth_retrying(e):
+                raise
+            time.sleep(delay_s * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def worth_retrying(error: BaseException) -> bool:
+    """What can pass on a second try (timeouts, 5xx, 429); not a bad request or an unknown model."""
+    return error.retryable if isinstance(error, BackendError) else True
+
+
+__all__ = ["RunFailed", "drive", "review", "worth_retrying"]

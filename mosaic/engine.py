@@ -1,0 +1,268 @@
+"""The review as plain code: what to ask next, answers as they arrive, when a tile is ready, the counts, the report.
+
+A driver takes `Work` from `Review.next_work()`, has its calls made (`ask`, in any thread or process) and hands
+the replies, or the failure, back with `Review.settle()`. What the memo already answers never becomes work: it is
+settled on the spot. `mosaic.driver` drives a review with a thread pool; `flows/review.py` with Prefect tasks.
+
+The plan is not fixed: `add_view` asks one more view of a tile whose report is not made yet, and a `follow_up`
+hook sees every view's answers as they come, so what is asked can depend on what was read."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Literal
+
+from pydantic import BaseModel
+
+from . import pipeline
+from .context import RunContext
+from .errors import RunFailed
+from .llm import cached_reply, call_model
+from .schema import CallStats, FinalReport, ModelCall, ModelReply, Observation, Plan, TileReport, View
+
+WorkKind = Literal["orientation", "view", "synthesis", "final"]
+
+
+class Work(BaseModel):
+    """One task's worth of calls, made one after another: the orientation, a view's phases, a tile's synthesis or
+    the final review. known: which of them the memo answered when the work was queued (they count as cached)."""
+
+    kind: WorkKind
+    name: str  # e.g. inspect-r1c2: the task run's name in Prefect
+    target: str  # the view or tile it is about ("" for orientation and final)
+    calls: list[ModelCall]
+    known: list[bool]
+
+
+def ask(work: Work, ctx: RunContext,
+        backend_slot: Callable[[], AbstractContextManager] = nullcontext) -> list[ModelReply]:
+    """Make a work item's calls, one after another (it holds one backend slot's worth of work). Every call is
+    attempted before a failure is raised, so what was answered is in the memo and a retry makes only what is
+    missing; a failure worth retrying is raised before one that is not, so a retry decision sees it.
+    backend_slot: held around each network call only (a memo hit needs none), e.g. Prefect's concurrency limit."""
+
+    @contextmanager
+    def slot() -> Iterator[None]:
+        with ctx.in_flight, backend_slot():
+            yield
+
+    replies, failures = [], []
+    for call in work.calls:
+        try:
+            replies.append(call_model(call, ctx.blobs, ctx.memo, ctx.backend.timeout_s, slot, ctx.complete))
+        except Exception as e:
+            failures.append(e)
+    if failures:
+        raise next((e for e in failures if getattr(e, "retryable", True)), failures[0])
+    return replies
+
+
+class Review:
+    """One image's review, from its plan to its report. Not thread-safe: one driver thread calls it.
+
+    on_call(cached, failed) and on_tile() report progress; follow_up(review, view, observations) is called when a
+    view has answered and may add views (add_view) before the tiles it touches are reported."""
+
+    def __init__(self, plan: Plan, ctx: RunContext, on_call: Callable[[bool, bool], None] | None = None,
+                 on_tile: Callable[[], None] | None = None,
+                 follow_up: Callable[[Review, View, list[Observation]], None] | None = None):
+        self.plan, self.ctx = plan, ctx
+        self.memo = ctx.memo
+        self.stats = CallStats(planned=plan.total_calls)
+        self.orientation: str | None = None
+        self.observed: dict[str, list[Observation]] = {}
+        self.failed_views: list[str] = []
+        self.reports: dict[str, TileReport] = {}
+        self.review: str | None = None
+        self.errors: list[str] = []
+        self.blocked: list[tuple[str, list[str]]] = []  # (tile, its failed views) for tiles that needed a synthesis
+        self._on_call, self._on_tile, self._follow_up = on_call, on_tile, follow_up
+        self._waiting: deque[Work] = deque()
+        self._running: set[str] = set()
+        self._unsettled = [t.id for t in plan.tiles]
+        self._final_queued = self._final_failed = False
+        self._queue(Work(kind="orientation", name="orient", target="",
+                         calls=[pipeline.orientation_call(plan, ctx.backend)], known=[]))
+
+    # --- what the driver calls ---------------------------------------------------------------------------------
+
+    def next_work(self, limit: int | None = None) -> list[Work]:
+        """Work to start now, at most limit items (the driver's free slots); each is marked running."""
+        started = []
+        while self._waiting and (limit is None or len(started) < limit):
+            work = self._waiting.popleft()
+            self._running.add(work.name)
+            started.append(work)
+        return started
+
+    def settle(self, work: Work, replies: list[ModelReply] | None = None, error: BaseException | str | None = None) -> None:
+        """A work item's replies (one per call), or the failure after its retries."""
+        self._running.discard(work.name)
+        if replies is None:
+            self.errors.append(str(error) if error is not None else "upstream failure")
+            # a failed item may still have answered some of its calls: those are in the memo
+            answered = [cached_reply(call, self.memo) for call in work.calls]
+        else:
+            answered = list(replies)
+        for was_known, reply in zip(work.known, answered):
+            self._count(was_known, failed=reply is None)
+        getattr(self, f"_settle_{work.kind}")(work, answered if replies is not None else None)
+
+    @property
+    def finished(self) -> bool:
+        return not self._waiting and not self._running and (self.review is not None or self._stuck)
+
+    @property
+    def failed_tiles(self) -> list[str]:
+        return [t.id for t in self.plan.tiles if t.id not in self.reports]
+
+    def add_view(self, view: View) -> None:
+        """Ask one more view, e.g. a closer crop; the tiles it touches are reported only after it has answered."""
+        if any(v.id == view.id for v in self.plan.views):
+            raise ValueError(f"view {view.id} is already in the plan")
+        touched = [t.id for t in self.plan.tiles if t.cells[0] in view.cells]
+        if not set(touched) <= set(self._unsettled):
+            raise ValueError(f"view {view.id} touches a tile that is already reported")
+        self.plan.views.append(view)
+        self.stats.planned = self.plan.total_calls
+        self._queue_view(view)
+
+    def report(self, elapsed_s: float = 0.0) -> FinalReport:
+        """The report as it stands: complete once the review is written, else what the finished tiles hold."""
+        plan, backend = self.plan, self.ctx.backend
+        tiles = [self.reports[t.id] for t in plan.tiles if t.id in self.reports]
+        report = FinalReport(
+            image=plan.image_path, image_sha256=plan.image_sha256, size=(plan.width, plan.height), model=backend.model,
+            api_base=backend.api_base, density=plan.density, grid=f"{plan.cols}x{plan.rows}", cols=plan.cols,
+            rows=plan.rows, phases=plan.phases, notes=plan.notes, orientation=self.orientation or "", review="",
+            readings=[], tiles=tiles, failed_tiles=self.failed_tiles, calls=self.stats.model_copy(),
+            elapsed_s=round(elapsed_s, 3), complete=self.review is not None,
+        )
+        if self.review is not None:
+            report.review, report.readings = pipeline.complete_review(self.review, tiles)
+        return report
+
+    def failure(self, report_dir: str | None, retry: str | None) -> RunFailed:
+        """What failed, for a review that did not finish: the tiles, or the final review."""
+        failed, first = self.failed_tiles, self.errors[0] if self.errors else "upstream failure"
+        if self.orientation is None:
+            what = f"the orientation call failed after retries, so no tile was asked ({first})"
+        elif failed:
+            what = (f"{len(failed)} of {len(self.plan.tiles)} tiles failed after retries: {', '.join(failed)} "
+                    f"({first})")
+        else:
+            what = f"the final review failed after retries ({first})"
+        return RunFailed(what, failed_tiles=failed, report_dir=report_dir, retry=retry)
+
+    # --- inside ------------------------------------------------------------------------------------------------
+
+    @property
+    def _stuck(self) -> bool:
+        """Nothing more can be done: the orientation or the final review failed, or every tile is settled and some
+        failed."""
+        if self.orientation is None or self._final_failed:
+            return True
+        return not self._unsettled and bool(self.failed_tiles)
+
+    def _queue(self, work: Work, first: bool = False) -> None:
+        """Settled at once from the memo when it answers every call, else waiting for a driver."""
+        hits = [cached_reply(call, self.memo) for call in work.calls]
+        if None not in hits:
+            for _ in hits:
+                self._count(True)
+            getattr(self, f"_settle_{work.kind}")(work, hits)
+            return
+        work = work.model_copy(update={"known": [hit is not None for hit in hits]})
+        (self._waiting.appendleft if first else self._waiting.append)(work)
+
+    def _count(self, cached: bool, failed: bool = False) -> None:
+        if failed:
+            self.stats.failed += 1
+        else:
+            self.stats.total += 1
+            self.stats.cached += int(cached)
+            self.stats.made += int(not cached)
+        if self._on_call:
+            self._on_call(cached, failed)
+
+    def _settle_orientation(self, work: Work, replies: list[ModelReply] | None) -> None:
+        if replies is None:
+            return
+        self.orientation = replies[0].content
+        for view in self.plan.views_in_call_order():
+            self._queue_view(view)
+        self._settle_tiles()
+
+    def _queue_view(self, view: View) -> None:
+        if not view.phases:
+            return
+        calls = [pipeline.view_call(self.plan, view, p, self.orientation, self.ctx.backend) for p in view.phases]
+        self._queue(Work(kind="view", name=f"inspect-{view.id}", target=view.id, calls=calls, known=[]))
+
+    def _view(self, view_id: str) -> View:
+        return next(v for v in self.plan.views if v.id == view_id)
+
+    def _settle_view(self, work: Work, replies: list[ModelReply] | None) -> None:
+        view = self._view(work.target)
+        if replies is None:
+            self.failed_views.append(view.id)
+        else:
+            self.observed[view.id] = [pipeline.parse_observation(view, p, r) for p, r in zip(view.phases, replies)]
+            if self._follow_up:
+                self._follow_up(self, view, self.observed[view.id])
+        self._settle_tiles()
+
+    def _inputs(self, tile: View) -> list[str]:
+        return [v.id for v in self.plan.views_touching(tuple(tile.cells[0])) if v.phases]
+
+    def _observations(self, tile: View) -> list[Observation]:
+        return [o for v in self._inputs(tile) for o in self.observed[v]]
+
+    def _settle_tiles(self) -> None:
+        """Tiles whose views have all answered (or failed): a report in code, or a synthesis to ask (first in line,
+        so it does not wait behind later rows)."""
+        for tile in [self._view(t) for t in self._unsettled]:
+            inputs = self._inputs(tile)
+            if not all(v in self.observed or v in self.failed_views for v in inputs):
+                continue
+            self._unsettled.remove(tile.id)
+            broken = [v for v in inputs if v in self.failed_views]
+            if broken:
+                if self.plan.needs_synthesis(tile):
+                    self.blocked.append((tile.id, broken))
+                continue
+            if not self.plan.needs_synthesis(tile):
+                self._tile_done(pipeline.make_tile_report(tile, self._observations(tile), None))
+                continue
+            call = pipeline.tile_synthesis_call(self.plan, tile, self._observations(tile), self.orientation,
+                                                self.ctx.backend)
+            self._queue(Work(kind="synthesis", name=f"synthesize-{tile.id}", target=tile.id, calls=[call], known=[]),
+                        first=True)
+        self._maybe_final()
+
+    def _settle_synthesis(self, work: Work, replies: list[ModelReply] | None) -> None:
+        if replies is not None:
+            tile = self._view(work.target)
+            self._tile_done(pipeline.make_tile_report(tile, self._observations(tile), replies[0]))
+        self._maybe_final()
+
+    def _tile_done(self, report: TileReport) -> None:
+        self.reports[report.tile] = report
+        if self._on_tile:
+            self._on_tile()
+
+    def _maybe_final(self) -> None:
+        if self._final_queued or self._unsettled or len(self.reports) < len(self.plan.tiles):
+            return
+        self._final_queued = True
+        tiles = [self.reports[t.id] for t in self.plan.tiles]
+        call = pipeline.final_call(self.plan, self.orientation, tiles, self.ctx.backend)
+        self._queue(Work(kind="final", name="write-review", target="", calls=[call], known=[]))
+
+    def _settle_final(self, work: Work, replies: list[ModelReply] | None) -> None:
+        if replies is None:
+            self._final_failed = True
+        else:
+            self.review = replies[0].content

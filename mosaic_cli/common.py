@@ -1,0 +1,53 @@
+"""What the `mosaic` commands share: settings with one-line errors, Prefect kept quiet, option checks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mosaic.errors import BadOption
+from mosaic.schema import PHASES
+from mosaic.settings import Settings
+
+# Prefect's temporary server takes 6-17 s to start on a loaded 2-core machine, and Prefect gives up after 20 s.
+TEMPORARY_SERVER_WAIT_S = "120"
+
+
+def load(**overrides) -> Settings:
+    """Settings from the environment and the options given, or exit 2 with one line naming the bad one."""
+    from pydantic import ValidationError
+
+    from mosaic.settings import load_settings
+
+    try:
+        return load_settings(**overrides)
+    except ValidationError as e:
+        first = e.errors()[0]
+        name = ".".join(map(str, first["loc"]))
+        raise BadOption(f"invalid setting {name} (MOSAIC_{name.upper()}): {first['msg']}") from None
+
+
+def parse_phases(text: str) -> list[str]:
+    phases = [p.strip() for p in text.split(",") if p.strip()]
+    if not phases or any(p not in PHASES for p in phases):
+        raise BadOption(f"invalid phases {text!r}: choose from {', '.join(PHASES)}")
+    return phases
+
+
+def quiet_prefect(verbose: bool) -> None:
+    """Prefect logs each failed try with a traceback; the user gets one line from us instead."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no internet: its telemetry only logs errors
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", TEMPORARY_SERVER_WAIT_S)
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(Path(__file__).with_name("quiet-logging.yml")))
+
+
+def one_line(error: object) -> str:
+    return next((s for s in str(error).splitlines() if s.strip()), "")
+
+
+def text_table(rows: list[dict], columns: list[str]) -> str:
+    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)

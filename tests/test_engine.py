@@ -1,0 +1,196 @@
+"""The review engine (mosaic.engine): one implementation of what to ask, counting and the report, under two drivers.
+
+The model is the stand-in VLM, called through the call seam (MOSAIC_COMPLETION) as LiteLLM would be."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import make_photo
+from mosaic import driver
+from mosaic.context import RunContext
+from mosaic.engine import Review, Work, ask
+from mosaic.errors import RunFailed
+from mosaic.schema import View
+from mosaic.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+STAND_IN = "mosaic.offline.stand_in:completion"
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    monkeypatch.setenv("MOSAIC_COMPLETION", STAND_IN)
+
+
+def context(tmp_path, **overrides) -> tuple[RunContext, object]:
+    settings = load_settings(cache_dir=tmp_path / "memo", completion=STAND_IN, **overrides)
+    return RunContext.from_settings(settings, "openai/stand-in", "http://127.0.0.1:9/v1"), settings
+
+
+def drive_by_hand(review: Review, ctx: RunContext, fail: set[str] = frozenset()) -> list[str]:
+    """The smallest driver: one work item at a time, in this thread; `fail` names work that fails."""
+    asked = []
+    while not review.finished:
+        work = review.next_work(1)
+        if not work:
+            break
+        asked.append(work[0].name)
+        if work[0].name in fail:
+            review.settle(work[0], error="injected failure")
+        else:
+            review.settle(work[0], ask(work[0], ctx))
+    return asked
+
+
+def test_the_engine_asks_in_order_counts_and_builds_the_report(tmp_path):
+    ctx, settings = context(tmp_path)
+    plan = ctx.prepare(str(make_photo(tmp_path / "p.png")), "light", "2x2", ["text", "subjects"], settings)
+    review = Review(plan, ctx)
+    asked = drive_by_hand(review, ctx)
+    assert asked[0] == "orient" and asked[-1] == "write-review"
+    # a tile's synthesis is asked as soon as its views have answered, before later rows' views
+    assert asked.index("synthesize-r1c1") < asked.index("inspect-r2c2")
+    assert len([a for a in asked if a.startswith("inspect-")]) == len(plan.views) == 8
+    report = review.report()
+    assert report.complete and report.calls.made == report.calls.planned == plan.total_calls == 1 + 8 * 2 + 4 + 1
+    assert [t.tile for t in report.tiles] == ["r1c1", "r1c2", "r2c1", "r2c2"]
+    sign = next(r for r in report.readings if r.views == ["r1c1|r1c2"])  # evidence as data: the view it was read in
+    assert sign.text.startswith("SIGN-")
+
+    # the same review again: the memo answers everything, so there is no work at all
+    again = Review(plan, ctx)
+    assert again.finished and again.next_work() == []
+    assert again.report().calls.cached == plan.total_calls and again.report().model_dump(exclude={"calls"}) == \
+        report.model_dump(exclude={"calls"})
+
+
+def test_a_failed_view_fails_its_tiles_and_keeps_the_rest(tmp_path):
+    ctx, settings = context(tmp_path)
+    plan = ctx.prepare(str(make_photo(tmp_path / "p.png")), "light", "2x2", ["text", "subjects"], settings)
+    review = Review(plan, ctx)
+    drive_by_hand(review, ctx, fail={"inspect-r1c2"})
+    assert review.finished and review.failed_tiles == ["r1c2"]
+    assert review.blocked == [("r1c2", ["r1c2"])]  # the Prefect driver shows it as a failed synthesis task
+    report = review.report()
+    assert not report.complete and report.calls.failed == 2 and report.review == ""
+    failure = review.failure("out/x", "run it again")
+    assert isinstance(failure, RunFailed) and failure.failed_tiles == ["r1c2"]
+    assert "1 of 4 tiles failed after retries: r1c2 (injected failure)" in str(failure)
+
+
+def test_more_views_can_be_asked_after_answers_come_in(tmp_path):
+    """The ground of a second look: a follow-up adds a closer view of a tile once its own view has answered."""
+    ctx, settings = context(tmp_path)
+    plan = ctx.prepare(str(make_photo(tmp_path / "p.png")), "light", "2x2", ["text"], settings)
+    planned = plan.total_calls
+
+    def closer_look(review: Review, view: View, observations) -> None:
+        if view.id == "r1c1" and any(o.readings for o in observations):
+            x0, y0, x1, y1 = view.box
+            review.add_view(View(id="r1c1+detail", kind="detail", cells=view.cells, box=(x0, y0, (x0 + x1) // 2,
+                                 (y0 + y1) // 2), image_sha256=plan.views[-1].image_sha256, phases=["text"]))
+
+    review = Review(plan, ctx, follow_up=closer_look)
+    asked = drive_by_hand(review, ctx)
+    assert "inspect-r1c1+detail" in asked and asked.index("inspect-r1c1+detail") < asked.index("write-review")
+    report = review.report()
+    assert report.complete and report.calls.planned == planned + 1 == report.calls.made
+    tile = next(t for t in report.tiles if t.tile == "r1c1")
+    assert "r1c1+detail" in tile.views and any("r1c1+detail" in r.views for r in tile.readings)
+    with pytest.raises(ValueError, match="already reported"):
+        review.add_view(View(id="late", kind="detail", cells=[[0, 0]], box=(0, 0, 9, 9), image_sha256="x",
+                             phases=["text"]))
+
+
+def test_a_tasks_inputs_pickle_and_its_body_runs_in_another_process(tmp_path):
+    ctx, settings = context(tmp_path)
+    plan = ctx.prepare(str(make_photo(tmp_path / "p.png")), "light", "2x2", ["text"], settings)
+    review = Review(plan, ctx)
+    [orientation] = review.next_work()
+    blob = tmp_path / "work.pickle"
+    blob.write_bytes(pickle.dumps((orientation, ctx)))
+    script = ("import pickle, sys, json\nfrom mosaic.engine import ask\n"
+              "work, ctx = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+              "print(json.dumps([r.model_dump() for r in ask(work, ctx)]))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(blob)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [reply] = json.loads(done.stdout)
+    assert reply["cached"] is False and reply["content"].startswith("A test scene")
+    # the other process answered into the shared memo: here it is a memo hit, and the review goes on from it
+    review.settle(orientation, ask(orientation, ctx))
+    assert review.stats.made == 1 and review.orientation == reply["content"]
+    assert all(isinstance(w, Work) for w in review.next_work())
+
+
+def test_a_run_without_the_memo_leaves_nothing_in_the_cache(tmp_path, stand_in):
+    image = make_photo(tmp_path / "p.png")
+    report = driver.review(str(image), "openai/stand-in", "http://127.0.0.1:9/v1", grid="2x2", phases=["text"],
+                           use_memo=False, out_dir=str(tmp_path / "out"))
+    assert report.complete and report.calls.made == report.calls.planned
+    assert not (tmp_path / "memo").exists()  # no answers, no crops, no plan
+    assert (Path(report.report_dir) / "report.json").is_file()
+
+
+def test_both_drivers_make_the_same_calls_counts_and_report(tmp_path, stand_in, monkeypatch):
+    """The thread-pool driver (mosaic.review) and the Prefect flow run the same engine: on the same inputs, the
+    same number of calls, the same counts and the same report."""
+    from flows.review import run_review
+
+    image = str(make_photo(tmp_path / "p.png"))
+    args = dict(grid="2x2", phases=["text", "subjects"])
+    monkeypatch.setenv("MOSAIC_CACHE_DIR", str(tmp_path / "memo-threads"))
+    by_threads = driver.review(image, "openai/stand-in", "http://127.0.0.1:9/v1", out_dir=str(tmp_path / "a"), **args)
+    monkeypatch.setenv("MOSAIC_CACHE_DIR", str(tmp_path / "memo-prefect"))
+    state = run_review(image_path=image, model="openai/stand-in", api_base="http://127.0.0.1:9/v1",
+                       out_dir=str(tmp_path / "b"), **args)
+    by_prefect = state.result()
+    same = {"elapsed_s", "report_dir"}
+    assert by_threads.model_dump(mode="json", exclude=same) == {k: v for k, v in by_prefect.items() if k not in same}
+    assert by_threads.calls.made == by_threads.calls.planned == 1 + 8 * 2 + 4 + 1
+    for folder in (by_threads.report_dir, by_prefect["report_dir"]):
+        assert (Path(folder) / "report.md").read_text().count("## Review") == 1
+
+    with pytest.raises(RunFailed, match="tiles failed after retries"):
+        monkeypatch.setenv("MOSAIC_COMPLETION", "tests_engine_faults:failing_r1c2")
+        sys.path.insert(0, str(tmp_path))
+        (tmp_path / "tests_engine_faults.py").write_text(FAILING_R1C2)
+        driver.review(image, "openai/stand-in", "http://127.0.0.1:9/v1", out_dir=str(tmp_path / "c"),
+                      use_memo=False, **args)
+
+
+FAILING_R1C2 = '''
+from mosaic.errors import BackendError
+from mosaic.offline.stand_in import completion
+
+
+def failing_r1c2(backend):
+    inner = completion(backend)
+
+    def complete(call, messages, api_key=None, timeout_s=0.0):
+        if "This crop is tile r1c2 " in call.prompt:
+            raise BackendError("injected fault", retryable=False)
+        return inner(call, messages, api_key, timeout_s)
+
+    return complete
+'''
+
+
+def test_every_run_reads_the_image_size_limit(tmp_path, stand_in, monkeypatch):
+    """MOSAIC_MAX_IMAGE_MP holds for every run, not only the CLI's (deployments and `serve` go through here)."""
+    from PIL import Image
+
+    from mosaic.errors import BadImage
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after the test
+    monkeypatch.setenv("MOSAIC_MAX_IMAGE_MP", "0.5")
+    image = make_photo(tmp_path / "p.png", size=(1200, 800))  # 0.96 MP
+    with pytest.raises(BadImage, match="MOSAIC_MAX_IMAGE_MP="):
+        driver.review(str(image), "openai/stand-in", "http://127.0.0.1:9/v1", grid="2x2", phases=["text"])
