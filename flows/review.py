@@ -75,8 +75,6 @@ def review_image(
         while not review.finished:
             for work in review.next_work(ctx.concurrency - len(running)):
                 running[ask[work.kind].submit(quote(work), quote(ctx))] = work
-            while review.blocked:  # a final state in the UI, named after its tile, instead of NotReady
-                synthesis_not_attempted(*review.blocked.pop(0), return_state=True)
             if not running:
                 break  # nothing left that can be asked
             future = next(as_completed(list(running)))
@@ -84,6 +82,8 @@ def review_image(
             work = running.pop(future)
             done = future.state.is_completed()
             review.settle(work, future.result() if done else None, None if done else future.result(raise_on_failure=False))
+            while review.blocked:  # a final state in the UI, named after its tile, instead of NotReady
+                synthesis_not_attempted(*review.blocked.pop(0), return_state=True)
         bar.close()
         report = review.report(time.monotonic() - started)
         report.report_dir = save_report(quote(report), quote(plan), folder, quote(ctx))

@@ -47,6 +47,8 @@ class RunContext(BaseModel):
 
     @property
     def memo(self) -> Memo:
+        if not self.use_memo:
+            return scratch_memo(str(self.store_dir))
         return open_memo(str(self.store_dir), self.memo_size_mb)
 
     @property
@@ -74,13 +76,28 @@ class RunContext(BaseModel):
     def discard_scratch(self) -> None:
         """Remove a use_memo-off run's scratch folder (a no-op otherwise)."""
         if not self.use_memo:
-            open_memo.cache_clear()
+            with _scratch_lock:
+                memo = _scratch_memos.pop(str(self.store_dir), None)
+            if memo is not None:
+                memo.close()
             shutil.rmtree(self.store_dir, ignore_errors=True)
 
 
 @lru_cache(maxsize=8)
 def open_memo(directory: str, size_mb: int) -> Memo:
     return Memo(Path(directory), size_mb)
+
+
+_scratch_memos: dict[str, Memo] = {}
+_scratch_lock = threading.Lock()
+
+
+def scratch_memo(directory: str) -> Memo:
+    """A use_memo-off run's own memo, open until discard_scratch (one per run: not in open_memo's cache)."""
+    with _scratch_lock:
+        if directory not in _scratch_memos:
+            _scratch_memos[directory] = Memo(Path(directory))
+        return _scratch_memos[directory]
 
 
 @lru_cache(maxsize=32)

@@ -26,10 +26,12 @@ def review(image_path: str, model: str | None = None, api_base: str | None = Non
            use_memo: bool = True, concurrency: int | None = None, input_px: int | None = None,
            show_progress: bool = False, settings: Settings | None = None) -> FinalReport:
     """Review one image and write its report folder; returns the report. Settings not given come from the
-    environment (MOSAIC_...). Raises RunFailed (with the partial report written) when tiles failed after retries."""
+    environment (MOSAIC_...), or from `settings` when given. Raises RunFailed (with the partial report written) when
+    tiles failed after retries, BackendError when the backend refused the orientation or the final review."""
     started = time.monotonic()
-    settings = settings or load_settings(model=model, api_base=api_base, concurrency=concurrency, input_px=input_px,
-                                         out_dir=out_dir)
+    given = {k: v for k, v in dict(model=model, api_base=api_base, concurrency=concurrency, input_px=input_px,
+                                    out_dir=out_dir).items() if v is not None}
+    settings = settings.model_copy(update=given) if settings else load_settings(**given)
     ctx = RunContext.from_settings(settings, settings.model, settings.api_base, use_memo)
     try:
         plan = ctx.prepare(image_path, density, grid, list(phases), settings)

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from . import pipeline
 from .context import RunContext
-from .errors import RunFailed
+from .errors import BackendError, RunFailed
 from .llm import cached_reply, call_model
 from .schema import CallStats, FinalReport, ModelCall, ModelReply, Observation, Plan, TileReport, View
 
@@ -77,12 +77,14 @@ class Review:
         self.reports: dict[str, TileReport] = {}
         self.review: str | None = None
         self.errors: list[str] = []
+        self._exceptions: list[BaseException] = []
         self.blocked: list[tuple[str, list[str]]] = []  # (tile, its failed views) for tiles that needed a synthesis
         self._on_call, self._on_tile, self._follow_up = on_call, on_tile, follow_up
         self._waiting: deque[Work] = deque()
         self._running: set[str] = set()
         self._unsettled = [t.id for t in plan.tiles]
         self._final_queued = self._final_failed = False
+        self._in_follow_up = 0
         self._queue(Work(kind="orientation", name="orient", target="",
                          calls=[pipeline.orientation_call(plan, ctx.backend)], known=[]))
 
@@ -102,6 +104,8 @@ class Review:
         self._running.discard(work.name)
         if replies is None:
             self.errors.append(str(error) if error is not None else "upstream failure")
+            if isinstance(error, BaseException):
+                self._exceptions.append(error)
             # a failed item may still have answered some of its calls: those are in the memo
             answered = [cached_reply(call, self.memo) for call in work.calls]
         else:
@@ -120,6 +124,8 @@ class Review:
 
     def add_view(self, view: View) -> None:
         """Ask one more view, e.g. a closer crop; the tiles it touches are reported only after it has answered."""
+        if view.kind == "tile":
+            raise ValueError("add_view adds a seam or detail view, not a tile: the grid is fixed")
         if any(v.id == view.id for v in self.plan.views):
             raise ValueError(f"view {view.id} is already in the plan")
         touched = [t.id for t in self.plan.tiles if t.cells[0] in view.cells]
@@ -127,7 +133,8 @@ class Review:
             raise ValueError(f"view {view.id} touches a tile that is already reported")
         self.plan.views.append(view)
         self.stats.planned = self.plan.total_calls
-        self._queue_view(view)
+        if self.orientation is not None:  # before it, the orientation's answer queues every view in the plan
+            self._queue_view(view)
 
     def report(self, elapsed_s: float = 0.0) -> FinalReport:
         """The report as it stands: complete once the review is written, else what the finished tiles hold."""
@@ -144,9 +151,13 @@ class Review:
             report.review, report.readings = pipeline.complete_review(self.review, tiles)
         return report
 
-    def failure(self, report_dir: str | None, retry: str | None) -> RunFailed:
-        """What failed, for a review that did not finish: the tiles, or the final review."""
+    def failure(self, report_dir: str | None, retry: str | None) -> RunFailed | BackendError:
+        """What failed, for a review that did not finish: the tiles, or the final review. When the orientation or
+        the final review failed on a backend error, that error itself (e.g. an unknown model, exit 3)."""
         failed, first = self.failed_tiles, self.errors[0] if self.errors else "upstream failure"
+        if (self.orientation is None or self._final_failed) and self._exceptions and isinstance(
+                self._exceptions[-1], BackendError):
+            return self._exceptions[-1]
         if self.orientation is None:
             what = f"the orientation call failed after retries, so no tile was asked ({first})"
         elif failed:
@@ -211,7 +222,11 @@ class Review:
         else:
             self.observed[view.id] = [pipeline.parse_observation(view, p, r) for p, r in zip(view.phases, replies)]
             if self._follow_up:
-                self._follow_up(self, view, self.observed[view.id])
+                self._in_follow_up += 1
+                try:
+                    self._follow_up(self, view, self.observed[view.id])
+                finally:
+                    self._in_follow_up -= 1
         self._settle_tiles()
 
     def _inputs(self, tile: View) -> list[str]:
@@ -223,6 +238,8 @@ class Review:
     def _settle_tiles(self) -> None:
         """Tiles whose views have all answered (or failed): a report in code, or a synthesis to ask (first in line,
         so it does not wait behind later rows)."""
+        if self._in_follow_up:  # views added from the memo settle once the hook is done adding
+            return
         for tile in [self._view(t) for t in self._unsettled]:
             inputs = self._inputs(tile)
             if not all(v in self.observed or v in self.failed_views for v in inputs):

@@ -10,7 +10,6 @@ import os
 import sqlite3
 import sys
 import tempfile
-import threading
 import time
 import zlib
 from pathlib import Path
@@ -36,23 +35,6 @@ class SafeJSONDisk(diskcache.JSONDisk):
         if mode not in (MODE_RAW, MODE_BINARY) or (filename and (".." in filename or os.path.isabs(filename))):
             raise ValueError("refusing a memo entry that is not plain JSON")
         return super().fetch(mode, filename, value, read)
-
-
-class RunMemo:
-    """One run's own answers, in memory, for a run told not to use the memo (`--no-cache`): a retry of a view then
-    does not ask again what was already answered, and is not counted twice."""
-
-    def __init__(self):
-        self._entries: dict[str, dict] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> dict | None:
-        with self._lock:
-            return self._entries.get(key)
-
-    def put(self, key: str, content: str, usage: dict[str, int] | None = None) -> None:
-        with self._lock:
-            self._entries[key] = {"content": content, "usage": usage or {}}
 
 
 class Memo:

@@ -194,3 +194,38 @@ def test_every_run_reads_the_image_size_limit(tmp_path, stand_in, monkeypatch):
     image = make_photo(tmp_path / "p.png", size=(1200, 800))  # 0.96 MP
     with pytest.raises(BadImage, match="MOSAIC_MAX_IMAGE_MP="):
         driver.review(str(image), "openai/stand-in", "http://127.0.0.1:9/v1", grid="2x2", phases=["text"])
+
+
+def test_views_added_from_the_memo_wait_until_the_hook_is_done(tmp_path):
+    """On a rerun the memo answers added views on the spot; a hook adding two views must still see its tile open."""
+    ctx, settings = context(tmp_path)
+    plan = ctx.prepare(str(make_photo(tmp_path / "p.png")), "light", "1x1", ["text"], settings)
+
+    def two_closer_looks(review: Review, view: View, observations) -> None:
+        if view.kind == "tile":
+            for i in range(2):
+                review.add_view(View(id=f"detail-{i}", kind="detail", cells=view.cells, box=view.box,
+                                     image_sha256=view.image_sha256, phases=["text"]))
+
+    for run in ("first", "from the memo"):
+        review = Review(plan.model_copy(deep=True), ctx, follow_up=two_closer_looks)
+        drive_by_hand(review, ctx)
+        report = review.report()
+        assert report.complete and report.tiles[0].views == ["detail-0", "detail-1", "r1c1"], run
+        assert report.calls.planned == 1 + 3 + 1 == report.calls.total, run
+    assert report.calls.cached == report.calls.total
+    with pytest.raises(ValueError, match="not a tile"):
+        review.add_view(plan.views[0].model_copy(update={"id": "extra"}))
+
+
+def test_a_backend_that_refuses_the_orientation_fails_with_its_own_error(tmp_path):
+    from mosaic.errors import BackendError
+
+    ctx, settings = context(tmp_path)
+    plan = ctx.prepare(str(make_photo(tmp_path / "p.png")), "light", "2x2", ["text"], settings)
+    review = Review(plan, ctx)
+    [orientation] = review.next_work()
+    review.settle(orientation, error=BackendError("model 'x' not found at http://127.0.0.1:9/v1", retryable=False))
+    assert review.finished and review.failed_tiles == ["r1c1", "r1c2", "r2c1", "r2c2"]
+    failure = review.failure(None, None)
+    assert isinstance(failure, BackendError) and failure.exit_code == 3 and "not found" in str(failure)
