@@ -11,7 +11,12 @@ READERS: dict[int, object] = {}  # the current method's reader, by budget
 
 
 def timed_reader(backend):
+    """For the offline backend; any other (the scheduling part's HTTP stand-in) goes through LiteLLM as usual."""
+    from mosaic.llm import litellm_completion
     from mosaic.offline.reader import OfflineReader
+
+    if not backend.is_offline:
+        return litellm_completion
 
     def complete(call, messages, api_key=None, timeout_s=0.0):
         reader = READERS.setdefault(backend.offline_budget, OfflineReader(backend.offline_budget))
