@@ -48,10 +48,11 @@ def ask(work: Work, ctx: RunContext,
         with ctx.in_flight, backend_slot():
             yield
 
+    blobs, memo, complete = ctx.blobs, ctx.memo, ctx.complete  # once per item, not per call
     replies, failures = [], []
     for call in work.calls:
         try:
-            replies.append(call_model(call, ctx.blobs, ctx.memo, ctx.backend.timeout_s, slot, ctx.complete))
+            replies.append(call_model(call, blobs, memo, ctx.backend.timeout_s, slot, complete))
         except Exception as e:
             failures.append(e)
     if failures:
@@ -76,8 +77,7 @@ class Review:
         self.failed_views: list[str] = []
         self.reports: dict[str, TileReport] = {}
         self.review: str | None = None
-        self.errors: list[str] = []
-        self._exceptions: list[BaseException] = []
+        self._failures: list[BaseException | str] = []  # what each failed work item ended with
         self.blocked: list[tuple[str, list[str]]] = []  # (tile, its failed views) for tiles that needed a synthesis
         self._on_call, self._on_tile, self._follow_up = on_call, on_tile, follow_up
         self._waiting: deque[Work] = deque()
@@ -103,9 +103,7 @@ class Review:
         """A work item's replies (one per call), or the failure after its retries."""
         self._running.discard(work.name)
         if replies is None:
-            self.errors.append(str(error) if error is not None else "upstream failure")
-            if isinstance(error, BaseException):
-                self._exceptions.append(error)
+            self._failures.append(error if error is not None else "upstream failure")
             # a failed item may still have answered some of its calls: those are in the memo
             answered = [cached_reply(call, self.memo) for call in work.calls]
         else:
@@ -113,6 +111,10 @@ class Review:
         for was_known, reply in zip(work.known, answered):
             self._count(was_known, failed=reply is None)
         getattr(self, f"_settle_{work.kind}")(work, answered if replies is not None else None)
+
+    @property
+    def errors(self) -> list[str]:
+        return [str(e) for e in self._failures]
 
     @property
     def finished(self) -> bool:
@@ -155,9 +157,9 @@ class Review:
         """What failed, for a review that did not finish: the tiles, or the final review. When the orientation or
         the final review failed on a backend error, that error itself (e.g. an unknown model, exit 3)."""
         failed, first = self.failed_tiles, self.errors[0] if self.errors else "upstream failure"
-        if (self.orientation is None or self._final_failed) and self._exceptions and isinstance(
-                self._exceptions[-1], BackendError):
-            return self._exceptions[-1]
+        if (self.orientation is None or self._final_failed) and self._failures and isinstance(
+                self._failures[-1], BackendError):
+            return self._failures[-1]
         if self.orientation is None:
             what = f"the orientation call failed after retries, so no tile was asked ({first})"
         elif failed:
