@@ -379,15 +379,19 @@ def test_mosaic_rerun_makes_only_the_missing_calls(ops, retried, monkeypatch, ca
         assert len(vlm.chat_requests()) - before == MISSING_PER_FAILED_TILE
 
 
-def test_one_concurrency_limit_per_backend(ops):
+def test_one_concurrency_limit_per_backend(ops, retried):  # retried: runs that called the backend
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.server import client
 
     name = Backend.create("openai/fake-vl", ops["vlm"].openai_base).limit_name
     assert name == f"mosaic-backend-127-0-0-1-{ops['vlm'].openai_base.split(':')[-1].split('/')[0]}-v1"
-    with temporary_settings({PREFECT_API_URL: ops["api"]}), client() as c:
-        limit = c.read_global_concurrency_limit_by_name(name)
+    def released():  # a run that has just ended may still be handing its slot back
+        with temporary_settings({PREFECT_API_URL: ops["api"]}), client() as c:
+            limit = c.read_global_concurrency_limit_by_name(name)
+        return limit if limit.active_slots == 0 else None
+
+    limit = _wait_for(released, 30, f"every slot of {name} to be released")
     assert limit.limit == 2 and limit.active and limit.active_slots == 0
 
 
