@@ -290,7 +290,10 @@ def page(runs: list[dict], system: dict, out_dir: Path, md_path: Path) -> str:
          "*mosaic D*: Mosaic at density D with the three phases (text, subjects, characteristics); *inspect*: one "
          "all-in-one call per view; *auto*: `--density auto`. Mosaic's views: every tile, one tile-sized crop per shared "
          "edge (each pair once; on a vertical line it reaches a sixth of a tile past each corner); tile syntheses only when "
-         "there are several phases to merge.", ""]
+         "there are several phases to merge.", "",
+         "**Trust** (which readings to believe, against stand-in models that invent, misread, answer in prose and drop "
+         "readings, with RapidOCR or Tesseract behind them): [trust.md](bench/trust.md), made by "
+         "`python -m bench.trust --cold`.", ""]
     for run in runs:
         L += [f"## {run['label']}", "", *table(run), "",
               f"![recall against calls]({rel}/recall-vs-calls-{run.get('budget') or 'model'}.png)", ""]

@@ -14,10 +14,12 @@ from prefect.utilities.annotations import quote
 
 from mosaic.backend import Backend
 from mosaic.context import RunContext
+from mosaic.driver import planned_line
 from mosaic.engine import Review, Work
 from mosaic.pipeline import report_dir_name
 from mosaic.progress import Progress
 from mosaic.schema import DEFAULT_PHASES
+from mosaic.second_look import for_run
 from mosaic.settings import load_settings
 from tasks import ASK, prepare_image, save_report, synthesis_not_attempted
 from tasks.artifacts import RunArtifacts, retry_hint
@@ -50,11 +52,13 @@ def review_image(
     show_progress: bool = False,
     concurrency: int | None = None,
     input_px: int | None = None,
+    second_look: bool | None = None,
 ) -> dict:
     """Review one image: orientation, every tile and seam crop (its phases asked one after another), a report per
     tile, the final review.
     concurrency: model calls in flight at once (default $MOSAIC_CONCURRENCY or 2).
-    input_px: the model's encoder size, for density auto when Mosaic cannot size the model ($MOSAIC_INPUT_PX)."""
+    input_px: the model's encoder size, for density auto when Mosaic cannot size the model ($MOSAIC_INPUT_PX).
+    second_look: closer crops of readings seen once, unclear or read differently ($MOSAIC_SECOND_LOOK, on)."""
     started = time.monotonic()
     settings = load_settings(concurrency=concurrency, input_px=input_px)
     ctx = RunContext.from_settings(settings, model, api_base, use_memo)
@@ -65,9 +69,9 @@ def review_image(
         folder = str(Path(out_dir) / report_dir_name(plan, ctx.backend))
         artifacts = RunArtifacts(plan, Path(folder).name)
         bar = Progress(plan.total_calls, len(plan.tiles), enabled=show_progress)
-        blank = [v.id for v in plan.views if not v.phases]
-        bar.announce(f"mosaic: {plan.total_calls} calls planned" + (f" ({len(blank)} blank views skipped: {', '.join(blank)})" if blank else ""))
-        review = Review(plan, ctx, on_call=bar.call_done, on_tile=lambda: (bar.tile_done(), artifacts.tile_done()))
+        review = Review(plan, ctx, on_call=bar.call_done, on_tile=lambda: (bar.tile_done(), artifacts.tile_done()),
+                        second_look=for_run(settings, ctx.backend, second_look))
+        bar.announce(planned_line(review))
 
         # Large inputs are quoted: Prefect would otherwise walk every field of each on every task, looking for futures.
         # Only what the memo does not answer becomes a task: a rerun shows (and runs) only what was missing.
@@ -84,6 +88,7 @@ def review_image(
             review.settle(work, future.result() if done else None, None if done else future.result(raise_on_failure=False))
             while review.blocked:  # a final state in the UI, named after its tile, instead of NotReady
                 synthesis_not_attempted(*review.blocked.pop(0), return_state=True)
+            bar.total_calls = review.stats.planned
         bar.close()
         report = review.report(time.monotonic() - started)
         report.report_dir = save_report(quote(report), quote(plan), folder, quote(ctx))

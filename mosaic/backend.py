@@ -48,6 +48,7 @@ class Backend(BaseModel):
     max_tokens: int = 1024
     num_ctx: int | None = None
     timeout_s: float = 300.0
+    structured_output: bool = True  # ask the server for JSON of the answer's shape (response_format)
 
     @classmethod
     def create(cls, model: str, api_base: str | None = None, default_budget: int = 448, **options) -> Backend:
@@ -69,6 +70,11 @@ class Backend(BaseModel):
     @property
     def is_ollama(self) -> bool:
         return is_ollama(self.model)
+
+    @property
+    def asks_for_schema(self) -> bool:
+        """The built-in reader answers in its own JSON; a server is asked to keep to the answer's schema."""
+        return self.structured_output and not self.is_offline
 
     @property
     def address(self) -> str:

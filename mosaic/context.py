@@ -34,7 +34,8 @@ class RunContext(BaseModel):
     @classmethod
     def from_settings(cls, settings: Settings, model: str, api_base: str | None, use_memo: bool = True) -> RunContext:
         backend = Backend.create(model, api_base, settings.offline_budget, temperature=settings.temperature,
-                                 max_tokens=settings.max_tokens, num_ctx=settings.num_ctx, timeout_s=settings.timeout_s)
+                                 max_tokens=settings.max_tokens, num_ctx=settings.num_ctx, timeout_s=settings.timeout_s,
+                                 structured_output=settings.structured_output)
         return cls(backend=backend, cache_dir=str(settings.cache_dir), use_memo=use_memo,
                    memo_size_mb=settings.cache_size_mb, concurrency=settings.concurrency, completion=settings.completion)
 

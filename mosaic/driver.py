@@ -18,15 +18,18 @@ from .pipeline import report_dir_name
 from .progress import Progress
 from .report import write_report
 from .schema import DEFAULT_PHASES, FinalReport
+from .second_look import for_run
 from .settings import Settings, load_settings
 
 
 def review(image_path: str, model: str | None = None, api_base: str | None = None, *, density: str = "light",
            grid: str | None = None, phases: list[str] | tuple[str, ...] = DEFAULT_PHASES, out_dir: str | None = None,
            use_memo: bool = True, concurrency: int | None = None, input_px: int | None = None,
-           show_progress: bool = False, settings: Settings | None = None) -> FinalReport:
+           second_look: bool | None = None, show_progress: bool = False,
+           settings: Settings | None = None) -> FinalReport:
     """Review one image and write its report folder; returns the report. Settings not given come from the
-    environment (MOSAIC_...), or from `settings` when given. Raises RunFailed (with the partial report written) when
+    environment (MOSAIC_...), or from `settings` when given. second_look: a closer look at readings seen once or
+    read differently (default $MOSAIC_SECOND_LOOK, on). Raises RunFailed (with the partial report written) when
     tiles failed after retries, BackendError when the backend refused the orientation or the final review."""
     started = time.monotonic()
     given = {k: v for k, v in dict(model=model, api_base=api_base, concurrency=concurrency, input_px=input_px,
@@ -37,8 +40,10 @@ def review(image_path: str, model: str | None = None, api_base: str | None = Non
         plan = ctx.prepare(image_path, density, grid, list(phases), settings)
         folder = Path(settings.out_dir) / report_dir_name(plan, ctx.backend)
         bar = Progress(plan.total_calls, len(plan.tiles), enabled=show_progress)
-        run = Review(plan, ctx, on_call=bar.call_done, on_tile=bar.tile_done)
-        drive(run, ctx, settings.retries, settings.retry_delay_s)
+        run = Review(plan, ctx, on_call=bar.call_done, on_tile=bar.tile_done,
+                     second_look=for_run(settings, ctx.backend, second_look))
+        bar.announce(planned_line(run))
+        drive(run, ctx, settings.retries, settings.retry_delay_s, bar)
         bar.close()
         report = run.report(time.monotonic() - started)
         report.report_dir = str(write_report(report, plan, ctx.blobs, folder))
@@ -49,7 +54,17 @@ def review(image_path: str, model: str | None = None, api_base: str | None = Non
     return report
 
 
-def drive(run: Review, ctx: RunContext, retries: int = 3, retry_delay_s: float = 1.0) -> None:
+def planned_line(run: Review) -> str:
+    """What a run will ask, said before the first call."""
+    plan = run.plan
+    blank = [v.id for v in plan.views if not v.phases]
+    line = f"mosaic: {plan.total_calls} calls planned"
+    if run.second_look:
+        line += f", and at most {run.second_look_cap} more for a second look"
+    return line + (f" ({len(blank)} blank views skipped: {', '.join(blank)})" if blank else "")
+
+
+def drive(run: Review, ctx: RunContext, retries: int = 3, retry_delay_s: float = 1.0, bar: Progress | None = None) -> None:
     """Make the review's calls, at most ctx.concurrency work items at once, until it is finished."""
     with ThreadPoolExecutor(max_workers=ctx.concurrency, thread_name_prefix="mosaic") as pool:
         running: dict[Future, Work] = {}
@@ -67,6 +82,8 @@ def drive(run: Review, ctx: RunContext, retries: int = 3, retry_delay_s: float =
                     run.settle(work, error=e)
                 else:
                     run.settle(work, replies)
+            if bar is not None:
+                bar.total_calls = run.stats.planned
 
 
 def ask_with_retries(work: Work, ctx: RunContext, retries: int, delay_s: float) -> list:

@@ -20,7 +20,9 @@ from . import pipeline
 from .context import RunContext
 from .errors import BackendError, RunFailed
 from .llm import cached_reply, call_model
-from .schema import CallStats, FinalReport, ModelCall, ModelReply, Observation, Plan, TileReport, View
+from .schema import CallStats, FinalReport, ModelCall, ModelReply, Observation, Plan, Reading, TileReport, View
+from .second_look import SecondLook, verification_boxes, zoom_boxes
+from .text_regions import text_regions
 
 WorkKind = Literal["orientation", "view", "synthesis", "final"]
 
@@ -64,14 +66,22 @@ class Review:
     """One image's review, from its plan to its report. Not thread-safe: one driver thread calls it.
 
     on_call(cached, failed) and on_tile() report progress; follow_up(review, view, observations) is called when a
-    view has answered and may add views (add_view) before the tiles it touches are reported."""
+    view has answered and may add views (add_view) before the tiles it touches are reported.
+    second_look: when given, no tile is reported before every view of the first wave has answered; then the
+    readings worth it get closer crops (mosaic.second_look), at most second_look.cap(first wave's calls) of them."""
 
     def __init__(self, plan: Plan, ctx: RunContext, on_call: Callable[[bool, bool], None] | None = None,
                  on_tile: Callable[[], None] | None = None,
-                 follow_up: Callable[[Review, View, list[Observation]], None] | None = None):
+                 follow_up: Callable[[Review, View, list[Observation]], None] | None = None,
+                 second_look: SecondLook | None = None):
         self.plan, self.ctx = plan, ctx
         self.memo = ctx.memo
         self.stats = CallStats(planned=plan.total_calls)
+        if not {"text", "inspect"} & set(plan.phases):
+            second_look = None  # it looks again at text: a run that asks for none has nothing to confirm
+        self.second_look = second_look
+        self.second_look_cap = second_look.cap(plan.total_calls) if second_look else 0
+        self._first_wave_done = second_look is None
         self.orientation: str | None = None
         self.observed: dict[str, list[Observation]] = {}
         self.failed_views: list[str] = []
@@ -146,12 +156,17 @@ class Review:
             image=plan.image_path, image_sha256=plan.image_sha256, size=(plan.width, plan.height), model=backend.model,
             api_base=backend.api_base, density=plan.density, grid=f"{plan.cols}x{plan.rows}", cols=plan.cols,
             rows=plan.rows, phases=plan.phases, notes=plan.notes, orientation=self.orientation or "", review="",
-            readings=[], tiles=tiles, failed_tiles=self.failed_tiles, calls=self.stats.model_copy(),
+            readings=self.readings(), tiles=tiles, answers=pipeline.answers(plan, self.observed),
+            second_look=self.second_look is not None, failed_tiles=self.failed_tiles, calls=self.stats.model_copy(),
             elapsed_s=round(elapsed_s, 3), complete=self.review is not None,
         )
         if self.review is not None:
-            report.review, report.readings = pipeline.complete_review(self.review, tiles)
+            report.review = pipeline.complete_review(self.review, report.readings)
         return report
+
+    def readings(self) -> list[Reading]:
+        """Every reading the views made so far, one per sign with its evidence, confirmed first."""
+        return pipeline.run_readings(self.plan, [o for v in self.plan.views for o in self.observed.get(v.id, [])])
 
     def failure(self, report_dir: str | None, retry: str | None) -> RunFailed | BackendError:
         """What failed, for a review that did not finish: the tiles, or the final review. When the orientation or
@@ -222,7 +237,8 @@ class Review:
         if replies is None:
             self.failed_views.append(view.id)
         else:
-            self.observed[view.id] = [pipeline.parse_observation(view, p, r) for p, r in zip(view.phases, replies)]
+            self.observed[view.id] = [pipeline.parse_observation(view, p, r, self.plan.tile_boxes)
+                                      for p, r in zip(view.phases, replies)]
             if self._follow_up:
                 self._in_follow_up += 1
                 try:
@@ -242,6 +258,16 @@ class Review:
         so it does not wait behind later rows)."""
         if self._in_follow_up:  # views added from the memo settle once the hook is done adding
             return
+        if not self._first_wave_done:
+            if self.orientation is None or not all(v.id in self.observed or v.id in self.failed_views
+                                                   for v in self.plan.views if v.phases):
+                return
+            self._first_wave_done = True
+            self._in_follow_up += 1
+            try:
+                self._plan_second_look()
+            finally:
+                self._in_follow_up -= 1
         for tile in [self._view(t) for t in self._unsettled]:
             inputs = self._inputs(tile)
             if not all(v in self.observed or v in self.failed_views for v in inputs):
@@ -253,7 +279,7 @@ class Review:
                     self.blocked.append((tile.id, broken))
                 continue
             if not self.plan.needs_synthesis(tile):
-                self._tile_done(pipeline.make_tile_report(tile, self._observations(tile), None))
+                self._tile_done(pipeline.make_tile_report(self.plan, tile, self._observations(tile), None))
                 continue
             call = pipeline.tile_synthesis_call(self.plan, tile, self._observations(tile), self.orientation,
                                                 self.ctx.backend)
@@ -261,10 +287,25 @@ class Review:
                         first=True)
         self._maybe_final()
 
+    def _plan_second_look(self) -> None:
+        """Closer crops, each a view of the text phase: first of the readings worth one more look, then, within the
+        cap, of text-like regions that no view read."""
+        plan, look, cap = self.plan, self.second_look, self.second_look_cap
+        tile_side = max(max(t.box[2] - t.box[0], t.box[3] - t.box[1]) for t in plan.tiles)
+        readings = self.readings()
+        boxes = verification_boxes(readings, {v.id: v for v in plan.views}, plan.width, plan.height, tile_side, cap)
+        image = pipeline.original_image(plan)
+        if look.zoom_unread and len(boxes) < cap:
+            regions = text_regions(image, plan.image_sha256, self.ctx.blobs)
+            boxes += zoom_boxes(regions, readings, plan.width, plan.height, tile_side, cap - len(boxes), boxes)
+        for view in pipeline.detail_views(plan, image, boxes, self.ctx.blobs, look.zoom_px):
+            self.stats.second_look += len(view.phases)
+            self.add_view(view)
+
     def _settle_synthesis(self, work: Work, replies: list[ModelReply] | None) -> None:
         if replies is not None:
             tile = self._view(work.target)
-            self._tile_done(pipeline.make_tile_report(tile, self._observations(tile), replies[0]))
+            self._tile_done(pipeline.make_tile_report(self.plan, tile, self._observations(tile), replies[0]))
         self._maybe_final()
 
     def _tile_done(self, report: TileReport) -> None:

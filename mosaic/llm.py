@@ -36,11 +36,46 @@ CompleteFn = Callable[[ModelCall, list[dict], "str | None", float], Completion]
 
 
 def litellm_completion(call: ModelCall, messages: list[dict], api_key: str | None, timeout_s: float) -> Completion:
-    response = _litellm().completion(
-        model=call.model, messages=messages, api_base=call.api_base, api_key=api_key, timeout=timeout_s,
-        num_retries=0,  # retries belong to the driver (a Prefect task's retries), one layer only
-        **call.options,
-    )
+    """LiteLLM's completion; the answer's JSON Schema goes as response_format (Ollama's format, the OpenAI-style
+    servers' structured output) unless this backend refused it before."""
+    request = dict(model=call.model, messages=messages, api_base=call.api_base, api_key=api_key, timeout=timeout_s,
+                   num_retries=0,  # retries belong to the driver (a Prefect task's retries), one layer only
+                   **call.options)
+    backend = (call.model, call.api_base)
+    if call.response_schema is not None and backend not in REFUSED_SCHEMA:
+        try:
+            return _complete(request | {"response_format": response_format(call.response_schema)})
+        except Exception as e:
+            if not refused_schema(e):
+                raise
+            REFUSED_SCHEMA.add(backend)  # asked without from now on, in this process
+    return _complete(request)
+
+
+# Backends (model, api_base) that answered a request with response_format by refusing the request.
+REFUSED_SCHEMA: set[tuple[str, str | None]] = set()
+
+
+def response_format(schema: dict) -> dict:
+    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+
+
+def refused_schema(error: Exception) -> bool:
+    """A refusal the same request without response_format may not meet: a 4xx other than auth, limits and
+    unknown models, or LiteLLM's own 'unsupported parameter'."""
+    import litellm
+
+    if isinstance(error, getattr(litellm, "UnsupportedParamsError", ())):
+        return True
+    status = getattr(error, "status_code", None)
+    if isinstance(error, (litellm.AuthenticationError, litellm.NotFoundError, litellm.RateLimitError,
+                          litellm.ContextWindowExceededError)):
+        return False
+    return isinstance(error, litellm.BadRequestError) or status in (400, 415, 422, 501)
+
+
+def _complete(request: dict) -> Completion:
+    response = _litellm().completion(**request)
     choice = response.choices[0]
     return Completion(choice.message.content or "", getattr(choice, "finish_reason", None), _usage(response))
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +13,14 @@ import numpy as np
 from . import prompts
 from .backend import Backend
 from .errors import BadOption
+from PIL import Image
+
 from .images import decode_image, encode_view, read_image_file, sha256_hex, shrink
 from .memo import BlobStore
-from .readings import merge_readings, squash
-from .schema import ModelCall, ModelReply, Observation, Plan, Reading, TileReport, View, canonical_sha256, phases_for
-from .tiles import cell_label, choose_grid, input_px_for, neighbor_pairs, seam_box, tile_boxes
+from .readings import box_in_image, group_readings, in_reading_order, place_box, readings_in_prose, squash, tiles_of
+from .schema import (ModelCall, ModelReply, Observation, Plan, Reading, TileReport, View, ViewAnswer,
+                     canonical_sha256, phases_for)
+from .tiles import Box, cell_label, choose_grid, input_px_for, neighbor_pairs, seam_box, tile_boxes
 
 
 def encoder_px(backend: Backend, density: str, stated: int | None = None) -> int | None:
@@ -108,35 +113,46 @@ def view_call(plan: Plan, view: View, phase: str, orientation: str, backend: Bac
     if view.kind == "seam":
         a, b = view.id.split("|")
         where = prompts.SEAM_WHERE.format(a=a, b=b, **common)
+    elif view.kind == "detail":
+        tiles = ", ".join(cell_label(c) for c in view.cells)
+        where = prompts.DETAIL_WHERE.format(tiles=tiles, width=plan.width, height=plan.height, **common)
     else:
         where = prompts.TILE_WHERE.format(label=view.id, width=plan.width, height=plan.height, **common)
-    return model_call(backend, prompts.view_prompt(phase, orientation, where), [view.image_sha256])
+    return model_call(backend, prompts.view_prompt(phase, orientation, where), [view.image_sha256], phase)
 
 
 def tile_synthesis_call(plan: Plan, tile: View, observations: list[Observation], orientation: str, backend: Backend) -> ModelCall:
     data = [_observation_data(o) for o in observations]
-    return model_call(backend, prompts.tile_synthesis_prompt(orientation, tile.id, tile.box, data), [])
+    return model_call(backend, prompts.tile_synthesis_prompt(orientation, tile.id, tile.box, data), [], "tile-synthesis")
 
 
 def final_call(plan: Plan, orientation: str, reports: list[TileReport], backend: Backend) -> ModelCall:
     data = [
-        {"tile": r.tile, "summary": r.report, "readings": [x.model_dump(exclude_none=True) for x in r.readings],
+        {"tile": r.tile, "summary": r.report, "readings": [_reading_data(x) for x in r.readings],
          "subjects": r.subjects, "characteristics": r.characteristics}
         for r in reports
     ]
     return model_call(backend, prompts.final_prompt(orientation, plan.cols, plan.rows, data), [plan.overview_sha256])
 
 
-def model_call(backend: Backend, prompt: str, images: list[str]) -> ModelCall:
-    """The call as the memo keys it: everything that decides the answer."""
+def model_call(backend: Backend, prompt: str, images: list[str], task: str | None = None) -> ModelCall:
+    """The call as the memo keys it: everything that decides the answer. task: the answer's JSON shape is asked of
+    the server (response_format) when the backend does that (Backend.asks_for_schema)."""
+    schema = prompts.answer_schema(task) if task and backend.asks_for_schema else None
     return ModelCall(model=backend.model, api_base=backend.api_base, system=prompts.SYSTEM, prompt=prompt,
-                     images=images, options=backend.call_options())
+                     images=images, options=backend.call_options(), response_schema=schema)
+
+
+def _reading_data(r: Reading) -> dict:
+    data = r.model_dump(include={"text", "romanized", "translation", "unclear", "confirmed", "tiles"}, exclude_none=True)
+    return {k: v for k, v in data.items() if v not in ([], False) or k == "unclear"}
 
 
 def _observation_data(o: Observation) -> dict:
     data: dict = {"view": o.view, "phase": o.phase}
     if o.readings:
-        data["readings"] = [r.model_dump(exclude_none=True, exclude={"views"}) for r in o.readings]
+        data["readings"] = [r.model_dump(include={"text", "romanized", "translation", "unclear"}, exclude_none=True)
+                            for r in o.readings]
     if o.items:
         data["items"] = o.items
     if o.notes:
@@ -165,28 +181,46 @@ def parse_json_object(text: str) -> dict | None:
     return None
 
 
-def parse_observation(view: View, phase: str, reply: ModelReply) -> Observation:
-    """Structured when the model gave the JSON asked for; otherwise the whole answer is kept as notes."""
+def parse_observation(view: View, phase: str, reply: ModelReply, tiles: dict[str, Box]) -> Observation:
+    """Structured when the model gave the JSON asked for. Otherwise the whole answer is kept as notes, and what it
+    quotes or lists is still taken as readings (source "prose"). tiles: the plan's tile boxes, to place readings."""
     data = parse_json_object(reply.content)
     if data is None:
-        return Observation(view=view.id, phase=phase, notes=reply.content.strip(), structured=False, reply=reply)
+        texts = readings_in_prose(reply.content) if phase in ("text", "inspect") else []
+        readings = [_placed(Reading(text=t, views=[view.id], source="prose"), None, where, view, tiles)
+                    for t, where in texts]
+        return Observation(view=view.id, phase=phase, readings=readings, notes=reply.content.strip(), structured=False,
+                           reply=reply)
     return Observation(
-        view=view.id, phase=phase, readings=_readings(data.get("readings"), view.id), items=_strings(data.get("items")),
-        notes=_text(data.get("notes")), reply=reply,
+        view=view.id, phase=phase, readings=_readings(data.get("readings"), view, tiles),
+        items=_strings(data.get("items")), notes=_text(data.get("notes")), reply=reply,
     )
 
 
-def _readings(value, view_id: str) -> list[Reading]:
+def _readings(value, view: View, tiles: dict[str, Box]) -> list[Reading]:
     readings: list[Reading] = []
     for item in value if isinstance(value, list) else []:
         if isinstance(item, str) and item.strip():
-            readings.append(Reading(text=item.strip(), views=[view_id]))
+            readings.append(_placed(Reading(text=item.strip(), views=[view.id]), None, None, view, tiles))
         elif isinstance(item, dict) and _text(item.get("text")):
-            readings.append(Reading(
+            reading = Reading(
                 text=_text(item.get("text")), romanized=_text(item.get("romanized")) or None,
-                translation=_text(item.get("translation")) or None, unclear=bool(item.get("unclear", False)), views=[view_id],
-            ))
+                translation=_text(item.get("translation")) or None, unclear=bool(item.get("unclear", False)),
+                views=[view.id])
+            where = item.get("where") or item.get("position")
+            readings.append(_placed(reading, item.get("box"), where if isinstance(where, str) else None, view, tiles))
     return readings
+
+
+def _placed(reading: Reading, box, where: str | None, view: View, tiles: dict[str, Box]) -> Reading:
+    """The reading with where it lies: the box the view gave, else the place it named, else only the view's tiles."""
+    located = box_in_image(box, view.box) or place_box(where, view.box)
+    if located:
+        reading.box = located
+        reading.tiles, reading.on_tile_line = tiles_of(located, tiles)
+    else:
+        reading.tiles = [cell_label(c) for c in view.cells]
+    return reading
 
 
 def _strings(value) -> list[str]:
@@ -201,8 +235,9 @@ def _text(value) -> str:
     return value.strip() if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def make_tile_report(tile: View, observations: list[Observation], reply: ModelReply | None) -> TileReport:
-    """Readings and subjects are merged here, in code, so the synthesis call cannot lose them.
+def make_tile_report(plan: Plan, tile: View, observations: list[Observation], reply: ModelReply | None) -> TileReport:
+    """Readings and subjects are merged here, in code, so the synthesis call cannot lose them: the tile's readings
+    are those of all views touching it that lie in it.
     reply is None when no synthesis call was needed: one phase (the summary is the tile's own notes) or a tile
     that was asked nothing."""
     data = (parse_json_object(reply.content) or {}) if reply else {}
@@ -212,23 +247,81 @@ def make_tile_report(tile: View, observations: list[Observation], reply: ModelRe
     characteristics = _text(data.get("characteristics")) or next(
         (o.notes for o in observations if o.phase == "characteristics" and o.view == tile.id), "")
     col, row = tile.cells[0]
+    readings = [r for r in run_readings(plan, observations) if tile.id in r.tiles]
     return TileReport(
-        tile=tile.id, position={"row": row + 1, "col": col + 1}, box=tile.box, report=summary,
-        readings=merge_readings([r for o in observations for r in o.readings]),
+        tile=tile.id, position={"row": row + 1, "col": col + 1}, box=tile.box, report=summary, readings=readings,
         subjects=list(dict.fromkeys(i for o in observations for i in o.items)),
         characteristics=characteristics, views=sorted({o.view for o in observations}),
     )
 
 
-def complete_review(review: str, reports: list[TileReport]) -> tuple[str, list[Reading]]:
-    """All readings of the run, and the review with any reading it left out appended, so none is lost."""
-    readings = merge_readings([r for t in reports for r in t.readings])
-    present = squash(review)
-    missing = [r for r in readings if squash(r.text) not in present]
-    if missing:
-        lines = [f"- \"{r.text}\" ({', '.join(r.views)}){' (unclear)' if r.unclear else ''}" for r in missing]
-        review = review.rstrip() + "\n\nAlso read in the tiles:\n" + "\n".join(lines)
-    return review, readings
+def run_readings(plan: Plan, observations: list[Observation]) -> list[Reading]:
+    """Every reading the views made, one per sign with its evidence, confirmed first."""
+    tiles = plan.tile_boxes
+    grouped = group_readings([r for o in observations for r in o.readings], tiles)
+    return in_reading_order(grouped, list(tiles))
+
+
+def answers(plan: Plan, observed: dict[str, list[Observation]]) -> list[ViewAnswer]:
+    """Every view's raw answers, in the plan's order."""
+    return [ViewAnswer(view=v.id, kind=v.kind, phase=o.phase, box=v.box, structured=o.structured, answer=o.reply.content)
+            for v in plan.views for o in observed.get(v.id, [])]
+
+
+def complete_review(review: str, readings: list[Reading]) -> str:
+    """The model's review, and after it every reading of the run, confirmed ones first, each with its tiles: none
+    is lost, whatever the model wrote, and a reader sees which to trust."""
+    confirmed = [r for r in readings if r.confirmed]
+    others = [r for r in readings if not r.confirmed]
+    parts = [review.rstrip()]
+    if confirmed:
+        parts.append("Readings confirmed (the same text read in two or more views):\n" + "\n".join(map(reading_line, confirmed)))
+    if others:
+        parts.append("Readings not confirmed (read once, or not read again by a second look):\n"
+                     + "\n".join(map(reading_line, others)))
+    return "\n\n".join(parts)
+
+
+def reading_line(r: Reading) -> str:
+    where = ", ".join(r.tiles) + (" (on a tile line)" if r.on_tile_line else "")
+    extra = (f" ({r.romanized})" if r.romanized else "") + (f" — {r.translation}" if r.translation else "")
+    flags = (" (unclear)" if r.unclear else "") + (f"; also read as {', '.join(repr(v) for v in r.variants)}"
+                                                   if r.variants else "")
+    return f'- "{r.text}"{extra} in {where or "?"}{flags}'
+
+
+# --- the second look's views -----------------------------------------------------------------------------------
+
+def original_image(plan: Plan) -> Callable[[], Image.Image]:
+    """The plan's image, decoded on first use and kept: a rerun whose crops are all stored decodes nothing."""
+    return functools.cache(lambda: decode_image(read_image_file(plan.image_path), plan.image_path).image)
+
+
+def detail_views(plan: Plan, image: Callable[[], Image.Image], boxes: list[Box], blobs: BlobStore, zoom_px: int,
+                 first: int = 1) -> list[View]:
+    """Closer crops of the image, each enlarged (or shrunk) to zoom_px on its long side, asked the text phase only.
+    Named d1, d2, …; a blank crop is asked nothing. Each crop is kept by the image, its box and size."""
+    tiles = {t.id: t for t in plan.tiles}
+    views = []
+    for n, box in enumerate(boxes, start=first):
+        key = canonical_sha256(["detail", PLAN_VERSION, plan.image_sha256, list(box), zoom_px])
+        kept = blobs.get_plan(key)
+        sha, blank = json.loads(kept) if kept else (None, False)
+        if sha is None or not blobs.has(sha):
+            crop = image().crop(box)
+            scale = zoom_px / max(crop.size)
+            crop = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))),
+                               Image.Resampling.LANCZOS)
+            sha, blank = blobs.put(encode_view(crop)), is_blank(crop)
+            blobs.put_plan(key, json.dumps([sha, blank]))
+        cells = [tiles[t].cells[0] for t in tiles if _overlaps(box, tiles[t].box)]
+        views.append(View(id=f"d{n}", kind="detail", cells=cells, box=box, image_sha256=sha,
+                          phases=[] if blank else ["text"]))
+    return views
+
+
+def _overlaps(a: Box, b: Box) -> bool:
+    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
 
 
 def report_dir_name(plan: Plan, backend: Backend) -> str:

@@ -20,13 +20,16 @@ This is the whole photograph, shrunk. Later calls will inspect it tile by tile o
 In 3 to 5 sentences: the scene type, the layout (what is where, using the grid positions), and the regions \
 worth a close look (signs, text, small objects)."""
 
+READINGS_JSON = ('Answer with JSON only: {"readings": [{"text": "...", "romanized": null, "translation": null, '
+                 '"unclear": false, "box": [0, 0, 1000, 1000]}], "notes": "..."}')
+
 PHASE_QUESTIONS = {
     "text": (
         "Transcribe every piece of text visible in this crop, exactly as written, character by character. "
         "Romanize and translate non-Latin scripts. If a character is partial, cut off or ambiguous, mark the "
-        "reading as unclear instead of guessing. No text visible: an empty list.\n"
-        'Answer with JSON only: {"readings": [{"text": "...", "romanized": null, "translation": null, '
-        '"unclear": false}], "notes": "..."}'
+        "reading as unclear instead of guessing. Give where each one is as a box [x0, y0, x1, y1] in thousandths "
+        "of the crop's width and height ([0, 0, 1000, 1000] is the whole crop). No text visible: an empty list.\n"
+        + READINGS_JSON
     ),
     "subjects": (
         "List the objects, people, vehicles and architectural elements visible in this crop, each with where "
@@ -39,12 +42,34 @@ PHASE_QUESTIONS = {
         'Answer with JSON only: {"notes": "..."}'
     ),
     "inspect": (
-        "Inspect this crop: transcribe any text exactly (mark partial or ambiguous characters as unclear), "
-        "list the objects, people, vehicles and architecture, and describe lighting and defects.\n"
+        "Inspect this crop: transcribe any text exactly (mark partial or ambiguous characters as unclear; give each "
+        "one's box [x0, y0, x1, y1] in thousandths of the crop), list the objects, people, vehicles and "
+        "architecture, and describe lighting and defects.\n"
         'Answer with JSON only: {"readings": [{"text": "...", "romanized": null, "translation": null, '
-        '"unclear": false}], "items": ["..."], "notes": "..."}'
+        '"unclear": false, "box": [0, 0, 1000, 1000]}], "items": ["..."], "notes": "..."}'
     ),
 }
+
+_READING = {"type": "object", "properties": {
+    "text": {"type": "string"}, "romanized": {"type": ["string", "null"]}, "translation": {"type": ["string", "null"]},
+    "unclear": {"type": "boolean"}, "box": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4}},
+    "required": ["text", "unclear"]}
+_LIST = {"type": "array", "items": {"type": "string"}}
+_NOTES = {"type": "string"}
+# The answer's shape per task, sent as a JSON Schema (response_format) to servers that can constrain the answer.
+SCHEMAS = {
+    "text": {"readings": {"type": "array", "items": _READING}, "notes": _NOTES},
+    "subjects": {"items": _LIST, "notes": _NOTES},
+    "characteristics": {"notes": _NOTES},
+    "inspect": {"readings": {"type": "array", "items": _READING}, "items": _LIST, "notes": _NOTES},
+    "tile-synthesis": {"summary": _NOTES, "characteristics": _NOTES},
+}
+
+
+def answer_schema(task: str) -> dict | None:
+    fields = SCHEMAS.get(task)
+    return {"type": "object", "properties": fields, "required": list(fields)} if fields else None
+
 
 VIEW = """Mosaic task: {phase}
 Whole picture, from a first look: {orientation}
@@ -55,6 +80,11 @@ TILE_WHERE = "This crop is tile {label} of a {cols}×{rows} grid, pixels {box} o
 SEAM_WHERE = (
     "This crop is centred on the line between tiles {a} and {b} of a {cols}×{rows} grid (pixels {box}), so that "
     "what crosses from one tile into the other is seen whole."
+)
+
+DETAIL_WHERE = (
+    "This crop is a closer look at pixels {box} of the {width}×{height} image (tiles {tiles} of a {cols}×{rows} grid), "
+    "enlarged so that small text is legible. Read only what is really there."
 )
 
 TILE_SYNTHESIS = """Mosaic task: tile-synthesis

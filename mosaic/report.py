@@ -9,6 +9,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .images import shrink
 from .memo import BlobStore, write_atomically
+from .pipeline import reading_line
 from .schema import FinalReport, Plan
 
 OVERVIEW_PX = 1600
@@ -41,19 +42,33 @@ def render_markdown(report: FinalReport, overview: str = "overview.jpg", message
         failed = f"tiles {', '.join(report.failed_tiles)}" if report.failed_tiles else "the final review"
         lines.append(f"- **Incomplete**: {failed} failed after retries; {message or 'run the same command again to finish.'}")
     lines += [f"- Note: {n}" for n in report.notes]
-    lines += ["", f"![the photo with the grid: tile r1c1 is top left]({overview})", "", "## Review", "",
-              report.review or "_(not written: the run is incomplete)_", "", "## Orientation", "", report.orientation,
-              "", "## Tiles", ""]
+    lines += ["", f"![the photo with the grid: tile r1c1 is top left]({overview})", ""]
+    lines += readings_section(report)
+    lines += ["## Review", "", report.review or "_(not written: the run is incomplete)_", "", "## Orientation", "",
+              report.orientation, "", "## Tiles", ""]
     for tile in report.tiles:
         lines.append(f"### {tile.tile} — pixels {list(tile.box)}")
         lines.append("")
         lines.append(tile.report)
         if tile.readings:
             lines.append("")
-            lines += [f"- \"{r.text}\"" + (f" ({r.romanized})" if r.romanized else "") + (f" — {r.translation}" if r.translation else "")
-                      + (" (unclear)" if r.unclear else "") + f" [{', '.join(r.views)}]" for r in tile.readings]
+            lines += [reading_line(r) + f" [{', '.join(r.views)}]" for r in tile.readings]
         lines.append("")
     return "\n".join(lines)
+
+
+def readings_section(report: FinalReport) -> list[str]:
+    """The readings, confirmed ones apart from the rest, each with its tiles and the views that read it."""
+    confirmed = [r for r in report.readings if r.confirmed]
+    others = [r for r in report.readings if not r.confirmed]
+    how = ("a second look (a closer crop) or two views" if report.second_look else "two views (no second look was "
+           "asked)")
+    lines = ["## Readings", "", f"**Confirmed** ({len(confirmed)}): the same text read in two or more views, by {how}.", ""]
+    lines += [reading_line(r) + f" [{', '.join(r.views)}]" for r in confirmed] or ["- none"]
+    lines += ["", f"**Not confirmed** ({len(others)}): read once, or not read again by the second look — "
+              "check these in the picture.", ""]
+    lines += [reading_line(r) + f" [{', '.join(r.views)}]" for r in others] or ["- none"]
+    return lines + [""]
 
 
 def overview_jpeg(plan: Plan, blobs: BlobStore) -> bytes:

@@ -33,9 +33,13 @@ class ModelCall(BaseModel):
     prompt: str
     images: list[str] = Field(default_factory=list)
     options: dict[str, float | int | str | None] = Field(default_factory=dict)
+    response_schema: dict | None = None  # the JSON Schema of the answer, asked of servers that can constrain it
 
     def key(self) -> str:
-        return canonical_sha256(self.model_dump(mode="json"))
+        data = self.model_dump(mode="json")
+        if data["response_schema"] is None:  # calls that ask for no schema keep the keys they had before schemas
+            del data["response_schema"]
+        return canonical_sha256(data)
 
 
 class ModelReply(BaseModel):
@@ -49,7 +53,7 @@ class View(BaseModel):
     """One crop the model looks at: a tile, or a window centred on the seam between two tiles."""
 
     id: str  # "r1c2" for a tile, "r1c2|r1c3" for a seam
-    kind: Literal["tile", "seam", "detail"]  # detail: a closer crop added after answers came in
+    kind: Literal["tile", "seam", "detail"]  # detail: a closer, enlarged crop of the second look
     cells: list[Cell]
     box: Box
     image_sha256: str
@@ -74,6 +78,10 @@ class Plan(BaseModel):
     @property
     def tiles(self) -> list[View]:
         return [v for v in self.views if v.kind == "tile"]
+
+    @property
+    def tile_boxes(self) -> dict[str, Box]:
+        return {t.id: t.box for t in self.tiles}
 
     def views_touching(self, cell: Cell) -> list[View]:
         return [v for v in self.views if list(cell) in [list(c) for c in v.cells]]
@@ -116,11 +124,20 @@ def count_calls(cols: int, rows: int, phases: list[str] | tuple[str, ...]) -> in
 
 
 class Reading(BaseModel):
+    """A text read in the image, with its evidence. As a view reports it: one view, the box the view gives. In a
+    report: near-identical readings of one place grouped (variants), the tiles it lies in, whether it is confirmed."""
+
     text: str
     romanized: str | None = None
     translation: str | None = None
     unclear: bool = False
     views: list[str] = Field(default_factory=list)  # the views it was read in, e.g. ["r1c2", "r1c2|r1c3"]
+    tiles: list[str] = Field(default_factory=list)  # the tile(s) it lies in
+    on_tile_line: bool = False  # it crosses a tile line (or was read only in a crop across one)
+    box: Box | None = None  # where it lies, in pixels of the image, when a view said where
+    confirmed: bool | None = None  # the same text read in two or more views; None: not judged (one view's reading)
+    variants: list[str] = Field(default_factory=list)  # other readings of the same place (a character apart, a part)
+    source: Literal["json", "prose"] = "json"  # prose: taken from quoted or listed text of an answer not in JSON
 
 
 class Observation(BaseModel):
@@ -131,6 +148,17 @@ class Observation(BaseModel):
     notes: str = ""
     structured: bool = True  # False when the model's answer was not the JSON asked for and is kept as plain text
     reply: ModelReply
+
+
+class ViewAnswer(BaseModel):
+    """One view's raw answer to one phase, as the model gave it."""
+
+    view: str
+    kind: str
+    phase: str
+    box: Box
+    structured: bool
+    answer: str
 
 
 class TileReport(BaseModel):
@@ -150,6 +178,7 @@ class CallStats(BaseModel):
     made: int = 0  # reached the backend
     cached: int = 0  # served from the memo
     failed: int = 0
+    second_look: int = 0  # calls of the second look's views (planned), part of planned
 
 
 class FinalReport(BaseModel):
@@ -166,8 +195,10 @@ class FinalReport(BaseModel):
     notes: list[str] = Field(default_factory=list)
     orientation: str
     review: str
-    readings: list[Reading]
+    readings: list[Reading]  # confirmed first
     tiles: list[TileReport]
+    answers: list[ViewAnswer] = Field(default_factory=list)  # every view's raw answer
+    second_look: bool = False
     failed_tiles: list[str] = Field(default_factory=list)
     calls: CallStats
     elapsed_s: float

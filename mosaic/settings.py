@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     completion: str | None = Field(
         None, description="module:factory of the completion function (the call seam): given the Backend, it returns "
         "what answers a call instead of LiteLLM or the offline reader. For tests and benchmarks.")
+    structured_output: bool = Field(
+        True, description="Ask the server for answers in the JSON shape of each question (response_format with a JSON "
+        "Schema: Ollama's format, llama.cpp, vLLM, LM Studio); a server that refuses it is asked again without, and not "
+        "asked again in this process.")
+    second_look: bool = Field(
+        True, description="After the first wave of views, a closer, enlarged, text-only crop of each reading seen in "
+        "one view only, unclear, or read differently by two views: a reading two views agree on is confirmed.")
+    second_look_share: float = Field(
+        0.3, ge=0, le=5, description="Most calls the second look may add, as a share of the first wave's planned calls.")
     input_px: int | None = Field(
         None, ge=32, le=8192, description="Long side the model's image encoder works at, for --density auto when Mosaic "
         "cannot size the model (e.g. 896 for a Gemma 3 fine-tune); it overrides an Ollama server's report and the table.")

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="folder for report folders (default: ./mosaic-reports)")
     run.add_argument("--json", action="store_true", help="print only the final report as JSON on stdout")
     run.add_argument("--no-cache", action="store_true", help="skip the call memo (neither read nor write it)")
+    run.add_argument("--no-second-look", action="store_true",
+                     help="skip the second look: no closer crops of readings seen once, unclear or read differently, "
+                          "so fewer readings are confirmed (default: $MOSAIC_SECOND_LOOK, on)")
     run.set_defaults(func=cmd_run)
 
     cache = commands.add_parser("cache", help="the call memo: stats, clear or prune")
@@ -151,6 +154,7 @@ def _run_flow(args, settings, phases, density, input_px):
         api_base=settings.api_base, density=args.density if not args.grid else density, grid=args.grid,
         phases=phases, out_dir=str(settings.out_dir), use_memo=not args.no_cache, show_progress=True,
         input_px=input_px,  # as found above: the flow need not ask the backend again
+        second_look=False if args.no_second_look else None,
     )
 
 

@@ -29,6 +29,8 @@ def _mosaic_env(tmp_path, monkeypatch):
     monkeypatch.setenv("MOSAIC_OUT_DIR", str(tmp_path / "reports"))
     monkeypatch.setenv("MOSAIC_RETRIES", "1")
     monkeypatch.setenv("MOSAIC_RETRY_DELAY_S", "0")
+    # Tests of the first wave count its calls exactly; the second look's own tests turn it on.
+    monkeypatch.setenv("MOSAIC_SECOND_LOOK", "false")
 
 
 def make_photo(path: Path, size=(1200, 800), mode="RGB", fmt=None, **save) -> Path:

@@ -64,7 +64,8 @@ def ops(tmp_path_factory):
     env.update(PREFECT_HOME=str(base / "prefect-home"), PREFECT_API_URL=api, PREFECT_SERVER_ANALYTICS_ENABLED="false",
                PREFECT_LOCAL_STORAGE_PATH=str(base / "storage"), PREFECT_RUNNER_POLL_FREQUENCY="1",
                PREFECT_LOGGING_LEVEL="WARNING", PYTHONPATH=str(ROOT), MOSAIC_CACHE_DIR=str(base / "memo"),
-               MOSAIC_RETRIES="1", MOSAIC_RETRY_DELAY_S="0", MOSAIC_BACKEND_SLOTS="2")
+               MOSAIC_RETRIES="1", MOSAIC_RETRY_DELAY_S="0", MOSAIC_BACKEND_SLOTS="2",
+               MOSAIC_SECOND_LOOK="false")  # these tests count the first wave's calls
     logs = base / "logs"
     logs.mkdir()
     procs = []
@@ -421,8 +422,11 @@ def test_ui_shows_run_artifacts_and_deployment_schedule(ops, retried, tmp_path):
     }
     for name, (url, expected) in pages.items():
         t0 = time.monotonic()
-        dom = chromium(url, "--dump-dom")
-        missing = [e for e in expected if e not in dom]
+        for _ in range(3):  # on a loaded machine the page's data can come after chromium's virtual-time budget
+            dom = chromium(url, "--dump-dom")
+            missing = [e for e in expected if e not in dom]
+            if not missing:
+                break
         assert not missing, f"{url} does not show {missing}"
         shot = tmp_path / name
         chromium(url, f"--screenshot={shot}")

@@ -11,8 +11,9 @@ import pytest  # noqa: E402
 from mosaic.driver import worth_retrying  # noqa: E402
 from mosaic.errors import BackendError  # noqa: E402
 from mosaic.llm import classify  # noqa: E402
-from mosaic.pipeline import complete_review, make_tile_report, merge_readings, parse_json_object  # noqa: E402
-from mosaic.schema import ModelCall, ModelReply, Observation, Reading, TileReport, View  # noqa: E402
+from mosaic.pipeline import complete_review, make_tile_report, parse_json_object  # noqa: E402
+from mosaic.readings import merge_readings  # noqa: E402
+from mosaic.schema import ModelCall, ModelReply, Observation, Plan, Reading, View  # noqa: E402
 
 
 def tile(view_id="r1c2", cell=(1, 0)) -> View:
@@ -24,9 +25,11 @@ def observation(view, phase, readings=(), items=(), notes="") -> Observation:
                        reply=ModelReply(content="{}"))
 
 
-def tile_report(name, readings) -> TileReport:
-    return TileReport(tile=name, position={"row": 1, "col": 1}, box=(0, 0, 10, 10), report="", readings=readings,
-                      subjects=[], views=[name])
+def plan() -> Plan:
+    """Two tiles side by side: r1c1 (0-100) and r1c2 (100-200)."""
+    views = [View(id="r1c1", kind="tile", cells=[(0, 0)], box=(0, 0, 100, 100), image_sha256="0" * 64), tile()]
+    return Plan(image_path="x.png", image_sha256="0" * 64, width=200, height=100, cols=2, rows=1, density="quick",
+                phases=["text"], overview_sha256="0" * 64, views=views)
 
 
 # --- parse_json_object ---------------------------------------------------------------------------------------
@@ -98,12 +101,12 @@ def test_merge_leaves_its_input_readings_unchanged():
 
 def test_tile_report_merges_readings_and_subjects_in_code():
     observations = [
-        observation("r1c2", "text", readings=[Reading(text="OPEN", views=["r1c2"])]),
-        observation("r1c2|r1c3", "text", readings=[Reading(text="open", views=["r1c2|r1c3"])]),
+        observation("r1c2", "text", readings=[Reading(text="OPEN", views=["r1c2"], tiles=["r1c2"])]),
+        observation("r1c2|r1c3", "text", readings=[Reading(text="open", views=["r1c2|r1c3"], tiles=["r1c2", "r1c3"])]),
         observation("r1c2", "subjects", items=["bicycle", "door"]),
         observation("r1c2|r1c3", "subjects", items=["door", "lamp"]),
     ]
-    report = make_tile_report(tile(), observations, None)
+    report = make_tile_report(plan(), tile(), observations, None)
     assert [(r.text, r.views) for r in report.readings] == [("OPEN", ["r1c2", "r1c2|r1c3"])]
     assert report.subjects == ["bicycle", "door", "lamp"]
     assert report.views == ["r1c2", "r1c2|r1c3"]
@@ -112,14 +115,14 @@ def test_tile_report_merges_readings_and_subjects_in_code():
 
 def test_tile_report_summary_comes_from_the_synthesis_json():
     reply = ModelReply(content='```json\n{"summary": "A bakery front.", "characteristics": "warm light"}\n```')
-    report = make_tile_report(tile(), [observation("r1c2", "subjects", notes="a shop")], reply)
+    report = make_tile_report(plan(), tile(), [observation("r1c2", "subjects", notes="a shop")], reply)
     assert report.report == "A bakery front."
     assert report.characteristics == "warm light"
 
 
 def test_tile_report_summary_is_the_reply_text_when_it_is_not_json():
     reply = ModelReply(content="  A bakery front with a red awning.\n")
-    report = make_tile_report(tile(), [observation("r1c2", "subjects", notes="a shop")], reply)
+    report = make_tile_report(plan(), tile(), [observation("r1c2", "subjects", notes="a shop")], reply)
     assert report.report == "A bakery front with a red awning."
 
 
@@ -129,39 +132,36 @@ def test_tile_report_without_a_reply_uses_the_tiles_own_notes():
         observation("r1c2|r1c3", "text", notes="Seam notes are not the tile's own."),
         observation("r1c2", "characteristics", notes="Sharp, daylight."),
     ]
-    report = make_tile_report(tile(), observations, None)
+    report = make_tile_report(plan(), tile(), observations, None)
     assert report.report == "A sign above the door. Sharp, daylight."
     assert report.characteristics == "Sharp, daylight."
 
 
 def test_tile_report_without_observations_says_not_inspected():
-    report = make_tile_report(tile(), [], None)
+    report = make_tile_report(plan(), tile(), [], None)
     assert report.report == "Not inspected."
     assert (report.readings, report.subjects, report.views) == ([], [], [])
 
 
 # --- complete_review -------------------------------------------------------------------------------------------
 
-def test_complete_review_appends_the_readings_the_text_left_out():
-    reports = [
-        tile_report("r1c1", [Reading(text="Bakery Rossi", views=["r1c1"]), Reading(text="EXIT", views=["r1c1"])]),
-        tile_report("r1c2", [Reading(text="bakery  rossi", views=["r1c2"]), Reading(text="No Parking", views=["r1c2"])]),
-    ]
-    review, readings = complete_review("A street with BAKERY ROSSI on the left.\n", reports)
-    head, sep, tail = review.partition("\n\nAlso read in the tiles:\n")
+def test_complete_review_lists_every_reading_confirmed_ones_apart_with_their_tiles():
+    readings = [Reading(text="Bakery Rossi", views=["r1c1", "r1c1|r1c2"], tiles=["r1c1"], confirmed=True),
+                Reading(text="EXIT", views=["r1c2"], tiles=["r1c2"], confirmed=False, variants=["EXJT"]),
+                Reading(text="No Parking", views=["r1c1|r1c2"], tiles=["r1c1", "r1c2"], on_tile_line=True,
+                        confirmed=False)]
+    review = complete_review("A street with BAKERY ROSSI on the left.\n", readings)
+    head, confirmed, others = review.split("\n\n")
     assert head == "A street with BAKERY ROSSI on the left."
-    assert sep
-    assert '"EXIT"' in tail and '"No Parking"' in tail
-    assert "Rossi" not in tail
-    assert [(r.text, r.views) for r in readings] == [
-        ("Bakery Rossi", ["r1c1", "r1c2"]), ("EXIT", ["r1c1"]), ("No Parking", ["r1c2"])]
+    assert confirmed.startswith("Readings confirmed") and '"Bakery Rossi" in r1c1' in confirmed
+    assert "EXIT" not in confirmed
+    assert others.startswith("Readings not confirmed")
+    assert '"EXIT" in r1c2; also read as \'EXJT\'' in others
+    assert '"No Parking" in r1c1, r1c2 (on a tile line)' in others
 
 
-def test_complete_review_leaves_a_complete_review_unchanged():
-    reports = [tile_report("r1c1", [Reading(text="Open Now", views=["r1c1"])])]
-    review, readings = complete_review("The door says OPEN NOW.", reports)
-    assert review == "The door says OPEN NOW."
-    assert [r.text for r in readings] == ["Open Now"]
+def test_complete_review_with_no_readings_is_the_models_text():
+    assert complete_review("Nothing legible.\n", []) == "Nothing legible."
 
 
 # --- classify and worth_retrying ------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ class OfflineReader:
         image = images[0]
         if task == "orientation":
             return self.orientation(image, prompt)
-        readings = [_reading(t, conf) for t, conf, _ in self.read_text(image)]
+        readings = [_reading(t, conf, box) for t, conf, box in self.read_text(image)]
         if task == "text":
             return _json({"readings": readings, "notes": f"offline OCR at {budget} px"})
         if task == "subjects":
@@ -172,8 +172,9 @@ def _data_block(prompt: str, name: str) -> list[dict]:
     return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
 
 
-def _reading(text: str, conf: float) -> dict:
-    return {"text": text, "romanized": None, "translation": None, "unclear": conf < UNCLEAR_BELOW}
+def _reading(text: str, conf: float, box: tuple[float, float, float, float]) -> dict:
+    return {"text": text, "romanized": None, "translation": None, "unclear": conf < UNCLEAR_BELOW,
+            "box": [round(1000 * min(1.0, max(0.0, v))) for v in box]}
 
 
 def _place(box: tuple[float, float, float, float]) -> str:

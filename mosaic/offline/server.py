@@ -57,6 +57,7 @@ class Request:
     status: int
     started: float = 0.0
     finished: float = 0.0
+    schema: dict | str | None = None  # the answer's JSON Schema the request asked for (response_format / format)
 
 
 class _HTTPError(Exception):
@@ -123,14 +124,27 @@ def _ollama_to_openai(messages: list[dict]) -> list[dict]:
     return out
 
 
+def _asked_schema(body: dict, openai: bool) -> dict | str | None:
+    if openai:
+        fmt = body.get("response_format")
+        if not isinstance(fmt, dict):
+            return None
+        return (fmt.get("json_schema") or {}).get("schema") or fmt.get("type")
+    fmt = body.get("format")
+    return fmt if isinstance(fmt, (dict, str)) and fmt else None
+
+
 class ModelServer:
     def __init__(self, answer: Answer, *, models: list[str] | None = None, latency: float = 0.0,
                  slots: int | None = None, host: str = "127.0.0.1", port: int = 0,
-                 listed: list[str] | None = None, encoder_px: Callable[[str], int | None] | None = None):
+                 listed: list[str] | None = None, encoder_px: Callable[[str], int | None] | None = None,
+                 refuse_schema: bool = False):
         """`models` restricts the accepted model names (others get 404); `listed` is what
         /v1/models and /api/tags show when `models` is None; `encoder_px(model)` is the vision encoder size
-        /api/show reports, as Ollama does ('<family>.vision.image_size' in model_info)."""
+        /api/show reports, as Ollama does ('<family>.vision.image_size' in model_info); `refuse_schema`: a request
+        asking for structured output (response_format, Ollama's format) gets a 400, as some servers answer."""
         self.answer = answer
+        self.refuse_schema = refuse_schema
         self.encoder_px = encoder_px
         self.models = models
         self.listed = listed if listed is not None else list(models or [])
@@ -335,7 +349,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             raise _HTTPError(400, "'messages' must be a list of objects")
         text, n_images = (_openai_view if openai else _ollama_view)(messages)
-        record = Request(path, model, text, n_images, status=-1)  # -1 until the reply is decided
+        record = Request(path, model, text, n_images, status=-1, schema=_asked_schema(body, openai))
         ms._record(record)  # recorded on arrival, so `requests` is in arrival order
         record.started = time.monotonic()
         fault = ms._take_fault(text)
@@ -344,6 +358,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._fault(fault, openai, record)
                 return
             ms._check_model(model)
+            if ms.refuse_schema and record.schema is not None:
+                raise _HTTPError(400, "response_format is not supported by this server")
             if not openai:
                 messages = _ollama_to_openai(messages)
             try:
@@ -443,11 +459,16 @@ def main(argv: list[str] | None = None) -> None:
 
     server = ModelServer(reader, latency=args.latency, slots=args.slots, host=args.host, port=args.port,
                          listed=[f"ocr-{args.budget}"], encoder_px=budget)
+    serve_until_interrupted(server, parser, "Mosaic's offline reader")
+
+
+def serve_until_interrupted(server: ModelServer, parser: argparse.ArgumentParser, what: str) -> None:
+    """Start the server, print its address, serve until Ctrl-C; a port that is taken is one line and exit 2."""
     try:
         server.start()
     except OSError as e:
-        parser.exit(2, f"cannot listen on {args.host}:{args.port}: {e.strerror or e}\n")
-    print(f"serving Mosaic's offline reader on {server.url} (OpenAI: /v1, Ollama: /api/chat)", flush=True)
+        parser.exit(2, f"cannot listen on {server.host}:{server.port}: {e.strerror or e}\n")
+    print(f"serving {what} on {server.url} (OpenAI: /v1, Ollama: /api/chat)", flush=True)
     try:
         while True:
             time.sleep(3600)
