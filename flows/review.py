@@ -72,6 +72,7 @@ def review_image(
         review = Review(plan, ctx, on_call=bar.call_done, on_tile=lambda: (bar.tile_done(), artifacts.tile_done()),
                         second_look=for_run(settings, ctx.backend, second_look))
         bar.announce(planned_line(review))
+        bar.total_calls = review.stats.planned  # a memoized rerun has settled its second look already
 
         # Large inputs are quoted: Prefect would otherwise walk every field of each on every task, looking for futures.
         # Only what the memo does not answer becomes a task: a rerun shows (and runs) only what was missing.

@@ -43,6 +43,7 @@ def review(image_path: str, model: str | None = None, api_base: str | None = Non
         run = Review(plan, ctx, on_call=bar.call_done, on_tile=bar.tile_done,
                      second_look=for_run(settings, ctx.backend, second_look))
         bar.announce(planned_line(run))
+        bar.total_calls = run.stats.planned  # a memoized rerun has settled its second look already
         drive(run, ctx, settings.retries, settings.retry_delay_s, bar)
         bar.close()
         report = run.report(time.monotonic() - started)
@@ -57,8 +58,8 @@ def review(image_path: str, model: str | None = None, api_base: str | None = Non
 def planned_line(run: Review) -> str:
     """What a run will ask, said before the first call."""
     plan = run.plan
-    blank = [v.id for v in plan.views if not v.phases]
-    line = f"mosaic: {plan.total_calls} calls planned"
+    blank = [v.id for v in plan.views if not v.phases and v.kind != "detail"]
+    line = f"mosaic: {run.first_wave_calls} calls planned"
     if run.second_look:
         line += f", and at most {run.second_look_cap} more for a second look"
     return line + (f" ({len(blank)} blank views skipped: {', '.join(blank)})" if blank else "")

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from . import pipeline
 from .context import RunContext
-from .errors import BackendError, RunFailed
+from .errors import BackendError, BadImage, RunFailed
 from .llm import cached_reply, call_model
 from .schema import CallStats, FinalReport, ModelCall, ModelReply, Observation, Plan, Reading, TileReport, View
 from .second_look import SecondLook, verification_boxes, zoom_boxes
@@ -74,13 +74,16 @@ class Review:
                  on_tile: Callable[[], None] | None = None,
                  follow_up: Callable[[Review, View, list[Observation]], None] | None = None,
                  second_look: SecondLook | None = None):
+        plan = plan.model_copy(deep=True)  # views are added to it: the caller's plan stays as it was
         self.plan, self.ctx = plan, ctx
         self.memo = ctx.memo
+        self.first_wave_calls = plan.total_calls
         self.stats = CallStats(planned=plan.total_calls)
         if not {"text", "inspect"} & set(plan.phases):
             second_look = None  # it looks again at text: a run that asks for none has nothing to confirm
         self.second_look = second_look
         self.second_look_cap = second_look.cap(plan.total_calls) if second_look else 0
+        self.notes: list[str] = []
         self._first_wave_done = second_look is None
         self.orientation: str | None = None
         self.observed: dict[str, list[Observation]] = {}
@@ -151,11 +154,11 @@ class Review:
     def report(self, elapsed_s: float = 0.0) -> FinalReport:
         """The report as it stands: complete once the review is written, else what the finished tiles hold."""
         plan, backend = self.plan, self.ctx.backend
-        tiles = [self.reports[t.id] for t in plan.tiles if t.id in self.reports]
+        tiles = self._tile_reports()
         report = FinalReport(
             image=plan.image_path, image_sha256=plan.image_sha256, size=(plan.width, plan.height), model=backend.model,
             api_base=backend.api_base, density=plan.density, grid=f"{plan.cols}x{plan.rows}", cols=plan.cols,
-            rows=plan.rows, phases=plan.phases, notes=plan.notes, orientation=self.orientation or "", review="",
+            rows=plan.rows, phases=plan.phases, notes=plan.notes + self.notes, orientation=self.orientation or "", review="",
             readings=self.readings(), tiles=tiles, answers=pipeline.answers(plan, self.observed),
             second_look=self.second_look is not None, failed_tiles=self.failed_tiles, calls=self.stats.model_copy(),
             elapsed_s=round(elapsed_s, 3), complete=self.review is not None,
@@ -163,6 +166,13 @@ class Review:
         if self.review is not None:
             report.review = pipeline.complete_review(self.review, report.readings)
         return report
+
+    def _tile_reports(self) -> list[TileReport]:
+        """The finished tiles' reports, each with the run's readings that lie in it (a crop reaching past the tiles
+        it is cut for, a seam's corner reach, can read a sign in another tile)."""
+        readings = self.readings()
+        return [self.reports[t.id].model_copy(update={"readings": [r for r in readings if t.id in r.tiles]})
+                for t in self.plan.tiles if t.id in self.reports]
 
     def readings(self) -> list[Reading]:
         """Every reading the views made so far, one per sign with its evidence, confirmed first."""
@@ -236,6 +246,9 @@ class Review:
         view = self._view(work.target)
         if replies is None:
             self.failed_views.append(view.id)
+            if view.kind == "detail":
+                self.notes.append(f"the closer look {view.id} at pixels {list(view.box)} failed; its readings stay "
+                                  "unconfirmed")
         else:
             self.observed[view.id] = [pipeline.parse_observation(view, p, r, self.plan.tile_boxes)
                                       for p, r in zip(view.phases, replies)]
@@ -251,7 +264,7 @@ class Review:
         return [v.id for v in self.plan.views_touching(tuple(tile.cells[0])) if v.phases]
 
     def _observations(self, tile: View) -> list[Observation]:
-        return [o for v in self._inputs(tile) for o in self.observed[v]]
+        return [o for v in self._inputs(tile) for o in self.observed.get(v, [])]  # a failed closer look: none
 
     def _settle_tiles(self) -> None:
         """Tiles whose views have all answered (or failed): a report in code, or a synthesis to ask (first in line,
@@ -263,17 +276,20 @@ class Review:
                                                    for v in self.plan.views if v.phases):
                 return
             self._first_wave_done = True
-            self._in_follow_up += 1
-            try:
-                self._plan_second_look()
-            finally:
-                self._in_follow_up -= 1
+            if not self.failed_views:  # planned from partial readings, a rerun would ask other crops
+                self._in_follow_up += 1
+                try:
+                    self._plan_second_look()
+                except BadImage as e:
+                    self.notes.append(f"no second look: {e}")
+                finally:
+                    self._in_follow_up -= 1
         for tile in [self._view(t) for t in self._unsettled]:
             inputs = self._inputs(tile)
             if not all(v in self.observed or v in self.failed_views for v in inputs):
                 continue
             self._unsettled.remove(tile.id)
-            broken = [v for v in inputs if v in self.failed_views]
+            broken = [v for v in inputs if v in self.failed_views and self._view(v).kind != "detail"]
             if broken:
                 if self.plan.needs_synthesis(tile):
                     self.blocked.append((tile.id, broken))
@@ -317,7 +333,7 @@ class Review:
         if self._final_queued or self._unsettled or len(self.reports) < len(self.plan.tiles):
             return
         self._final_queued = True
-        tiles = [self.reports[t.id] for t in self.plan.tiles]
+        tiles = self._tile_reports()
         call = pipeline.final_call(self.plan, self.orientation, tiles, self.ctx.backend)
         self._queue(Work(kind="final", name="write-review", target="", calls=[call], known=[]))
 

@@ -48,7 +48,9 @@ def litellm_completion(call: ModelCall, messages: list[dict], api_key: str | Non
         except Exception as e:
             if not refused_schema(e):
                 raise
-            REFUSED_SCHEMA.add(backend)  # asked without from now on, in this process
+        answer = _complete(request)  # raises when the refusal was not about the schema: nothing remembered then
+        REFUSED_SCHEMA.add(backend)  # asked without from now on, in this process
+        return answer
     return _complete(request)
 
 

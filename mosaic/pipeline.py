@@ -12,7 +12,7 @@ import numpy as np
 
 from . import prompts
 from .backend import Backend
-from .errors import BadOption
+from .errors import BadImage, BadOption
 from PIL import Image
 
 from .images import decode_image, encode_view, read_image_file, sha256_hex, shrink
@@ -186,7 +186,7 @@ def parse_observation(view: View, phase: str, reply: ModelReply, tiles: dict[str
     quotes or lists is still taken as readings (source "prose"). tiles: the plan's tile boxes, to place readings."""
     data = parse_json_object(reply.content)
     if data is None:
-        texts = readings_in_prose(reply.content) if phase in ("text", "inspect") else []
+        texts = readings_in_prose(reply.content, lists=phase == "text") if phase in ("text", "inspect") else []
         readings = [_placed(Reading(text=t, views=[view.id], source="prose"), None, where, view, tiles)
                     for t, where in texts]
         return Observation(view=view.id, phase=phase, readings=readings, notes=reply.content.strip(), structured=False,
@@ -293,8 +293,16 @@ def reading_line(r: Reading) -> str:
 # --- the second look's views -----------------------------------------------------------------------------------
 
 def original_image(plan: Plan) -> Callable[[], Image.Image]:
-    """The plan's image, decoded on first use and kept: a rerun whose crops are all stored decodes nothing."""
-    return functools.cache(lambda: decode_image(read_image_file(plan.image_path), plan.image_path).image)
+    """The plan's image, decoded on first use and kept: a rerun whose crops are all stored decodes nothing.
+    Raises BadImage when the file is gone or is no longer the image the plan was cut from."""
+
+    def load() -> Image.Image:
+        data = read_image_file(plan.image_path)
+        if sha256_hex(data) != plan.image_sha256:
+            raise BadImage(f"{plan.image_path} changed after the run started")
+        return decode_image(data, plan.image_path).image
+
+    return functools.cache(load)
 
 
 def detail_views(plan: Plan, image: Callable[[], Image.Image], boxes: list[Box], blobs: BlobStore, zoom_px: int,

@@ -6,6 +6,7 @@ answer the right question."""
 from __future__ import annotations
 
 import json
+import re
 
 SYSTEM = (
     "You are a careful visual inspector working on one part of a larger photograph at a time. "
@@ -115,7 +116,18 @@ def orientation_prompt(cols: int, rows: int) -> str:
 
 
 def view_prompt(phase: str, orientation: str, where: str) -> str:
+    if phase in ("text", "inspect"):
+        orientation = without_quotes(orientation)
     return VIEW.format(phase=phase, orientation=one_paragraph(orientation), where=where, question=PHASE_QUESTIONS[phase])
+
+
+_QUOTED = re.compile(r'"[^"\n]{1,160}"|“[^”\n]{1,160}”|「[^」\n]{1,160}」|«[^»\n]{1,160}»|(?<!\w)\'[^\'\n]{1,160}\'(?!\w)')
+
+
+def without_quotes(text: str) -> str:
+    """The orientation as a text question sees it: what it quotes is left out, so a model cannot copy a first
+    look's reading (or invention) into every view, where two views would seem to confirm it."""
+    return _QUOTED.sub("(text)", text)
 
 
 def tile_synthesis_prompt(orientation: str, label: str, box: tuple, observations: list[dict]) -> str:

@@ -4,6 +4,7 @@ confirmed). Pure functions."""
 
 from __future__ import annotations
 
+import json
 import re
 
 from .schema import Reading
@@ -99,18 +100,23 @@ def tiles_of(box: Box, tiles: dict[str, Box]) -> tuple[list[str], bool]:
 _QUOTED = re.compile(r'"([^"\n]{1,160})"|“([^”\n]{1,160})”|「([^」\n]{1,160})」|«([^»\n]{1,160})»')
 _PLACE_AFTER = re.compile(r"\s*[(\[]([^)\]\n]{1,40})[)\]]")
 _LISTED = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+(.+?)\s*$|^\s*(?:visible )?text(?: read)?\s*:\s*(.+?)\s*$", re.I | re.M)
-_NOTHING = re.compile(r"\b(no|none|not any)\b.*\b(text|legible|visible)\b|^\s*(none|n/a)\s*$", re.I)
+_NOTHING = re.compile(r"\b(no|none|not any|cannot|can't|unable|unreadable|illegible|blurr\w*|legible|visible)\b"
+                      r"|^\s*(none|n/a)\s*$", re.I)
+_JSON_TEXT = re.compile(r'"text"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
-def readings_in_prose(answer: str) -> list[tuple[str, str | None]]:
-    """(text, place in words or None) for the text a prose answer names: what it quotes, else what it lists."""
+def readings_in_prose(answer: str, lists: bool = True) -> list[tuple[str, str | None]]:
+    """(text, place in words or None) for the text an answer that is not JSON names. Broken JSON (cut off at the
+    token limit): its "text" values. Prose: what it quotes, else (lists: a text-only question) what it lists."""
+    if answer.lstrip().startswith(("{", "```")) or '"readings"' in answer:
+        return [(json.loads(f'"{m.group(1)}"'), None) for m in _JSON_TEXT.finditer(answer) if m.group(1).strip()]
     found = []
     for m in _QUOTED.finditer(answer):
         text = next(g for g in m.groups() if g is not None).strip()
         place = _PLACE_AFTER.match(answer, m.end())
         if text:
             found.append((text, place.group(1) if place else None))
-    if found:
+    if found or not lists:
         return found
     for m in _LISTED.finditer(answer):
         item = (m.group(1) or m.group(2) or "").strip()
@@ -137,11 +143,17 @@ def one_apart(a: str, b: str) -> bool:
 
 
 def alike(a: str, b: str) -> bool:
-    """Two squashed texts that may be one sign read twice: equal, a character apart, or one a part of the other."""
+    """Two grouping keys that may be one sign read twice: equal, one a part of the other, or (from three
+    characters on: 出口 and 入口 are two signs) a character apart."""
     if a == b:
         return True
     shorter = min(len(a), len(b))
-    return shorter >= 2 and (a in b or b in a or one_apart(a, b))
+    return shorter >= 2 and (a in b or b in a) or shorter >= 3 and one_apart(a, b)
+
+
+def group_key(text: str) -> str:
+    """What grouping compares: no spaces, case or punctuation ("OPEN." is "OPEN" read again)."""
+    return "".join(ch for ch in squash(text) if ch.isalnum())
 
 
 def _same_place(a: Reading, b: Reading) -> bool:
@@ -164,7 +176,7 @@ def group_readings(readings: list[Reading], tiles: dict[str, Box]) -> list[Readi
     views read (the longer when as many: a whole sign over its parts), the others are its variants; it is confirmed
     when two or more views read that same text. Where no view said where, the tile views that read it name its
     tiles; read only in a crop across a tile line, it lies on that line."""
-    items = [r for r in readings if squash(r.text)]
+    items = [r for r in readings if group_key(r.text)]
     parent = list(range(len(items)))
 
     def root(i: int) -> int:
@@ -173,7 +185,7 @@ def group_readings(readings: list[Reading], tiles: dict[str, Box]) -> list[Readi
             i = parent[i]
         return i
 
-    keys = [squash(r.text) for r in items]
+    keys = [group_key(r.text) for r in items]
     for i in range(len(items)):
         for j in range(i):
             if alike(keys[i], keys[j]) and _same_place(items[i], items[j]):
@@ -187,7 +199,7 @@ def group_readings(readings: list[Reading], tiles: dict[str, Box]) -> list[Readi
 def _one_reading(members: list[Reading], tiles: dict[str, Box]) -> Reading:
     by_text: dict[str, list[Reading]] = {}
     for r in members:
-        by_text.setdefault(squash(r.text), []).append(r)
+        by_text.setdefault(group_key(r.text), []).append(r)
     whole = [k for k in by_text if not any(k != other and k in other for other in by_text)]
 
     def views_of(k: str) -> list[str]:

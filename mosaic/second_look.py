@@ -44,11 +44,13 @@ def worth_a_second_look(r: Reading) -> bool:
 
 
 def crop_around(box: Box, width: int, height: int, max_side: int) -> Box:
-    """A crop centred on a reading: its text with a margin of twice its height, at least MIN_SIDE and at most
-    max_side wide (a reading wider than that keeps its width), kept inside the image."""
+    """A crop centred on a reading: its text with a margin of twice the text's height (its short side: a vertical
+    sign too) all round, at least MIN_SIDE and at most max_side on each side (a reading larger than that keeps its
+    size and a margin of half its height), kept inside the image."""
     bw, bh = box[2] - box[0], box[3] - box[1]
-    w = max(MIN_SIDE, min(max_side, bw + 4 * bh), bw + bh)
-    h = max(MIN_SIDE, 5 * bh, round(w / 3))
+    th = min(bw, bh)
+    w = min(max(MIN_SIDE, bw + 4 * th), max(max_side, bw + th))
+    h = min(max(MIN_SIDE, bh + 4 * th), max(max_side, bh + th))
     return _inside(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), min(w, width), min(h, height), width, height)
 
 

@@ -62,6 +62,17 @@ def test_prose_answers_still_give_their_readings(answer, expected):
     assert readings_in_prose(answer) == expected
 
 
+@pytest.mark.parametrize("answer, lists, expected", [
+    ('{"readings": [{"text": "OPEN", "unclear": false, "box": [1, 2, 3, 4]}, {"text": "CAF', True, ["OPEN"]),
+    ('```json\n{"readings": [{"text": "天肉", "unclear": False}]}\n```', True, ["天肉"]),
+    ("- a red car\n- two people walking\n- warm evening light", False, []),  # inspect: items are not text
+    ("Text: I cannot read it", True, []),
+    ("- No legible text\n- The sign is blurred", True, []),
+], ids=["cut-off-json", "python-json", "inspect-items", "cannot-read", "blurred"])
+def test_what_is_not_a_reading_in_an_answer_is_not_taken_for_one(answer, lists, expected):
+    assert [t for t, _ in readings_in_prose(answer, lists)] == expected
+
+
 # --- grouping --------------------------------------------------------------------------------------------------
 
 def reading(text, view, box=None, tiles=None, unclear=False):
@@ -79,6 +90,14 @@ def test_a_reading_two_views_agree_on_is_confirmed_and_a_misread_is_its_variant(
     assert len(got) == 1
     assert (got[0].text, got[0].variants, got[0].confirmed, got[0].tiles) == ("KONBEE", ["KONBFE"], True, ["r1c1"])
     assert got[0].views == ["r1c1", "r1c1|r1c2", "d1"]
+
+
+def test_punctuation_does_not_split_a_reading_and_two_short_signs_a_character_apart_stay_two():
+    got = group_readings([reading("OPEN", "r1c1", (10, 10, 40, 20)), reading("OPEN.", "r1c1|r1c2", (10, 10, 42, 20))],
+                         TILES)
+    assert [(r.text, r.confirmed) for r in got] == [("OPEN", True)]
+    got = group_readings([reading("出口", "r1c1", (10, 10, 30, 20)), reading("入口", "r1c1", (32, 10, 52, 20))], TILES)
+    assert sorted(r.text for r in got) == ["入口", "出口"]
 
 
 def test_readings_at_different_places_stay_apart_and_a_single_one_is_not_confirmed():
@@ -118,6 +137,12 @@ def test_a_crop_around_a_reading_holds_it_enlarged_and_stays_inside_the_image():
     assert crop[2] - crop[0] <= 400
     wide = crop_around((100, 100, 700, 140), 1000, 800, max_side=400)
     assert wide[0] <= 100 and wide[2] >= 700  # a reading wider than the limit keeps its width
+
+
+def test_a_crop_around_a_vertical_sign_is_closer_than_its_tile():
+    crop = crop_around((500, 100, 540, 500), 3000, 2000, max_side=750)  # 40 × 400 px, text written downwards
+    assert crop[0] <= 500 and crop[2] >= 540 and crop[1] <= 100 and crop[3] >= 500
+    assert crop[2] - crop[0] <= 750 and crop[3] - crop[1] <= 750
 
 
 def test_halves_overlap_and_cover_the_view():
@@ -261,6 +286,51 @@ def test_the_second_look_zooms_into_text_no_view_could_read(tmp_path):
     assert found[0].confirmed is False  # read once, in the zoom: a reader sees it is not confirmed
 
 
+def failing_closer_looks(backend):
+    """The inventing stand-in, but every closer look of the second look fails (HTTP 500 after its retries)."""
+    from mosaic.errors import BackendError
+
+    complete = inventing(backend)
+
+    def fail_detail(call, messages, api_key=None, timeout_s=0.0):
+        if "closer look" in call.prompt:
+            raise BackendError("stand-in: HTTP 500", retryable=False)
+        return complete(call, messages, api_key, timeout_s)
+
+    return fail_detail
+
+
+def test_a_failed_closer_look_leaves_its_readings_unconfirmed_and_the_run_complete(street, tmp_path):
+    report = run(street, tmp_path, "failing_closer_looks")
+    assert report.complete and not report.failed_tiles
+    assert report.calls.failed == report.calls.second_look > 0
+    assert any("closer look d1" in n for n in report.notes)
+    assert {r.text for r in report.readings} >= set(SIGNS)
+
+
+def test_an_image_changed_during_the_run_gets_no_second_look_and_a_note(street, tmp_path, monkeypatch):
+    from mosaic import pipeline
+
+    real, reads = pipeline.read_image_file, []
+
+    def read_then_changed(path):  # the plan is cut from the image; the second look finds other bytes
+        reads.append(path)
+        return real(path) if len(reads) == 1 else real(path) + b"changed"
+
+    monkeypatch.setattr(pipeline, "read_image_file", read_then_changed)
+    report = run(street, tmp_path, "inventing")
+    assert report.complete and report.calls.second_look == 0
+    assert any("no second look" in n and "changed" in n for n in report.notes)
+
+
+def test_a_text_question_does_not_see_what_the_first_look_quoted():
+    from mosaic.prompts import view_prompt
+
+    prompt = view_prompt("text", "A street. A sign says 'SHIBUYA STATION' near r1c2.", "This crop is tile r1c2.")
+    assert "SHIBUYA" not in prompt and "near r1c2" in prompt
+    assert "SHIBUYA" in view_prompt("subjects", "A sign says 'SHIBUYA STATION'.", "")
+
+
 def test_a_rerun_of_a_second_look_makes_no_call_and_gives_the_same_report(street, tmp_path):
     first = run(street, tmp_path, "inventing")
     again = run(street, tmp_path, "inventing")
@@ -310,6 +380,27 @@ def test_the_answers_schema_is_asked_of_a_server_and_dropped_when_it_refuses(str
         schema = text_requests[0].schema
         assert "readings" in schema["properties"]
     assert set(SIGNS) <= {r["text"] for r in report["readings"]}
+
+
+def test_a_refusal_that_was_not_about_the_schema_is_not_remembered(monkeypatch):
+    from mosaic import llm
+    from mosaic.schema import ModelCall
+
+    class Refused(Exception):
+        status_code = 400
+
+    asked = []
+
+    def refuse(request):
+        asked.append("response_format" in request)
+        raise Refused("invalid image data")
+
+    monkeypatch.setattr(llm, "_complete", refuse)
+    call = ModelCall(model="openai/x", api_base="http://127.0.0.1:9/v1", system="s", prompt="p",
+                     response_schema={"type": "object"})
+    with pytest.raises(Refused):
+        llm.litellm_completion(call, [], None, 1.0)
+    assert asked == [True, False] and ("openai/x", "http://127.0.0.1:9/v1") not in llm.REFUSED_SCHEMA
 
 
 def test_the_cli_says_what_the_second_look_may_cost_before_the_first_call(street, monkeypatch, capsys):
