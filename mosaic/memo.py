@@ -106,9 +106,19 @@ def write_atomically(target: Path, data: bytes) -> None:
     """Readers see the old file or the new one, never a part: written beside it, then renamed over it."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600; a report is shared as the user's other files are
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, target)
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # reading it means setting it: done once, at import, before any thread writes
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()
 
 
 class BlobStore:

@@ -27,12 +27,22 @@ EXAMPLES = """examples:
 SAMPLE = Path(mosaic.__file__).parent / "samples" / "street.jpg"
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mosaic-review")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mosaic", description="Review a high-resolution image with a small local vision model, tile by tile.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
+    parser.add_argument("--version", action="version", version=f"mosaic {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = commands.add_parser("run", help="review an image", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -409,3 +409,25 @@ def test_the_cli_says_what_the_second_look_may_cost_before_the_first_call(street
     assert code == 0
     first = count_calls(3, 2, ["text"])
     assert re.search(rf"{first} calls planned, and at most {int(0.3 * first)} more for a second look", capsys.readouterr().err)
+
+
+# --- files a user can share ------------------------------------------------------------------------------------
+
+def test_report_files_follow_the_users_umask(street, tmp_path):
+    """mkstemp makes 0600 files; a report folder is shared like the user's other files (0644 with umask 022)."""
+    import stat
+    from pathlib import Path
+
+    from mosaic.memo import UMASK
+
+    report = run(street, tmp_path, "inventing", second_look=False)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in Path(report.report_dir).iterdir()}
+    assert modes == {name: 0o666 & ~UMASK for name in ("report.json", "report.md", "overview.jpg")}
+
+
+def test_mosaic_says_its_version(capsys):
+    from mosaic_cli.main import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and re.fullmatch(r"mosaic \d+\.\d+\.\d+\n", capsys.readouterr().out)
