@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     second_look: bool = Field(
         True, description="After the first wave of views, a closer, enlarged, text-only crop of each reading seen in "
         "one view only, unclear, or read differently by two views: a reading two views agree on is confirmed.")
+    max_calls: int = Field(
+        1000, ge=1, description="A `mosaic run` that plans more calls than this (before the second look) is refused "
+        "unless --yes is given: a typo in --grid can plan thousands.")
     second_look_share: float = Field(
         0.3, ge=0, le=5, description="Most calls the second look may add, as a share of the first wave's planned calls.")
     input_px: int | None = Field(

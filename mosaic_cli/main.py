@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="folder for report folders (default: ./mosaic-reports)")
     run.add_argument("--json", action="store_true", help="print only the final report as JSON on stdout")
     run.add_argument("--no-cache", action="store_true", help="skip the call memo (neither read nor write it)")
+    run.add_argument("--yes", action="store_true", help="make a run of more calls than $MOSAIC_MAX_CALLS (1000) "
+                     "without stopping to refuse it")
     run.add_argument("--no-second-look", action="store_true",
                      help="skip the second look: no closer crops of readings seen once, unclear or read differently, "
                           "so fewer readings are confirmed (default: $MOSAIC_SECOND_LOOK, on)")
@@ -117,6 +119,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise BadOption(str(e)) from None
     model = backend.model
+    if "/" not in model and not settings.completion:
+        raise BadOption(f"model {model!r} names no provider: use ollama_chat/{model} (Ollama) or openai/{model} with "
+                        "--api-base (llama.cpp, vLLM, LM Studio)")
+    if settings.out_dir.exists() and not settings.out_dir.is_dir():
+        raise BadOption(f"--out {settings.out_dir} is a file, not a folder")
     set_pixel_limit(settings.max_image_mp)
     loaded = load_image(args.image)
     width, height = loaded.size
@@ -128,6 +135,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise BadOption(str(e)) from None
     del loaded
+    planned = count_calls(cols, rows, phases)
+    if planned > settings.max_calls and not args.yes:
+        raise BadOption(f"the {cols}×{rows} grid plans {planned:,} calls, more than {settings.max_calls:,}: pass --yes to "
+                        "make them, or choose a coarser --grid or --density")
     backend.check_reachable()
     print(f"mosaic: {Path(args.image).name} {width}×{height}, {cols}×{rows} grid ({density}), phases {','.join(phases)}: "
           f"at most {count_calls(cols, rows, phases)} calls to {model}" + (f" at {settings.api_base}" if settings.api_base else ""),

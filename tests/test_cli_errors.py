@@ -45,6 +45,8 @@ def images(tmp_path):
     (["run", "{d}/ok.png", "--model", "offline:abc"], "invalid offline budget"),
     (["run", "{d}/ok.png", "--concurrency", "0"], "invalid setting concurrency"),
     (["run", "{d}/ok.png", "--input-px", "5"], "invalid setting input_px"),
+    (["run", "{d}/ok.png", "--model", "qwen2.5vl"], "names no provider: use ollama_chat/qwen2.5vl"),
+    (["run", "{d}/ok.png", "--out", "{d}/ok.png"], "is a file, not a folder"),
     (["run", "{d}/ok.png", "--model", "openai/x", "--api-base", "http://127.0.0.1:{port}/v1"], "cannot reach the backend at http://127.0.0.1:"),
     (["run", "{d}/ok.png", "--model", "ollama_chat/x", "--api-base", "http://127.0.0.1:{port}"], "connection refused"),
 ])
@@ -56,6 +58,16 @@ def test_bad_input_gets_one_line_and_nonzero_exit(images, args, expected):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("mosaic: ") and expected in lines[0], result.stderr
     assert result.stdout == ""
+
+
+def test_a_plan_of_more_calls_than_the_limit_is_refused_before_any_call_unless_confirmed(images):
+    refused = mosaic("run", str(images / "ok.png"), "--grid", "4x4", env={"MOSAIC_MAX_CALLS": "50"})
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "the 4×4 grid plans 114 calls, more than 50: pass --yes" in refused.stderr
+    assert "calls planned" not in refused.stderr  # refused before the run started
+    done = mosaic("run", str(images / "ok.png"), "--grid", "4x4", "--phases", "text", "--yes", "--no-second-look",
+                  env={"MOSAIC_MAX_CALLS": "20"})
+    assert done.returncode == 0, done.stderr
 
 
 def test_decompression_bomb_limit_can_be_raised(images):
