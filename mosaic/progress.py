@@ -25,7 +25,9 @@ class Progress:
             self.calls += 1
             self.cached += int(cached)
             self.failed += int(failed)
-        if self._tty:  # a log file gets one line per finished tile instead of one per call
+        # a log file gets a line per finished tile and per tenth of the calls, not one per call: with the second
+        # look no tile is finished before the whole first wave is in
+        if self._tty or self.calls % max(1, self.total_calls // 10) == 0:
             self._draw()
 
     def tile_done(self) -> None:

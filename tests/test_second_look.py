@@ -431,3 +431,15 @@ def test_mosaic_says_its_version(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and re.fullmatch(r"mosaic \d+\.\d+\.\d+\n", capsys.readouterr().out)
+
+
+def test_progress_in_a_log_file_comes_from_the_start_not_only_when_tiles_finish():
+    import io
+
+    from mosaic.progress import Progress
+
+    log = io.StringIO()  # not a terminal
+    bar = Progress(total_calls=40, total_tiles=4, stream=log)
+    for _ in range(8):
+        bar.call_done()
+    assert log.getvalue().count("\n") == 2 and "calls 4/40" in log.getvalue() and "calls 8/40" in log.getvalue()
