@@ -27,8 +27,6 @@ import random
 import re
 import shutil
 import subprocess
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
@@ -218,8 +216,7 @@ class StandIn:
     positions: str = "box"
     drop: float = 0.0
     seed: int = 0
-    _ocr: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False, compare=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+    _ocr: offline.PixelCache = field(default_factory=offline.PixelCache, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         for key, allowed in (("reader", READERS), ("style", STYLES), ("positions", POSITIONS)):
@@ -312,17 +309,7 @@ class StandIn:
 
     def read(self, image: Image.Image) -> list[TextLine]:
         """The reader's lines for this image, cached by its pixels (thread-safe; two threads may both read)."""
-        key = hashlib.sha256(image.tobytes()).hexdigest()
-        with self._lock:
-            if key in self._ocr:
-                self._ocr.move_to_end(key)
-                return self._ocr[key]
-        found = read_lines(self.reader, image, self.budget)
-        with self._lock:
-            self._ocr[key] = found
-            while len(self._ocr) > 256:
-                self._ocr.popitem(last=False)
-        return found
+        return self._ocr.get(image, lambda img: read_lines(self.reader, img, self.budget))
 
     def reading_dicts(self, seen: list[Seen]) -> list[dict]:
         out = []

@@ -154,12 +154,13 @@ class Review:
     def report(self, elapsed_s: float = 0.0) -> FinalReport:
         """The report as it stands: complete once the review is written, else what the finished tiles hold."""
         plan, backend = self.plan, self.ctx.backend
-        tiles = self._tile_reports()
+        readings = self.readings()
+        tiles = self._tile_reports(readings)
         report = FinalReport(
             image=plan.image_path, image_sha256=plan.image_sha256, size=(plan.width, plan.height), model=backend.model,
             api_base=backend.api_base, density=plan.density, grid=f"{plan.cols}x{plan.rows}", cols=plan.cols,
             rows=plan.rows, phases=plan.phases, notes=plan.notes + self.notes, orientation=self.orientation or "", review="",
-            readings=self.readings(), tiles=tiles, answers=pipeline.answers(plan, self.observed),
+            readings=readings, tiles=tiles, answers=pipeline.answers(plan, self.observed),
             second_look=self.second_look is not None, failed_tiles=self.failed_tiles, calls=self.stats.model_copy(),
             elapsed_s=round(elapsed_s, 3), complete=self.review is not None,
         )
@@ -167,10 +168,9 @@ class Review:
             report.review = pipeline.complete_review(self.review, report.readings)
         return report
 
-    def _tile_reports(self) -> list[TileReport]:
+    def _tile_reports(self, readings: list[Reading]) -> list[TileReport]:
         """The finished tiles' reports, each with the run's readings that lie in it (a crop reaching past the tiles
         it is cut for, a seam's corner reach, can read a sign in another tile)."""
-        readings = self.readings()
         return [self.reports[t.id].model_copy(update={"readings": [r for r in readings if t.id in r.tiles]})
                 for t in self.plan.tiles if t.id in self.reports]
 
@@ -333,7 +333,7 @@ class Review:
         if self._final_queued or self._unsettled or len(self.reports) < len(self.plan.tiles):
             return
         self._final_queued = True
-        tiles = self._tile_reports()
+        tiles = self._tile_reports(self.readings())
         call = pipeline.final_call(self.plan, self.orientation, tiles, self.ctx.backend)
         self._queue(Work(kind="final", name="write-review", target="", calls=[call], known=[]))
 

@@ -9,12 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from . import prompts
 from .backend import Backend
 from .errors import BadImage, BadOption
-from PIL import Image
-
 from .images import decode_image, encode_view, read_image_file, sha256_hex, shrink
 from .memo import BlobStore
 from .readings import box_in_image, group_readings, in_reading_order, place_box, readings_in_prose, squash, tiles_of

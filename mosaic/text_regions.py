@@ -33,7 +33,7 @@ def text_regions(image: Callable[[], Image.Image], image_sha256: str, blobs: Blo
 def detect(image, px: int = DETECT_PX) -> list[Box]:
     from .offline.reader import _engine_lock, _ocr
 
-    small = shrink(image.convert("RGB"), px)
+    small = shrink(image, px).convert("RGB")  # shrunk first: no full-size copy
     scale = image.width / small.width
     with _engine_lock:
         found, _ = _ocr()(np.asarray(small), use_det=True, use_cls=False, use_rec=False)

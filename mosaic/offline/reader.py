@@ -14,6 +14,7 @@ import json
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -32,14 +33,36 @@ _engine_lock = threading.Lock()
 TextLine = tuple[str, float, tuple[float, float, float, float]]
 
 
+class PixelCache:
+    """A reader's lines per image, by the sha256 of its pixels, the 256 most recent; thread-safe (two threads may
+    both read one image)."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._lines: OrderedDict[str, list[TextLine]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, image: Image.Image, read: Callable[[Image.Image], list[TextLine]]) -> list[TextLine]:
+        key = hashlib.sha256(image.tobytes()).hexdigest()
+        with self._lock:
+            if key in self._lines:
+                self._lines.move_to_end(key)
+                return self._lines[key]
+        found = read(image)
+        with self._lock:
+            self._lines[key] = found
+            while len(self._lines) > self.size:
+                self._lines.popitem(last=False)
+        return found
+
+
 class OfflineReader:
     """The reader at one budget, as a completion function (Mosaic's call seam), with its own OCR cache: a new
     reader reads everything afresh."""
 
     def __init__(self, budget: int = DEFAULT_BUDGET):
         self.budget = budget
-        self._ocr: OrderedDict[str, list[TextLine]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._ocr = PixelCache()
 
     def __reduce__(self):  # pickles as its budget; the cache stays in its process
         return type(self), (self.budget,)
@@ -73,17 +96,7 @@ class OfflineReader:
 
     def read_text(self, image: Image.Image) -> list[TextLine]:
         """(text, confidence, box as fractions of the image) for each text line OCR finds at the budget size."""
-        key = hashlib.sha256(image.tobytes()).hexdigest()
-        with self._lock:
-            if key in self._ocr:
-                self._ocr.move_to_end(key)
-                return self._ocr[key]
-        found = read_text(image, self.budget)
-        with self._lock:
-            self._ocr[key] = found
-            while len(self._ocr) > 256:
-                self._ocr.popitem(last=False)
-        return found
+        return self._ocr.get(image, lambda img: read_text(img, self.budget))
 
     def orientation(self, image: Image.Image, prompt: str) -> str:
         return orientation(image, self.budget, prompt, self.read_text(image))
