@@ -42,10 +42,19 @@ def start_temporary_server(say=print) -> None:
     try:
         SubprocessASGIServer().start(timeout=limit)
     except RuntimeError as e:
+        SubprocessASGIServer().stop()
         reason = str(e).split(". ")[0].split(" stdout:")[0]
         raise BackendError(f"Prefect's temporary server did not start within {limit} s ({reason}): raise "
                            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start a server (prefect server start) "
                            "and set PREFECT_API_URL", retryable=False) from None
+
+
+def stop_temporary_servers() -> None:
+    """Stop the temporary servers this process started (Prefect does it at exit; a process leaving at once must)."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    for server in list(SubprocessASGIServer._instances.values()):
+        server.stop()  # one that never answered too: its process is still there
 
 
 def serve_inbox(name: str, parameters: dict, cron: str | None, interval_min: float | None, paused: bool = False) -> None:

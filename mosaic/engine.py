@@ -162,11 +162,23 @@ class Review:
             rows=plan.rows, phases=plan.phases, notes=plan.notes + self.notes, orientation=self.orientation or "", review="",
             readings=readings, tiles=tiles, answers=pipeline.answers(plan, self.observed),
             second_look=self.second_look is not None, failed_tiles=self.failed_tiles, calls=self.stats.model_copy(),
-            elapsed_s=round(elapsed_s, 3), complete=self.review is not None,
+            elapsed_s=round(elapsed_s, 3), complete=self.review is not None, settings=self.settings(),
         )
         if self.review is not None:
             report.review = pipeline.complete_review(self.review, report.readings)
         return report
+
+    def settings(self) -> dict:
+        """What made this report besides the image: enough to make it again, or to tell two reports apart."""
+        plan, backend, look = self.plan, self.ctx.backend, self.second_look
+        return {
+            "model": backend.model, "api_base": backend.api_base, "density": plan.density,
+            "grid": f"{plan.cols}x{plan.rows}", "phases": list(plan.phases),
+            "second_look": look.model_dump() | {"calls_cap": self.second_look_cap} if look else None,
+            "structured_output": backend.structured_output, "temperature": backend.temperature,
+            "max_tokens": backend.max_tokens, "num_ctx": backend.num_ctx, "timeout_s": backend.timeout_s,
+            "memo": self.ctx.use_memo, "concurrency": self.ctx.concurrency,
+        }
 
     def _tile_reports(self, readings: list[Reading]) -> list[TileReport]:
         """The finished tiles' reports, each with the run's readings that lie in it (a crop reaching past the tiles

@@ -332,7 +332,8 @@ def _overlaps(a: Box, b: Box) -> bool:
 
 
 def report_dir_name(plan: Plan, backend: Backend) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(plan.image_path).stem)[:40] or "image"
+    # letters and digits of any script stay (看板.jpg is 看板-…, not --…); what a shell or a file system minds goes
+    stem = re.sub(r"[^\w.-]+", "-", Path(plan.image_path).stem).strip("-.")[:40] or "image"
     settings = f"{backend.model}|{backend.api_base}|{plan.cols}x{plan.rows}|{','.join(plan.phases)}"
     return f"{stem}-{plan.image_sha256[:8]}-{canonical_sha256(settings)[:8]}"
 

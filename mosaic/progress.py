@@ -14,11 +14,14 @@ class Progress:
         self.stream = stream or sys.stderr
         self._lock = threading.Lock()
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._started = False  # calls the memo answers while the review is set up are counted, drawn after the plan
 
     def announce(self, text: str) -> None:
+        """The plan's line; the bar is drawn from here on."""
         if self.enabled:
             self.stream.write(text + "\n")
             self.stream.flush()
+        self._started = True
 
     def call_done(self, cached: bool = False, failed: bool = False) -> None:
         with self._lock:
@@ -36,7 +39,7 @@ class Progress:
         self._draw()
 
     def _draw(self) -> None:
-        if not self.enabled:
+        if not self.enabled or not self._started:
             return
         width = 24
         filled = width * self.calls // max(1, self.total_calls)
@@ -47,6 +50,11 @@ class Progress:
         self.stream.flush()
 
     def close(self) -> None:
+        """The last line says N/N: the calls made, of the calls there were to make (the second look's cap is an upper
+        bound, not a promise)."""
+        self._started = True
+        self.total_calls = self.calls
+        self._draw()
         if self.enabled and self._tty:
             self.stream.write("\n")
             self.stream.flush()

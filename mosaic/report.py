@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import shlex
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -10,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .images import shrink
 from .memo import BlobStore, write_atomically
 from .pipeline import reading_line
-from .schema import FinalReport, Plan
+from .schema import FinalReport, Plan, Reading
 
 OVERVIEW_PX = 1600
 
@@ -20,7 +22,7 @@ def write_report(report: FinalReport, plan: Plan, blobs: BlobStore, folder: Path
     report.report_dir = str(folder)
     write_atomically(folder / "report.json", report.model_dump_json(indent=2).encode())
     write_atomically(folder / "report.md", render_markdown(report).encode())
-    write_atomically(folder / "overview.jpg", overview_jpeg(plan, blobs))
+    write_atomically(folder / "overview.jpg", overview_jpeg(plan, blobs, report.readings))
     return folder
 
 
@@ -36,6 +38,8 @@ def render_markdown(report: FinalReport, overview: str = "overview.jpg", message
         f"- Calls: {calls.total} answered ({calls.made} made, {calls.cached} from the memo, "
         f"{calls.failed} failed) of {calls.planned} planned; {report.elapsed_s:.1f} s",
     ]
+    if report.settings:
+        lines += settings_lines(report)
     if report.report_dir:
         lines.append(f"- Report folder: `{Path(report.report_dir).resolve()}` (report.md, report.json, overview.jpg)")
     if not report.complete:
@@ -57,41 +61,129 @@ def render_markdown(report: FinalReport, overview: str = "overview.jpg", message
     return "\n".join(lines)
 
 
+def settings_lines(report: FinalReport) -> list[str]:
+    """Which settings made this report: the command that makes it again, and the knobs that are not options."""
+    s = report.settings
+    command = f"mosaic run {shlex.quote(Path(report.image).name)} --model {s['model']}"
+    command += (f" --api-base {s['api_base']}" if s.get("api_base") else "") + f" --grid {s['grid']}"
+    command += f" --phases {','.join(s['phases'])}" + ("" if s.get("second_look") else " --no-second-look")
+    command += "" if s.get("memo", True) else " --no-cache"
+    look = s.get("second_look")
+    knobs = [f"second look at most {look['calls_cap']} calls ({look['max_share']:g} of the first wave), crops sent at "
+             f"{look['zoom_px']} px" if look else "no second look",
+             f"structured output {'asked' if s.get('structured_output') else 'off'}",
+             f"temperature {s.get('temperature')}", f"max tokens {s.get('max_tokens')}"]
+    knobs += [f"num_ctx {s['num_ctx']}"] if s.get("num_ctx") and "ollama" in s["model"] else []
+    knobs += [f"{s.get('concurrency')} calls at once", "memo " + ("on" if s.get("memo", True) else "off")]
+    return [f"- Made by: `{command}`", f"- Settings: {'; '.join(knobs)}"]
+
+
 def readings_section(report: FinalReport) -> list[str]:
-    """The readings, confirmed ones apart from the rest, each with its tiles and the views that read it."""
+    """The readings, confirmed ones apart from the rest, each with its tiles and the views that read it, numbered as
+    on the overview picture."""
+    number = {id(r): n for n, r in enumerate(report.readings, 1)}
+    line = lambda r: f"{number[id(r)]}." + reading_line(r)[1:] + f" [{', '.join(r.views)}]"  # noqa: E731
     confirmed = [r for r in report.readings if r.confirmed]
     others = [r for r in report.readings if not r.confirmed]
     how = ("a second look (a closer crop) or two views" if report.second_look else "two views (no second look was "
            "asked)")
-    lines = ["## Readings", "", f"**Confirmed** ({len(confirmed)}): the same text read in two or more views, by {how}.", ""]
-    lines += [reading_line(r) + f" [{', '.join(r.views)}]" for r in confirmed] or ["- none"]
+    lines = ["## Readings", "", f"**Confirmed** ({len(confirmed)}): the same text read in two or more views, by {how}.",
+             "Numbers are those of the boxes on the picture.", ""]
+    lines += [line(r) for r in confirmed] or ["- none"]
     lines += ["", f"**Not confirmed** ({len(others)}): read once, or not read again by the second look — "
               "check these in the picture.", ""]
-    lines += [reading_line(r) + f" [{', '.join(r.views)}]" for r in others] or ["- none"]
+    lines += [line(r) for r in others] or ["- none"]
     return lines + [""]
 
 
-def overview_jpeg(plan: Plan, blobs: BlobStore) -> bytes:
-    """The photo with the tile grid drawn and each tile labelled, so a finding can be traced to its tile."""
+GRID_RGB = (255, 230, 0)  # the tile grid and its labels
+GRID_ALPHA = 110  # the grid is translucent: text it crosses stays readable through it
+LABEL_BG = (0, 0, 0, 150)  # behind a tile's label, translucent too
+CONFIRMED_RGB = (40, 220, 60)  # a confirmed reading's box
+UNCONFIRMED_RGB = (255, 140, 0)  # a reading not confirmed (read once, or not read again)
+
+
+def overview_jpeg(plan: Plan, blobs: BlobStore, readings: Sequence[Reading] = ()) -> bytes:
+    """The photo with the tile grid drawn and each tile labelled, so a finding can be traced to its tile, and a box
+    round each reading that says where it lies: green when confirmed, orange when not, numbered 1, 2, … in the order
+    of readings (the report's order). Readings without a box get no mark."""
     base = Image.open(io.BytesIO(blobs.get(plan.overview_sha256))).convert("RGB")
     base = shrink(base, OVERVIEW_PX) if max(base.size) > OVERVIEW_PX else base
     if max(base.size) < 800:  # a small photo still gets legible labels
         factor = 800 / max(base.size)
         base = base.resize((round(base.width * factor), round(base.height * factor)), Image.Resampling.LANCZOS)
     sx, sy = base.width / plan.width, base.height / plan.height
-    draw = ImageDraw.Draw(base)
-    font = ImageFont.load_default(size=max(12, base.height // 30))
-    line = max(2, base.width // 400)
-    for view in plan.tiles:
-        x0, y0, x1, y1 = view.box
-        box = (round(x0 * sx), round(y0 * sy), round(x1 * sx) - 1, round(y1 * sy) - 1)
-        draw.rectangle(box, outline=(255, 230, 0), width=line)
-        tx, ty = box[0] + line * 3, box[1] + line * 3
-        text_box = draw.textbbox((tx, ty), view.id, font=font)
-        draw.rectangle((text_box[0] - 4, text_box[1] - 3, text_box[2] + 4, text_box[3] + 3), fill=(0, 0, 0))
-        draw.text((tx, ty), view.id, fill=(255, 230, 0), font=font)
+    _draw_grid(base, plan, sx, sy)
+    _draw_readings(base, readings, plan, sx, sy)
     buf = io.BytesIO()
     # as a PNG this photo took ~150 ms and ~1.4 MB per run; as a JPEG ~3 ms and ~150 KB
     base.save(buf, format="JPEG", quality=90, subsampling=0)
     return buf.getvalue()
+
+
+def _draw_grid(base: Image.Image, plan: Plan, sx: float, sy: float) -> None:
+    """Thin translucent lines between tiles and a label in each tile's top left corner, blended into base in place.
+    Only the lines' and labels' own pixels are blended (pasting a whole-photo overlay would double the time)."""
+    width = max(1, base.width // 800)
+    across: set[tuple[int, int, int, int]] = set()  # boxes (x0, y0, x1, y1), x1 and y1 excluded
+    down: set[tuple[int, int, int, int]] = set()
+    for view in plan.tiles:
+        x0, y0, x1, y1 = (round(view.box[0] * sx), round(view.box[1] * sy), round(view.box[2] * sx),
+                          round(view.box[3] * sy))
+        # Only a tile's left and top edges: its neighbour draws the others, and the photo's edges need no line.
+        if x0 > 0:
+            down.add((x0 - width // 2, y0, x0 - width // 2 + width, y1))
+        if y0 > 0:
+            across.add((x0, y0 - width // 2, x1, y0 - width // 2 + width))
+    for x0, y0, x1, y1 in across:
+        base.paste(GRID_RGB, (x0, y0, x1, y1), Image.new("L", (x1 - x0, y1 - y0), GRID_ALPHA))
+    for x0, y0, x1, y1 in down:  # where a line across was blended already, not again: crossings are no darker
+        mask = Image.new("L", (x1 - x0, y1 - y0), GRID_ALPHA)
+        holes = ImageDraw.Draw(mask)
+        for ax0, ay0, ax1, ay1 in across:
+            if ax0 < x1 and x0 < ax1 and ay0 < y1 and y0 < ay1:
+                holes.rectangle((max(ax0, x0) - x0, max(ay0, y0) - y0, min(ax1, x1) - 1 - x0, min(ay1, y1) - 1 - y0),
+                                fill=0)
+        base.paste(GRID_RGB, (x0, y0, x1, y1), mask)
+    draw = ImageDraw.Draw(base)
+    font = ImageFont.load_default(size=max(12, base.height // 30))
+    for view in plan.tiles:
+        tx, ty = round(view.box[0] * sx) + 6, round(view.box[1] * sy) + 6
+        left, top, right, bottom = draw.textbbox((tx, ty), view.id, font=font)
+        back = (max(0, left - 4), max(0, top - 3), min(base.width, right + 5), min(base.height, bottom + 4))
+        base.paste(LABEL_BG[:3], back, Image.new("L", (back[2] - back[0], back[3] - back[1]), LABEL_BG[3]))
+        draw.text((tx, ty), view.id, fill=GRID_RGB, font=font)
+
+
+def _draw_readings(base: Image.Image, readings: Sequence[Reading], plan: Plan, sx: float, sy: float) -> None:
+    """A box outline just outside each reading's box (so it hides none of the text) and its number just above it."""
+    draw = ImageDraw.Draw(base)
+    font = ImageFont.load_default(size=max(11, base.height // 45))
+    width = max(2, base.width // 500)
+    labels: list[tuple[str, tuple[int, int, int, int], tuple[int, int, int]]] = []
+    for number, reading in enumerate(readings, 1):
+        if reading.box is None:
+            continue
+        (x0, x1), (y0, y1) = sorted(reading.box[0::2]), sorted(reading.box[1::2])
+        x0, x1 = max(0, min(x0, plan.width)), max(0, min(x1, plan.width))
+        y0, y1 = max(0, min(y0, plan.height)), max(0, min(y1, plan.height))
+        if x1 <= x0 or y1 <= y0:  # nothing of it inside the image
+            continue
+        outline = (max(0, round(x0 * sx) - width), max(0, round(y0 * sy) - width),
+                   min(base.width - 1, round(x1 * sx) - 1 + width), min(base.height - 1, round(y1 * sy) - 1 + width))
+        colour = CONFIRMED_RGB if reading.confirmed else UNCONFIRMED_RGB
+        draw.rectangle(outline, outline=colour, width=width)
+        labels.append((str(number), outline, colour))
+    for text, (ox0, oy0, ox1, oy1), colour in labels:  # after every box, so no box crosses a number
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        w, h = right - left + 6, bottom - top + 4
+        if oy0 - h >= 0:  # just above the box
+            y = oy0 - h
+        elif oy1 + 1 + h <= base.height:  # the box is at the top of the photo: just below it
+            y = oy1 + 1
+        else:  # the box fills the photo's height: inside its top edge
+            y = oy0
+        x = max(0, min(ox0, base.width - w))
+        draw.rectangle((x, y, x + w - 1, y + h - 1), fill=colour)
+        draw.text((x + 3 - left, y + 2 - top), text, fill=(0, 0, 0), font=font)
 

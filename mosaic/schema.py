@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -204,4 +204,5 @@ class FinalReport(BaseModel):
     elapsed_s: float
     report_dir: str | None = None
     complete: bool = True
+    settings: dict[str, Any] = Field(default_factory=dict)  # what made this report (see Review.settings)
 

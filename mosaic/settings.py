@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,6 +67,15 @@ class Settings(BaseSettings):
         "unless --yes is given: a typo in --grid can plan thousands.")
     second_look_share: float = Field(
         0.3, ge=0, le=5, description="Most calls the second look may add, as a share of the first wave's planned calls.")
+    prefect_server: Literal["local", "temporary"] = Field(
+        "local", description="With no PREFECT_API_URL: 'local' starts one Prefect server in the background on the first "
+        "run and reuses it later (`mosaic server stop` stops it); 'temporary' starts Prefect's temporary server for "
+        "each command, ~8 s more per run.")
+    server_port: int = Field(4210, ge=1, le=65535, description="Loopback port of Mosaic's local Prefect server (its UI).")
+    server_wait_s: float = Field(
+        120, gt=0, description="How long a command waits for Mosaic's local Prefect server to answer when it starts it "
+        "(6-17 s on a loaded 2-core machine; a temporary server's wait is PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, "
+        "120 unless set).")
     input_px: int | None = Field(
         None, ge=32, le=8192, description="Long side the model's image encoder works at, for --density auto when Mosaic "
         "cannot size the model (e.g. 896 for a Gemma 3 fine-tune); it overrides an Ollama server's report and the table.")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from mosaic.errors import BadOption
 from mosaic.schema import PHASES
 from mosaic.settings import Settings
+
+_IMPORTED = time.monotonic()
 
 # Prefect's temporary server takes 6-17 s to start on a loaded 2-core machine, and Prefect gives up after 20 s.
 TEMPORARY_SERVER_WAIT_S = "120"
@@ -40,6 +43,39 @@ def quiet_prefect(verbose: bool) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", TEMPORARY_SERVER_WAIT_S)
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(Path(__file__).with_name("quiet-logging.yml")))
+
+
+def connect_prefect(settings: Settings, say) -> str:
+    """Point this process at a Prefect server before Prefect is imported: the configured one (PREFECT_API_URL, in
+    the environment or the Prefect profile), else Mosaic's local server (started when it is not up), else - when
+    MOSAIC_PREFECT_SERVER=temporary or the local one cannot start here - Prefect's temporary server.
+    Returns which: "configured", "local" or "temporary"."""
+    from .local_server import LocalServer, NotStarted, configured_api_url
+
+    if configured_api_url():
+        return "configured"
+    if settings.prefect_server == "local":
+        try:
+            os.environ["PREFECT_API_URL"] = LocalServer(settings.server_port).ensure(settings.server_wait_s, say)
+            return "local"
+        except NotStarted as e:
+            say(f"mosaic: note: Mosaic's local Prefect server did not start ({e}); this command uses a temporary one")
+    from flows.server import start_temporary_server
+
+    start_temporary_server(say)
+    return "temporary"
+
+
+def command_seconds() -> float:
+    """Seconds since this process started (interpreter start-up and imports included), as the user waited."""
+    try:
+        with open("/proc/self/stat") as f:
+            started_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - started_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED
 
 
 def one_line(error: object) -> str:

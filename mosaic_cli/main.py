@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from mosaic.schema import DEFAULT_PHASES, PHASES, count_calls
 from . import server_commands
 from .common import load as _settings
 from .common import one_line as _one_line
-from .common import parse_phases, quiet_prefect
+from .common import command_seconds, connect_prefect, parse_phases, quiet_prefect
 
 EXAMPLES = """examples:
   mosaic run photo.jpg                                   # the built-in offline reader
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "remove crops unused for --days")
     cache.add_argument("--days", type=float, default=30, help="with prune: age of unused crops to remove (default 30)")
     cache.set_defaults(func=cmd_cache)
-    server_commands.register(commands)  # serve, history, show, rerun: Mosaic on a Prefect server
+    server_commands.register(commands)  # server, serve, history, show, rerun: Mosaic on a Prefect server
     return parser
 
 
@@ -92,13 +93,44 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mosaic: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("\nmosaic: interrupted; finished calls are kept in the memo, run the same command to go on", file=sys.stderr)
+        if getattr(args, "no_cache", False):
+            print("\nmosaic: interrupted; nothing was kept (--no-cache): the same command starts over", file=sys.stderr)
+        elif args.func is cmd_run:
+            print("\nmosaic: interrupted; finished calls are kept in the memo, run the same command to go on",
+                  file=sys.stderr)
+        else:
+            print("\nmosaic: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # a bug: still one line, and the details with -v
         if args.verbose:
             raise
         print(f"mosaic: unexpected error: {type(e).__name__}: {_one_line(e)} (run with -v for details)", file=sys.stderr)
         return 1
+
+
+def entry() -> None:
+    """The `mosaic` command: main(), then out at once. Prefect's exit handlers take ~0.5 s joining its threads after
+    everything is sent; its logs and events are sent here first."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if "prefect" in sys.modules:
+        try:
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=5)
+            EventsWorker.drain_all(timeout=5)
+            if "prefect.server.api.server" in sys.modules:
+                from flows.server import stop_temporary_servers
+
+                stop_temporary_servers()
+        except Exception:  # noqa: BLE001 - whatever is left unsent, the run's files are written
+            pass
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -158,17 +190,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         calls = report["calls"]
         print(report["review"])
-        print(f"\n{calls['total']} calls ({calls['cached']} from the memo) in {report['elapsed_s']:.1f} s; "
-              f"report: {report['report_dir']}", file=sys.stderr)
+        print(f"\n{calls['total']} calls ({calls['cached']} from the memo); review {report['elapsed_s']:.1f} s, whole "
+              f"command {command_seconds():.1f} s; report: {report['report_dir']}", file=sys.stderr)
     return 0
 
 
 def _run_flow(args, settings, phases, density, input_px):
     quiet_prefect(args.verbose)
-    from flows.server import start_temporary_server
+    connect_prefect(settings, lambda line: print(line, file=sys.stderr))
     from flows.review import run_review
-
-    start_temporary_server(lambda line: print(line, file=sys.stderr))
 
     return run_review(
         concurrency=settings.concurrency, image_path=str(Path(args.image).resolve()), model=settings.model,
@@ -203,4 +233,4 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

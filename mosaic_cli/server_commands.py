@@ -1,4 +1,4 @@
-"""`mosaic serve`, `history`, `show`, `rerun`: Mosaic as Prefect operations. Prefect is imported only when run."""
+"""`mosaic server`, `serve`, `history`, `show`, `rerun`: Mosaic as Prefect operations. Prefect is imported only when run."""
 
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ import argparse
 import json
 import os
 import sys
+import time
 
-from mosaic.errors import BadOption
+from mosaic.errors import BackendError, BadOption
 from mosaic.schema import DEFAULT_PHASES
 
-from .common import load, parse_phases, quiet_prefect, text_table
+from .common import connect_prefect, load, parse_phases, quiet_prefect, text_table
+from .local_server import LocalServer, NotStarted, configured_api_url
 
 OPS_EXAMPLES = """examples:
-  prefect server start                                   # UI at http://127.0.0.1:4200
-  export PREFECT_API_URL=http://127.0.0.1:4200/api
+  mosaic server status                                   # Mosaic's local Prefect server (the first run starts it)
   mosaic serve --inbox ~/inbox --outbox ~/outbox --cron '*/10 * * * *' --model openai/qwen2.5-vl --api-base http://127.0.0.1:8080/v1
   prefect deployment run review-inbox/inbox              # a run now, besides the schedule
   mosaic history
@@ -25,6 +26,10 @@ OPS_EXAMPLES = """examples:
 
 def register(commands) -> None:
     fmt = dict(epilog=OPS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    server = commands.add_parser("server", help="Mosaic's local Prefect server: start, stop or status", **fmt)
+    server.add_argument("action", choices=["start", "stop", "status"],
+                        help="start: start it (a run starts it too, when no PREFECT_API_URL is set); stop; status")
+    server.set_defaults(func=cmd_server)
     serve = commands.add_parser("serve", help="serve the recurring review-inbox deployment on a Prefect server", **fmt)
     serve.add_argument("--name", default="inbox", help="deployment name: review-inbox/NAME (default: inbox)")
     serve.add_argument("--inbox", required=True, help="folder watched for new images")
@@ -58,22 +63,52 @@ def register(commands) -> None:
     rerun.set_defaults(func=cmd_rerun)
 
 
-def _need_server(quiet: bool = True) -> None:
-    """quiet: Prefect's console logging off (one-line errors from Mosaic); `serve` keeps it, as a worker does."""
+def _need_server(quiet: bool = True, lasting: bool = False) -> None:
+    """The configured Prefect server, else Mosaic's local one (started when not up), else a temporary one - unless
+    the command needs a server that outlives it (lasting: `serve`).
+    quiet: Prefect's console logging off (one-line errors from Mosaic); `serve` keeps it, as a worker does."""
     if quiet:
         quiet_prefect(False)
     else:
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if not os.environ.get("PREFECT_API_URL"):
-        from prefect.settings import PREFECT_API_URL
+    settings = load()
+    if lasting and settings.prefect_server == "temporary" and not configured_api_url():
+        raise BadOption("a deployment needs a Prefect server that stays up: set PREFECT_API_URL, or unset "
+                        "MOSAIC_PREFECT_SERVER=temporary to use Mosaic's local server")
+    how = connect_prefect(settings, lambda line: print(line, file=sys.stderr))
+    if lasting and how == "temporary":
+        raise BadOption("Mosaic's local Prefect server did not start, and a deployment needs one that stays up: "
+                        "start one (prefect server start) and set PREFECT_API_URL")
 
-        if not PREFECT_API_URL.value():
-            raise BadOption("no Prefect server: start one (prefect server start) and set "
-                            "PREFECT_API_URL=http://127.0.0.1:4200/api")
+
+def cmd_server(args: argparse.Namespace) -> int:
+    settings = load()
+    server = LocalServer(settings.server_port)
+    configured = configured_api_url()
+    if args.action == "stop":
+        stopped = server.stop()
+        print(f"mosaic: stopped the local Prefect server at {server.url}" if stopped
+              else "mosaic: the local Prefect server was not running", file=sys.stderr)
+        return 0
+    if args.action == "start":
+        try:
+            server.ensure(settings.server_wait_s, lambda line: print(line, file=sys.stderr))
+        except NotStarted as e:
+            raise BackendError(f"Mosaic's local Prefect server did not start: {e}", retryable=False) from None
+    state = server.state() if server.running() else None
+    if state:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(state["started"]))
+        print(f"running: {server.url} (UI; API {server.api_url}), pid {state['pid']}, since {since}, "
+              f"database in {server.home}, log {server.log_path}")
+    else:
+        print(f"not running (port {server.port}); the next `mosaic run` starts it")
+    if configured:
+        print(f"note: PREFECT_API_URL is set ({configured}): Mosaic's commands use that server, not this one")
+    return 0 if state else 1
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    _need_server(quiet=False)
+    _need_server(quiet=False, lasting=True)
     settings = load(model=args.model, api_base=args.api_base)
     phases = parse_phases(args.phases)
     if args.every is not None and args.every <= 0:

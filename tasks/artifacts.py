@@ -9,6 +9,7 @@ import io
 import logging
 import re
 import threading
+import time
 from pathlib import Path
 
 from mosaic.report import render_markdown
@@ -18,6 +19,7 @@ logger = logging.getLogger("mosaic.artifacts")
 
 SUMMARY_PREFIX = "summary-"  # artifact keys: summary-<report folder>, tiles-…, review-…, progress-…
 OVERVIEW_THUMB_PX = 960
+PROGRESS_EVERY_S = 0.5
 
 
 # --- artifacts ---------------------------------------------------------------------------------------------------
@@ -39,6 +41,7 @@ class RunArtifacts:
         self.total = max(1, len(plan.tiles))
         self.done = 0
         self._lock = threading.Lock()
+        self._updated, self._sent = 0.0, 0.0
         self.progress_id = _safe(
             "progress", lambda: _artifacts().create_progress_artifact(
                 0.0, key=f"progress-{self.name}",
@@ -48,11 +51,23 @@ class RunArtifacts:
     def tile_done(self) -> None:
         with self._lock:
             self.done += 1
+            now = time.monotonic()
+            if now - self._updated < PROGRESS_EVERY_S and self.done < self.total:
+                return  # a memoized rerun finishes every tile at once: one request, not one per tile
+            self._updated = now
+        self._send_progress()
+
+    def _send_progress(self) -> None:
+        with self._lock:
             progress = round(100.0 * self.done / self.total, 1)
+            if progress == self._sent:
+                return
+            self._sent = progress
         if self.progress_id:
             _safe("progress", lambda: _artifacts().update_progress_artifact(self.progress_id, progress))
 
     def finish(self, report: FinalReport, folder: str, message: str = "") -> None:
+        self._send_progress()  # what the last tiles left unsent
         image = Path(report.image).name
         state = "complete" if report.complete else "partial"
         _safe("summary", lambda: _artifacts().create_table_artifact(

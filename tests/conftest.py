@@ -31,6 +31,16 @@ def _mosaic_env(tmp_path, monkeypatch):
     monkeypatch.setenv("MOSAIC_RETRY_DELAY_S", "0")
     # Tests of the first wave count its calls exactly; the second look's own tests turn it on.
     monkeypatch.setenv("MOSAIC_SECOND_LOOK", "false")
+    # Prefect's temporary server, once per session; tests/test_local_server.py starts Mosaic's lasting one itself.
+    monkeypatch.setenv("MOSAIC_PREFECT_SERVER", "temporary")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def make_photo(path: Path, size=(1200, 800), mode="RGB", fmt=None, **save) -> Path:

@@ -1,24 +1,17 @@
 """Bad input: one line on stderr, a non-zero exit, no traceback — checked on the real command."""
 
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from conftest import make_photo
+from conftest import free_port, make_photo
 
 
 def mosaic(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mosaic_cli", *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -125,10 +125,19 @@ def test_report_folder_has_json_markdown_and_overview(photo, vlm_server):
     assert "## Review" in markdown and "### r2c2" in markdown
     overview = Image.open(folder / "overview.jpg")
     assert max(overview.size) >= 800
-    # grid lines are drawn in yellow along the tile borders
+    # grid lines are drawn in translucent yellow along the tile borders: the line's column is tinted yellow (red up,
+    # blue down) against a column beside it, and the photo still shows through it (it is not one flat colour)
     x_mid = overview.width // 2
-    column = [overview.getpixel((x_mid, y)) for y in range(overview.height)]
-    assert sum(1 for p in column if p[0] > 200 and p[1] > 200 and p[2] < 80) > overview.height * 0.5
+
+    def column(x):
+        return [overview.getpixel((x, y)) for y in range(overview.height)]
+
+    def yellowness(x):
+        return sum(p[0] - p[2] for p in column(x)) / overview.height
+
+    line = max(range(x_mid - 1, x_mid + 2), key=yellowness)
+    assert yellowness(line) > yellowness(x_mid - 12) + 60
+    assert len({p[2] // 8 for p in column(line)}) > 5
 
 
 def test_transient_faults_are_retried_by_the_task(photo, vlm_server):

@@ -440,6 +440,30 @@ def test_progress_in_a_log_file_comes_from_the_start_not_only_when_tiles_finish(
 
     log = io.StringIO()  # not a terminal
     bar = Progress(total_calls=40, total_tiles=4, stream=log)
+    bar.announce("mosaic: 40 calls planned")
     for _ in range(8):
         bar.call_done()
-    assert log.getvalue().count("\n") == 2 and "calls 4/40" in log.getvalue() and "calls 8/40" in log.getvalue()
+    assert log.getvalue().count("\n") == 3 and "calls 4/40" in log.getvalue() and "calls 8/40" in log.getvalue()
+
+
+def test_the_bar_starts_after_the_plan_line_and_ends_at_n_of_n():
+    """A memoized rerun settles calls while the review is set up, before the second look's total is known: they
+    are not drawn against the first wave's total (today's `calls 63/54`), and the last line is N/N."""
+    import io
+
+    from mosaic.progress import Progress
+
+    log = io.StringIO()
+    bar = Progress(total_calls=54, total_tiles=8, stream=log)
+    for _ in range(60):
+        bar.call_done(cached=True)
+    assert log.getvalue() == ""
+    bar.announce("mosaic: 54 calls planned, and at most 16 more for a second look")
+    bar.total_calls = 70
+    for _ in range(4):
+        bar.call_done(cached=True)
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert lines[0].startswith("mosaic: 54 calls planned")
+    assert all(int(n) <= int(d) for n, d in re.findall(r"calls (\d+)/(\d+)", log.getvalue()))
+    assert "calls 64/64, 64 from memo" in lines[-1]
