@@ -102,6 +102,10 @@ class LocalServer:
                 if not self._wait(wait_s, pid=int(state["pid"])):  # another command is starting it
                     raise self._too_slow(wait_s)
                 return self.api_url
+            if state:  # ours on another port (MOSAIC_SERVER_PORT changed): one server per database, not two
+                say(f"mosaic: stopping Mosaic's local Prefect server on port {state.get('port')} (MOSAIC_SERVER_PORT "
+                    f"is now {self.port})")
+                self.stop()
             if not _port_free(self.port):
                 raise NotStarted(f"port {self.port} is in use (MOSAIC_SERVER_PORT chooses another)")
             say(f"mosaic: starting Mosaic's local Prefect server, UI at {self.url} (once: later runs reuse it; "

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import free_port, make_photo
-from mosaic_cli.local_server import LocalServer, configured_api_url
+from mosaic_cli.local_server import LocalServer, _alive, configured_api_url
 
 
 @pytest.fixture
@@ -151,3 +151,20 @@ def test_ctrl_c_is_one_true_line_with_and_without_the_memo(local, tmp_path):
             lines = [line for line in err.splitlines() if line.strip() and not line.startswith("[")]
             assert lines[-1] == f"mosaic: {said}", lines
             assert "Traceback" not in err and "Error logging" not in err and "error" not in err.lower()
+
+
+def test_a_new_port_replaces_the_old_server_instead_of_leaving_two_on_one_database(local):
+    env, first = local
+    said: list[str] = []
+    first.ensure(120, said.append)
+    old_pid = first.state()["pid"]
+    moved = LocalServer(free_port(), first.home)
+    try:
+        moved.ensure(120, said.append)
+        assert moved.running() and any("stopping Mosaic's local Prefect server on port" in s for s in said)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _alive(old_pid):  # this test's own child: a zombie counts as gone
+            time.sleep(0.2)
+        assert _alive(old_pid) is False and not first.healthy()
+    finally:
+        moved.stop()
