@@ -357,7 +357,7 @@ def overhead_parts(scene: dict, slots: int, n: int = 60) -> dict:
     from PIL import Image
 
     from bench.backend import BackendProcess
-    from flows.review import _heartbeats_only_on_a_shared_server
+    from flows.review import heartbeats_only_on_a_shared_server
     from mosaic.images import encode_view, shrink
     from mosaic.llm import build_messages, call_model
     from mosaic.memo import BlobStore
@@ -376,7 +376,7 @@ def overhead_parts(scene: dict, slots: int, n: int = 60) -> dict:
     def empty() -> None:
         pass
 
-    with _heartbeats_only_on_a_shared_server():
+    with heartbeats_only_on_a_shared_server():
         many()  # warm
         t = time.monotonic()
         many()

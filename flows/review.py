@@ -108,12 +108,12 @@ def run_review(concurrency: int = 2, **parameters):
     runner = ThreadPoolTaskRunner(max_workers=max(TASK_WORKERS, 2 * concurrency))
     model = parameters.get("model", "offline")
     backend = Backend.create(model, parameters.get("api_base"), load_settings().offline_budget)
-    with _heartbeats_only_on_a_shared_server(), tags(*backend.tags(model)):
+    with heartbeats_only_on_a_shared_server(), tags(*backend.tags(model)):
         return review_image.with_options(task_runner=runner)(**parameters, concurrency=concurrency, return_state=True)
 
 
 @contextmanager
-def _heartbeats_only_on_a_shared_server() -> Iterator[None]:
+def heartbeats_only_on_a_shared_server() -> Iterator[None]:
     """Heartbeats let a Prefect server mark a run whose process died as crashed. A temporary server dies with this
     process, so there they only cost time: Prefect joins its heartbeat thread at the end of every run, after up to
     a second of that thread's sleep."""

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .images import shrink
 from .memo import BlobStore, write_atomically
 from .pipeline import reading_line
-from .schema import FinalReport, Plan, Reading
+from .schema import ComparedReading, Comparison, FinalReport, Plan, Reading
 
 OVERVIEW_PX = 1600
 
@@ -187,3 +187,109 @@ def _draw_readings(base: Image.Image, readings: Sequence[Reading], plan: Plan, s
         draw.rectangle((x, y, x + w - 1, y + h - 1), fill=colour)
         draw.text((x + 3 - left, y + 2 - top), text, fill=(0, 0, 0), font=font)
 
+
+
+# --- a comparison of models ----------------------------------------------------------------------------------
+
+HARD_SPOT_PX = 480  # long side of a hard spot's crop in comparison.md
+
+
+def write_comparison(comparison: Comparison, folder: Path) -> Path:
+    """comparison.json, comparison.md and a crop of every hard spot (where the models read a sign differently)."""
+    from .images import load_image
+    from .tiles import cell_label, parse_grid, tile_boxes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    comparison.comparison_dir = str(folder)
+    crops: dict[int, str] = {}
+    hard = [r for r in comparison.readings if r.hard]
+    if hard:
+        image = load_image(comparison.image).image
+        cols, rows = parse_grid(comparison.grid)
+        tiles = {cell_label(cell): b for cell, b in tile_boxes(image.width, image.height, cols, rows).items()}
+        (folder / "hard-spots").mkdir(exist_ok=True)
+        for n, reading in enumerate(hard, 1):
+            box = reading.box or _tiles_box([tiles[t] for t in reading.tiles if t in tiles], image.size)
+            name = f"hard-spots/{n:02d}.jpg"
+            write_atomically(folder / name, _crop_jpeg(image, box))
+            crops[n] = name
+    write_atomically(folder / "comparison.json", comparison.model_dump_json(indent=2).encode())
+    write_atomically(folder / "comparison.md", render_comparison(comparison, crops).encode())
+    return folder
+
+
+def _tiles_box(boxes: list[tuple[int, int, int, int]], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    if not boxes:
+        return (0, 0, *size)
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def _crop_jpeg(image: Image.Image, box: tuple[int, int, int, int]) -> bytes:
+    """The sign with room round it (its own size again on each side, at least 40 px), at most HARD_SPOT_PX."""
+    x0, y0, x1, y1 = box
+    mx, my = max(40, x1 - x0), max(40, y1 - y0)
+    crop = image.crop((max(0, x0 - mx), max(0, y0 - my), min(image.width, x1 + mx), min(image.height, y1 + my)))
+    out = io.BytesIO()
+    shrink(crop, HARD_SPOT_PX).save(out, "JPEG", quality=88)
+    return out.getvalue()
+
+
+def render_comparison(comparison: Comparison, crops: dict[int, str] | None = None) -> str:
+    """comparison.md: the models and their runs, then where they disagree (with a crop), what one model alone read,
+    and what they agree on."""
+    crops = crops or {}
+    labels = [m.label for m in comparison.models if m.state == "completed"]
+    lines = [f"# Mosaic comparison: {Path(comparison.image).name}", "",
+             f"- Image: {comparison.size[0]}×{comparison.size[1]}, grid {comparison.grid} ({comparison.density}) for "
+             f"every model, phases: {', '.join(comparison.phases)}",
+             f"- Signs: {comparison.counts.get('readings', 0)}; models disagree on {comparison.counts.get('hard_spots', 0)}, "
+             f"one model alone read {comparison.counts.get('single', 0)}, all agree on {comparison.counts.get('exact', 0)}; "
+             f"{comparison.counts.get('confirmed', 0)} confirmed "
+             f"({comparison.counts.get('confirmed_by_models_only', 0)} by the models' agreement alone)", "",
+             "| model | family | state | readings | calls (made, from the memo) | time | report |",
+             "|---|---|---|---|---|---|---|"]
+    for m in comparison.models:
+        calls = f"{m.calls.total} ({m.calls.made}, {m.calls.cached})" if m.calls else "—"
+        when = f"{m.elapsed_s:.1f} s" if m.elapsed_s is not None else "—"
+        where = f"`{m.report_dir}`" if m.report_dir else "—"
+        state = m.state if m.state == "completed" else f"**{m.state}**: {_cell(m.error or '')}"
+        lines.append(f"| `{m.label}` | {m.family} | {state} | {m.readings} | {calls} | {when} | {where} |")
+    if comparison.missing:
+        lines += ["", "**Missing from the comparison**: " + ", ".join(f"`{m.label}`" for m in comparison.missing)
+                  + ": its readings are not in the rows below."]
+    hard = [r for r in comparison.readings if r.hard]
+    lines += ["", f"## Hard spots: the models read these differently ({len(hard)})", "",
+              "Look at the crop: where independent readers disagree the image is hard there.", ""]
+    for n, r in enumerate(hard, 1):
+        lines.append(f"### {n}. {', '.join(r.tiles)} — {r.agreement}" + (" (confirmed: " + _who(r) + ")" if r.confirmed else ""))
+        lines.append("")
+        if n in crops:
+            lines += [f"![hard spot {n}]({crops[n]})", ""]
+        lines += ["| model | read |", "|---|---|"]
+        lines += [f"| `{label}` | {_cell(r.by_model.get(label)) if r.by_model.get(label) else '_nothing_'} |"
+                  for label in labels]
+        lines.append("")
+    single = [r for r in comparison.readings if r.agreement == "single"]
+    lines += [f"## Read by one model only ({len(single)})", "", "| text | model | tiles | confirmed in its own views |",
+              "|---|---|---|---|"]
+    lines += [f"| {_cell(r.text)} | `{next(k for k, v in r.by_model.items() if v)}` | {', '.join(r.tiles)} | "
+              f"{'yes' if r.confirmed else 'no'} |" for r in single]
+    agreed = [r for r in comparison.readings if r.agreement == "exact"]
+    lines += ["", f"## Read alike by every model that read it ({len(agreed)})", "", "| text | models | tiles | note |",
+              "|---|---|---|---|"]
+    lines += [f"| {_cell(r.text)} | {', '.join(f'`{m}`' for m in r.agreed)} | {', '.join(r.tiles)} | "
+              f"{'one family: weaker evidence' if r.same_family else ''} |" for r in agreed]
+    return "\n".join(lines) + "\n"
+
+
+def _who(r: ComparedReading) -> str:
+    parts = []
+    if r.agreed:
+        parts.append(", ".join(f"`{m}`" for m in r.agreed) + (" (one family)" if r.same_family else ""))
+    if r.confirmed_in_views:
+        parts.append("own views of " + ", ".join(f"`{m}`" for m in r.confirmed_in_views))
+    return "; ".join(parts)
+
+
+def _cell(text: str | None) -> str:
+    return (text or "").replace("|", "\\|").replace("\n", " ")

@@ -206,3 +206,61 @@ class FinalReport(BaseModel):
     complete: bool = True
     settings: dict[str, Any] = Field(default_factory=dict)  # what made this report (see Review.settings)
 
+
+
+# --- comparing models on one image -------------------------------------------------------------------------
+
+Agreement = Literal["exact", "near", "different", "single"]
+
+
+class ModelRun(BaseModel):
+    """One model's review in a comparison: where its report is, or why there is none."""
+
+    label: str  # the key of by_model: the model string, with @api_base when one model is compared on two servers
+    model: str
+    api_base: str | None = None
+    family: str  # e.g. "qwen": models of one family share mistakes, so their agreement is weaker evidence
+    state: Literal["completed", "failed", "unreachable"]
+    error: str | None = None
+    report_dir: str | None = None
+    calls: CallStats | None = None
+    elapsed_s: float | None = None
+    readings: int = 0
+
+
+class ComparedReading(BaseModel):
+    """One sign as the models read it: aligned by place (and text where a model gave no place)."""
+
+    text: str  # what most models read there
+    by_model: dict[str, str | None]  # label -> what it read there, None: it read nothing there
+    agreement: Agreement  # exact: all read the same; near: a character apart or a part; different; single: one read it
+    tiles: list[str]
+    box: Box | None = None
+    confirmed: bool  # two models read the same text, or one model's own views did, with no other text as well read
+    agreed: list[str] = Field(default_factory=list)  # the models that read `text` (two or more: they confirm it)
+    confirmed_in_views: list[str] = Field(default_factory=list)  # the models whose own views confirmed `text`
+    same_family: bool = False  # the models that agree are of one family: weaker evidence than independent ones
+    variants: list[str] = Field(default_factory=list)  # the other texts read there
+
+    @property
+    def hard(self) -> bool:
+        """Where the models disagree about the text: a human or another model should look."""
+        return self.agreement in ("near", "different")
+
+
+class Comparison(BaseModel):
+    image: str
+    image_sha256: str
+    size: tuple[int, int]
+    grid: str
+    density: str
+    phases: list[str]
+    models: list[ModelRun]
+    readings: list[ComparedReading]  # hard spots first, then what one model read, then what all agreed on
+    counts: dict[str, int] = Field(default_factory=dict)
+    comparison_dir: str | None = None
+    elapsed_s: float = 0.0
+
+    @property
+    def missing(self) -> list[ModelRun]:
+        return [m for m in self.models if m.state != "completed"]

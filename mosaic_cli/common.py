@@ -83,7 +83,18 @@ def one_line(error: object) -> str:
 
 
 def text_table(rows: list[dict], columns: list[str]) -> str:
-    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
-    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
-    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    widths = {c: max([_width(c)] + [_width(str(r.get(c, ""))) for r in rows]) for c in columns}
+
+    def pad(text: str, width: int) -> str:
+        return text + " " * (width - _width(text))
+
+    lines = ["  ".join(pad(c, widths[c]) for c in columns)]
+    lines += ["  ".join(pad(str(r.get(c, "")), widths[c]) for c in columns) for r in rows]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _width(text: str) -> int:
+    """Columns a text takes in a terminal: wide (CJK) characters take two."""
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)

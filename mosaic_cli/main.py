@@ -12,7 +12,7 @@ import mosaic
 from mosaic.errors import BackendError, BadOption, MosaicError, RunFailed
 from mosaic.schema import DEFAULT_PHASES, PHASES, count_calls
 
-from . import server_commands
+from . import compare_command, server_commands
 from .common import load as _settings
 from .common import one_line as _one_line
 from .common import command_seconds, connect_prefect, parse_phases, quiet_prefect
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "remove crops unused for --days")
     cache.add_argument("--days", type=float, default=30, help="with prune: age of unused crops to remove (default 30)")
     cache.set_defaults(func=cmd_cache)
+    compare_command.register(commands)
     server_commands.register(commands)  # server, serve, history, show, rerun: Mosaic on a Prefect server
     return parser
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if getattr(args, "no_cache", False):
             print("\nmosaic: interrupted; nothing was kept (--no-cache): the same command starts over", file=sys.stderr)
-        elif args.func is cmd_run:
+        elif args.func in (cmd_run, compare_command.cmd_compare):
             print("\nmosaic: interrupted; finished calls are kept in the memo, run the same command to go on",
                   file=sys.stderr)
         else:

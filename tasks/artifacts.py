@@ -154,7 +154,7 @@ def retry_hint() -> str:
     here = (f"mosaic rerun {run_id} (or prefect flow-run retry {run_id} --entrypoint flows/review.py:review_image "
             "from the checkout)")
     parent = flow_run.parent_flow_run_id if run and run.parent_task_run_id else None
-    return f"retry the inbox run {parent} (the UI's Retry), or this run with {here}" if parent else f"retry it with {here}"
+    return f"retry the parent run {parent} (the UI's Retry), or this run with {here}" if parent else f"retry it with {here}"
 
 
 def _first_line(text: str, limit: int) -> str:
@@ -165,4 +165,28 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["RunArtifacts", "retry_hint", "summary_from_table", "SUMMARY_PREFIX"]
+__all__ = ["RunArtifacts", "comparison_artifacts", "retry_hint", "summary_from_table", "SUMMARY_PREFIX"]
+
+
+def comparison_artifacts(comparison) -> None:
+    """The comparison in the UI: comparison.md with its hard-spot crops inline, and a table of the models' runs."""
+    from mosaic.report import render_comparison
+
+    folder = Path(comparison.comparison_dir or ".")
+    crops = {}
+    for n in range(1, INLINE_CROPS + 1):
+        path = folder / "hard-spots" / f"{n:02d}.jpg"
+        if path.exists():
+            crops[n] = "data:image/jpeg;base64," + base64.b64encode(path.read_bytes()).decode()
+    key = artifact_key("comparison", folder.name)
+    image = Path(comparison.image).name
+    _safe("comparison", lambda: _artifacts().create_markdown_artifact(
+        render_comparison(comparison, crops), key=key, description=f"Models compared on {image}: where they disagree"))
+    _safe("models", lambda: _artifacts().create_table_artifact(
+        [{"model": m.label, "state": m.state, "readings": m.readings, "made": m.calls.made if m.calls else "",
+          "cached": m.calls.cached if m.calls else "", "elapsed_s": m.elapsed_s or "", "report_dir": m.report_dir or "",
+          "error": m.error or ""} for m in comparison.models],
+        key=artifact_key("models", folder.name), description=f"Each model's review of {image}"))
+
+
+INLINE_CROPS = 12  # hard spots shown inline in the UI's artifact; comparison.md in the folder has them all

@@ -10,8 +10,8 @@ from prefect.tasks import exponential_backoff
 
 from mosaic import driver, engine
 from mosaic.context import RunContext
-from mosaic.report import write_report
-from mosaic.schema import FinalReport, ModelReply, Plan
+from mosaic.report import write_comparison, write_report
+from mosaic.schema import Comparison, FinalReport, ModelReply, Plan
 from mosaic.settings import Settings
 
 from .limits import backend_slot
@@ -68,3 +68,8 @@ def synthesis_not_attempted(tile_id: str, failed_views: list[str]) -> State:
 @task(name="save-report", cache_policy=NO_CACHE, persist_result=False)
 def save_report(report: FinalReport, plan: Plan, folder: str, ctx: RunContext) -> str:
     return str(write_report(report, plan, ctx.blobs, Path(folder)))
+
+
+@task(name="save-comparison", cache_policy=NO_CACHE, persist_result=False)
+def save_comparison(comparison: Comparison, folder: str) -> str:
+    return str(write_comparison(comparison, Path(folder)))

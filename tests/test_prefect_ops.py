@@ -262,7 +262,7 @@ def fail_then_retry(ops) -> dict:
     print("inbox run", run.total_run_time, "image runs", [(r.name, r.total_run_time.total_seconds()) for r in image_runs],
           "start lag", (run.start_time - run.expected_start_time).total_seconds())
     assert [r.state.name for r in image_runs] == ["Failed", "Failed"]
-    assert "r1c2" in image_runs[0].state.message and f"retry the inbox run {run.id}" in image_runs[0].state.message
+    assert "r1c2" in image_runs[0].state.message and f"retry the parent run {run.id}" in image_runs[0].state.message
     assert len({r.name for r in image_runs}) == 2 and all(r.name.startswith("review-") for r in image_runs)
     assert all({"mosaic", "model:openai/fake-vl", f"backend:{vlm.openai_base}"} <= set(r.tags) for r in image_runs)
     assert run.name.startswith("inbox-inbox-")

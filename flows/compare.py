@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import contextvars
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+from prefect import flow, tags
+
+from mosaic import compare
+from mosaic.backend import Backend
+from mosaic.schema import DEFAULT_PHASES, FinalReport
+from mosaic.settings import load_settings
+from tasks import save_comparison
+from tasks.artifacts import comparison_artifacts
+
+from .review import heartbeats_only_on_a_shared_server, review_image
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    image = Path(str((flow_run.parameters or {}).get("image_path", "image"))).name
+    return f"compare-{image}-{datetime.now():%Y%m%d-%H%M%S}-{str(flow_run.id or '')[:4]}"
+
+
+@flow(name="mosaic-compare", flow_run_name=_run_name, persist_result=False)
+def compare_models(
+    image_path: str,
+    models: list[dict],
+    density: str = "light",
+    grid: str | None = None,
+    phases: list[str] = list(DEFAULT_PHASES),
+    out_dir: str = "mosaic-reports",
+    use_memo: bool = True,
+    concurrency: int | None = None,
+    input_px: int | None = None,
+    second_look: bool | None = None,
+    show_progress: bool = False,
+) -> dict:
+    """Review one image with every model (each a subflow, on one grid; models on different servers at once, each
+    within its own concurrency) and compare what they read.
+    models: [{"model": "ollama_chat/qwen2.5vl:7b", "api_base": null}, ...]; a model that fails or is unreachable is
+    named in the comparison, the others' work is kept. Returns the comparison (comparison.json)."""
+    started = time.monotonic()
+    pairs = [(m["model"], m.get("api_base")) for m in models]
+    compare.check_models(pairs)
+    settings = load_settings(concurrency=concurrency)
+    labels = compare.labels_for(pairs)
+    backends = [Backend.create(m, base, settings.offline_budget) for m, base in pairs]
+    px = compare.shared_input_px(backends, density, input_px or settings.input_px)
+    outcomes: dict[str, FinalReport | BaseException | str] = {}
+
+    def review_with(i: int) -> None:
+        (model, base), label = pairs[i], labels[i]
+        outcomes[label] = compare.reachability(backends[i]) or _review(
+            image_path=image_path, model=model, api_base=base, density=density, grid=grid, phases=phases,
+            out_dir=out_dir, use_memo=use_memo, concurrency=settings.concurrency, input_px=px, second_look=second_look)
+        if show_progress:
+            print(f"mosaic: {_line(compare.model_run(label, backends[i], outcomes[label]))}", file=sys.stderr)
+
+    def one_server(group: list[int]) -> None:
+        for i in group:
+            review_with(i)
+
+    groups = compare.server_groups(backends)
+    with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="mosaic-compare") as pool:
+        # each thread runs in a copy of this flow run's context, so every review is a subflow of this run
+        list(pool.map(lambda group: contextvars.copy_context().run(one_server, group), groups))
+    runs = [compare.model_run(label, b, outcomes[label]) for label, b in zip(labels, backends)]
+    reports = {label: o for label, o in outcomes.items() if isinstance(o, FinalReport)}
+    result = compare.comparison(image_path, runs, reports, time.monotonic() - started, phases=phases)
+    if reports:
+        folder = Path(out_dir) / compare.comparison_dir_name(image_path, result.image_sha256, labels, result.grid,
+                                                            result.phases)
+        result.comparison_dir = save_comparison(result, str(folder))
+        comparison_artifacts(result)
+    return result.model_dump(mode="json")
+
+
+def _review(model: str, api_base: str | None, **parameters) -> FinalReport | BaseException:
+    """One model's review as a subflow; its report, or what it failed with (a partial report is in its folder)."""
+    backend = Backend.create(model, api_base, load_settings().offline_budget)
+    with tags(*backend.tags(model)):
+        state = review_image(model=model, api_base=api_base, **parameters, return_state=True)
+    if state.is_completed():
+        return FinalReport.model_validate(state.result())
+    error = state.result(raise_on_failure=False)
+    return error if isinstance(error, BaseException) else RuntimeError(state.message or "the review failed")
+
+
+def _line(run) -> str:
+    if run.state == "completed":
+        return (f"{run.label}: {run.readings} readings, {run.calls.total} calls ({run.calls.cached} from the memo), "
+                f"{run.elapsed_s:.1f} s")
+    return f"{run.label}: {run.state}: {run.error}"
+
+
+def run_compare(**parameters):
+    """Run the comparison flow; returns its final state."""
+    with heartbeats_only_on_a_shared_server():
+        return compare_models(**parameters, return_state=True)

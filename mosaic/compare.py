@@ -1,0 +1,289 @@
+"""Several models on one image: the same grid for all, their readings aligned sign by sign, where they disagree.
+
+Disagreement is signal: where independent readers read one sign differently the image is hard there and a person
+(or another model) should look; where they agree, that is evidence the reading is real, weaker when the models are
+of one family (they share mistakes). Plain code: `flows/compare.py` drives it with Prefect subflows, `compare()`
+with threads.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .backend import Backend
+from .errors import BadOption, MosaicError, RunFailed
+from .readings import area, group_key, intersection, one_apart, union
+from .schema import Agreement, CallStats, ComparedReading, Comparison, FinalReport, ModelRun, Reading, canonical_sha256
+from .tiles import Box
+
+# Families by the start of a model's name (without provider and organisation): models of one family are trained
+# alike and share errors ("Hidden Clones", arXiv 2603.17111), so their agreement is weaker evidence.
+FAMILIES = {
+    "qwen": "qwen", "qvq": "qwen", "gemma": "gemma", "paligemma": "gemma", "medgemma": "gemma", "llava": "llava",
+    "bakllava": "llava", "llama": "llama", "minicpm": "minicpm", "internvl": "internvl", "moondream": "moondream",
+    "phi": "phi", "granite": "granite", "smolvlm": "smolvlm", "idefics": "smolvlm", "pixtral": "mistral",
+    "mistral": "mistral", "ministral": "mistral", "deepseek": "deepseek", "glm": "glm", "molmo": "molmo",
+    "florence": "florence", "kimi": "kimi", "ovis": "ovis", "aya": "aya", "cogvlm": "glm", "yi": "yi",
+}
+
+
+def model_family(model: str) -> str:
+    """The family a model belongs to: qwen for ollama_chat/qwen2.5vl:7b and openai/Qwen/Qwen2.5-VL-3B. An unknown
+    name's family is the name without its size and tag (two unknown names are of one family when only those differ)."""
+    name = model.rsplit("/", 1)[-1].lower()
+    for prefix in sorted(FAMILIES, key=len, reverse=True):
+        if name.startswith(prefix):
+            return FAMILIES[prefix]
+    return re.split(r"[:\d]", name, maxsplit=1)[0].strip("-_.") or name
+
+
+def labels_for(models: Sequence[tuple[str, str | None]]) -> list[str]:
+    """What names each model in a comparison: its model string, with @address when it is compared on two servers."""
+    names = [m for m, _ in models]
+    return [m if names.count(m) == 1 else f"{m}@{base or 'default'}" for m, base in models]
+
+
+def check_models(models: Sequence[tuple[str, str | None]]) -> None:
+    if len(models) < 2:
+        raise BadOption("compare needs at least two models: --model A [--api-base X] --model B [--api-base Y]")
+    seen = set()
+    for model, base in models:
+        if (model, base) in seen:
+            raise BadOption(f"model {model!r}" + (f" at {base}" if base else "") + " is given twice")
+        seen.add((model, base))
+
+
+def server_groups(backends: Sequence[Backend]) -> list[list[int]]:
+    """Indexes of the models, one group per server: models on one server are reviewed one after another (they share
+    its slots), groups on different servers at once."""
+    groups: dict[str, list[int]] = {}
+    for i, b in enumerate(backends):
+        address = b.network_address or ("offline" if b.is_offline else f"in-process:{b.model}")
+        groups.setdefault(address, []).append(i)
+    return list(groups.values())
+
+
+def shared_input_px(backends: Sequence[Backend], density: str, stated: int | None) -> int | None:
+    """The encoder size the grid is chosen for: the smallest model's (the one that sees least), so one grid suits all
+    and every model's views line up."""
+    from .pipeline import encoder_px
+
+    sizes = [px for px in (encoder_px(b, density, stated) for b in backends) if px]
+    return min(sizes) if sizes else None
+
+
+# --- aligning what the models read ---------------------------------------------------------------------------
+
+# Two readings lie at one place, whatever they read, when their boxes overlap by this share of the smaller one and
+# the smaller is at least SAME_SIZE_SHARE of the larger (a vague box, "the top third", holds several signs).
+SAME_PLACE_SHARE = 0.5
+SAME_SIZE_SHARE = 0.25
+
+
+def near(a: str, b: str) -> bool:
+    """Two grouping keys a character apart or one a part of the other (from two characters on: 橋本 and 桶本)."""
+    if a == b:
+        return True
+    shorter = min(len(a), len(b))
+    return shorter >= 2 and (a in b or b in a or one_apart(a, b))
+
+
+def _overlap_of_smaller(a: Box, b: Box) -> float:
+    return area(intersection(a, b)) / max(1, min(area(a), area(b)))
+
+
+def _grown(box: Box, share: float = 0.25) -> Box:
+    dx, dy = (box[2] - box[0]) * share, (box[3] - box[1]) * share
+    return (round(box[0] - dx), round(box[1] - dy), round(box[2] + dx), round(box[3] + dy))
+
+
+def same_sign(a: Reading, b: Reading) -> bool:
+    """Boxes of a size that overlap much are one sign whatever the text; otherwise near texts at touching boxes, or
+    (where a model gave no box) near texts in a shared tile."""
+    if a.box and b.box and _overlap_of_smaller(a.box, b.box) >= SAME_PLACE_SHARE and (
+            min(area(a.box), area(b.box)) >= SAME_SIZE_SHARE * max(area(a.box), area(b.box))):
+        return True
+    if not near(group_key(a.text), group_key(b.text)):
+        return False
+    if a.box and b.box:
+        return area(intersection(_grown(a.box), _grown(b.box))) > 0
+    return bool(set(a.tiles) & set(b.tiles))
+
+
+def align(readings_by_model: dict[str, list[Reading]], families: dict[str, str] | None = None,
+          tile_order: Sequence[str] = ()) -> list[ComparedReading]:
+    """One row per sign over every model's readings: what each model read there, how far they agree, whether that is
+    confirmed. A model whose readings split one sign (two fragments) has them joined left to right."""
+    families = families or {}
+    items = [(label, r) for label, readings in readings_by_model.items() for r in readings if group_key(r.text)]
+    parent = list(range(len(items)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(items)):
+        for j in range(i):
+            if items[i][0] != items[j][0] and same_sign(items[i][1], items[j][1]):
+                parent[root(i)] = root(j)
+    clusters: dict[int, list[int]] = {}
+    for i in range(len(items)):
+        clusters.setdefault(root(i), []).append(i)
+    rows = [_row([items[i] for i in members], list(readings_by_model), families) for members in clusters.values()]
+    rank = {t: i for i, t in enumerate(tile_order)}
+    order = {"different": 0, "near": 1, "single": 2, "exact": 3}
+    return sorted(rows, key=lambda r: (order[r.agreement], min((rank.get(t, len(rank)) for t in r.tiles),
+                                                               default=len(rank)), r.box or (0, 0, 0, 0), r.text))
+
+
+def _row(members: list[tuple[str, Reading]], labels: list[str], families: dict[str, str]) -> ComparedReading:
+    mine: dict[str, list[Reading]] = {}
+    for label, r in members:
+        mine.setdefault(label, []).append(r)
+    read = {label: " ".join(r.text for r in sorted(rs, key=lambda r: (r.box or (0, 0, 0, 0))[:2]))
+            for label, rs in mine.items()}
+    own_confirmed = {label for label, rs in mine.items() if all(r.confirmed for r in rs)}
+    keys = {label: group_key(text) for label, text in read.items()}
+    support: dict[str, list[str]] = {}
+    for label in labels:
+        if label in keys:
+            support.setdefault(keys[label], []).append(label)
+    main = max(support, key=lambda k: (len(support[k]), any(m in own_confirmed for m in support[k]),
+                                       -labels.index(support[k][0])))
+    agreed = support[main]
+    distinct = list(support)
+    if len(read) == 1:
+        agreement: Agreement = "single"
+    elif len(distinct) == 1:
+        agreement = "exact"
+    elif all(near(a, b) for a in distinct for b in distinct):
+        agreement = "near"
+    else:
+        agreement = "different"
+    in_views = [m for m in agreed if m in own_confirmed]
+    best_rival = max((len(v) for k, v in support.items() if k != main), default=0)
+    confirmed = (len(agreed) >= 2 or bool(in_views)) and best_rival < len(agreed)
+    main_readings = [r for m in agreed for r in mine[m]]
+    box = None
+    for b in [r.box for r in main_readings if r.box] or [r.box for _, r in members if r.box]:
+        box = b if box is None else union(box, b)
+    return ComparedReading(
+        text=read[agreed[0]], by_model={label: read.get(label) for label in labels}, agreement=agreement,
+        tiles=list(dict.fromkeys(t for _, r in members for t in r.tiles)), box=box, confirmed=confirmed,
+        agreed=agreed if len(agreed) >= 2 else [], confirmed_in_views=in_views,
+        same_family=len(agreed) >= 2 and len({families.get(m, model_family(m)) for m in agreed}) == 1,
+        variants=list(dict.fromkeys(read[support[k][0]] for k in distinct if k != main)),
+    )
+
+
+def counts_of(rows: Iterable[ComparedReading]) -> dict[str, int]:
+    rows = list(rows)
+    out = {"readings": len(rows), "hard_spots": sum(r.hard for r in rows)}
+    for kind in ("exact", "near", "different", "single"):
+        out[kind] = sum(r.agreement == kind for r in rows)
+    out["confirmed"] = sum(r.confirmed for r in rows)
+    out["confirmed_by_models_only"] = sum(r.confirmed and not r.confirmed_in_views for r in rows)
+    out["agreed_within_one_family"] = sum(r.same_family for r in rows)
+    return out
+
+
+# --- one comparison from the models' reviews ---------------------------------------------------------------
+
+def model_run(label: str, backend: Backend, outcome: FinalReport | BaseException | str) -> ModelRun:
+    """A model's line in the comparison from what its review ended with: a report, an error, or why it was not run."""
+    base = dict(label=label, model=backend.model, api_base=backend.api_base, family=model_family(backend.model))
+    if isinstance(outcome, FinalReport):
+        return ModelRun(**base, state="completed", report_dir=outcome.report_dir, calls=outcome.calls,
+                        elapsed_s=outcome.elapsed_s, readings=len(outcome.readings))
+    if isinstance(outcome, str):
+        return ModelRun(**base, state="unreachable", error=outcome)
+    partial = outcome.report_dir if isinstance(outcome, RunFailed) else None
+    text = outcome.what if isinstance(outcome, RunFailed) else str(outcome)
+    return ModelRun(**base, state="failed", error=text.splitlines()[0] if text else type(outcome).__name__,
+                    report_dir=partial)
+
+
+def comparison(image: str, runs: list[ModelRun], reports: dict[str, FinalReport], elapsed_s: float = 0.0,
+               grid: tuple[int, int, str] | None = None, phases: Sequence[str] = ()) -> Comparison:
+    """The comparison of the completed reviews (`reports`, by label); `runs` names every model, missing ones too."""
+    first = next(iter(reports.values()), None)
+    tile_order = [t.tile for t in first.tiles] if first else []
+    rows = align({label: reports[label].readings for label in (m.label for m in runs) if label in reports},
+                 {m.label: m.family for m in runs}, tile_order)
+    cols, rows_n, density = grid or ((first.cols, first.rows, first.density) if first else (0, 0, ""))
+    return Comparison(
+        image=image, image_sha256=first.image_sha256 if first else "", size=first.size if first else (0, 0),
+        grid=f"{cols}x{rows_n}", density=density, phases=list(first.phases if first else phases), models=runs,
+        readings=rows, counts=counts_of(rows), elapsed_s=round(elapsed_s, 3),
+    )
+
+
+def comparison_dir_name(image_path: str, image_sha256: str, labels: Sequence[str], grid: str,
+                        phases: Sequence[str]) -> str:
+    stem = re.sub(r"[^\w.-]+", "-", Path(image_path).stem).strip("-.")[:40] or "image"
+    return f"compare-{stem}-{image_sha256[:8]}-{canonical_sha256([list(labels), grid, list(phases)])[:8]}"
+
+
+def reachability(backend: Backend) -> str | None:
+    """None when the backend's port answers, else the one line saying why not."""
+    try:
+        backend.check_reachable()
+    except MosaicError as e:
+        return str(e)
+    return None
+
+
+# --- the thread-pool driver --------------------------------------------------------------------------------
+
+def compare(image_path: str, models: Sequence[tuple[str, str | None]], *, density: str = "light",
+            grid: str | None = None, phases: Sequence[str] | None = None, out_dir: str | None = None,
+            use_memo: bool = True, input_px: int | None = None, second_look: bool | None = None,
+            on_model: Callable[[ModelRun], None] | None = None) -> Comparison:
+    """Review the image with every model on one grid (models on different servers at once) and compare them; writes
+    each model's report folder and the comparison's. A model that fails is named in `models` with its error."""
+    from .driver import review
+    from .report import write_comparison
+    from .schema import DEFAULT_PHASES
+    from .settings import load_settings
+
+    started = time.monotonic()
+    check_models(models)
+    settings = load_settings(**({"out_dir": out_dir} if out_dir else {}))
+    labels = labels_for(models)
+    backends = [Backend.create(m, base, settings.offline_budget) for m, base in models]
+    px = shared_input_px(backends, density, input_px or settings.input_px)
+    outcomes: dict[str, FinalReport | BaseException | str] = {}
+
+    def run_group(group: list[int]) -> None:
+        for i in group:
+            label, (model, base) = labels[i], models[i]
+            unreachable = reachability(backends[i])
+            if unreachable:
+                outcomes[label] = unreachable
+            else:
+                try:
+                    outcomes[label] = review(image_path, model, base, density=density, grid=grid,
+                                             phases=phases or DEFAULT_PHASES, out_dir=str(settings.out_dir),
+                                             use_memo=use_memo, input_px=px, second_look=second_look)
+                except Exception as e:  # noqa: BLE001 - one model's failure does not lose the others' work
+                    outcomes[label] = e
+            if on_model:
+                on_model(model_run(label, backends[i], outcomes[label]))
+
+    groups = server_groups(backends)
+    with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="mosaic-compare") as pool:
+        list(pool.map(run_group, groups))
+    runs = [model_run(label, b, outcomes[label]) for label, b in zip(labels, backends)]
+    reports = {label: o for label, o in outcomes.items() if isinstance(o, FinalReport)}
+    result = comparison(image_path, runs, reports, time.monotonic() - started, phases=phases or DEFAULT_PHASES)
+    if reports:
+        folder = Path(settings.out_dir) / comparison_dir_name(image_path, result.image_sha256, labels, result.grid,
+                                                             result.phases)
+        result.comparison_dir = str(write_comparison(result, folder))
+    return result
