@@ -52,12 +52,18 @@ def compare_models(
     backends = [Backend.create(m, base, settings.offline_budget) for m, base in pairs]
     px = compare.shared_input_px(backends, density, input_px or settings.input_px)
     outcomes: dict[str, FinalReport | BaseException | str] = {}
+    run_ids: dict[str, str] = {}
 
     def review_with(i: int) -> None:
         (model, base), label = pairs[i], labels[i]
-        outcomes[label] = compare.reachability(backends[i]) or _review(
-            image_path=image_path, model=model, api_base=base, density=density, grid=grid, phases=phases,
-            out_dir=out_dir, use_memo=use_memo, concurrency=settings.concurrency, input_px=px, second_look=second_look)
+        unreachable = compare.reachability(backends[i])
+        if unreachable:
+            outcomes[label] = unreachable
+        else:
+            outcomes[label], run_ids[label] = _review(
+                image_path=image_path, model=model, api_base=base, density=density, grid=grid, phases=phases,
+                out_dir=out_dir, use_memo=use_memo, concurrency=settings.concurrency, input_px=px,
+                second_look=second_look)
         if show_progress:
             print(f"mosaic: {_line(compare.model_run(label, backends[i], outcomes[label]))}", file=sys.stderr)
 
@@ -67,11 +73,15 @@ def compare_models(
 
     groups = compare.server_groups(backends)
     with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="mosaic-compare") as pool:
-        # each thread runs in a copy of this flow run's context, so every review is a subflow of this run
-        list(pool.map(lambda group: contextvars.copy_context().run(one_server, group), groups))
-    runs = [compare.model_run(label, b, outcomes[label]) for label, b in zip(labels, backends)]
+        # each thread runs in a copy of this flow run's context (taken here), so every review is a subflow of this run
+        futures = [pool.submit(contextvars.copy_context().run, one_server, group) for group in groups]
+        for future in futures:
+            future.result()
+    runs = [compare.model_run(label, b, outcomes[label]).model_copy(update={"flow_run_id": run_ids.get(label)})
+            for label, b in zip(labels, backends)]
     reports = {label: o for label, o in outcomes.items() if isinstance(o, FinalReport)}
     result = compare.comparison(image_path, runs, reports, time.monotonic() - started, phases=phases)
+    result.flow_run_id = _this_run_id()
     if reports:
         folder = Path(out_dir) / compare.comparison_dir_name(image_path, result.image_sha256, labels, result.grid,
                                                             result.phases)
@@ -80,15 +90,23 @@ def compare_models(
     return result.model_dump(mode="json")
 
 
-def _review(model: str, api_base: str | None, **parameters) -> FinalReport | BaseException:
-    """One model's review as a subflow; its report, or what it failed with (a partial report is in its folder)."""
+def _review(model: str, api_base: str | None, **parameters) -> tuple[FinalReport | BaseException, str]:
+    """One model's review as a subflow: its report, or what it failed with (a partial report is in its folder), and
+    its flow run's id."""
     backend = Backend.create(model, api_base, load_settings().offline_budget)
     with tags(*backend.tags(model)):
         state = review_image(model=model, api_base=api_base, **parameters, return_state=True)
+    run_id = str(state.state_details.flow_run_id)
     if state.is_completed():
-        return FinalReport.model_validate(state.result())
+        return FinalReport.model_validate(state.result()), run_id
     error = state.result(raise_on_failure=False)
-    return error if isinstance(error, BaseException) else RuntimeError(state.message or "the review failed")
+    return (error if isinstance(error, BaseException) else RuntimeError(state.message or "the review failed")), run_id
+
+
+def _this_run_id() -> str | None:
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id) if flow_run.id else None
 
 
 def _line(run) -> str:

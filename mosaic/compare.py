@@ -2,7 +2,7 @@
 
 Disagreement is signal: where independent readers read one sign differently the image is hard there and a person
 (or another model) should look; where they agree, that is evidence the reading is real, weaker when the models are
-of one family (they share mistakes). Plain code: `flows/compare.py` drives it with Prefect subflows, `compare()`
+of one family (they share mistakes). Plain code: `flows/compare.py` drives it with Prefect subflows, `compare_image()`
 with threads.
 """
 
@@ -241,7 +241,7 @@ def reachability(backend: Backend) -> str | None:
 
 # --- the thread-pool driver --------------------------------------------------------------------------------
 
-def compare(image_path: str, models: Sequence[tuple[str, str | None]], *, density: str = "light",
+def compare_image(image_path: str, models: Sequence[tuple[str, str | None]], *, density: str = "light",
             grid: str | None = None, phases: Sequence[str] | None = None, out_dir: str | None = None,
             use_memo: bool = True, input_px: int | None = None, second_look: bool | None = None,
             on_model: Callable[[ModelRun], None] | None = None) -> Comparison:

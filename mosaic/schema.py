@@ -226,6 +226,7 @@ class ModelRun(BaseModel):
     calls: CallStats | None = None
     elapsed_s: float | None = None
     readings: int = 0
+    flow_run_id: str | None = None  # its review's Prefect flow run (a subflow of the comparison's), when it ran there
 
 
 class ComparedReading(BaseModel):
@@ -260,6 +261,7 @@ class Comparison(BaseModel):
     counts: dict[str, int] = Field(default_factory=dict)
     comparison_dir: str | None = None
     elapsed_s: float = 0.0
+    flow_run_id: str | None = None  # the comparison's Prefect flow run, when it ran there
 
     @property
     def missing(self) -> list[ModelRun]:

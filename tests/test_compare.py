@@ -126,3 +126,150 @@ def test_the_terminal_table_pads_wide_characters():
 
     lines = text_table([{"a": "看板", "b": "x"}, {"a": "ab", "b": "y"}], ["a", "b"]).splitlines()
     assert lines[1].index("x") + 2 == lines[2].index("y")  # 看板 is two characters in four columns, ab two in two
+
+
+# --- `mosaic compare` against two loopback servers, one of each API style ----------------------------------------
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    from bench.scenes import make_scene
+
+    made = make_scene(11, 1600, 1200, n_signs=6, min_height_frac=0.02, max_height_frac=0.04)
+    path = tmp_path_factory.mktemp("scene") / "street.png"
+    made.image.save(path)
+    return path, made.signs
+
+
+@pytest.fixture
+def two_servers():
+    from bench.stand_ins import StandIn
+    from mosaic.offline.server import ModelServer
+
+    reads_well = StandIn.from_spec("reader=rapidocr,budget=896")
+    misreads = StandIn.from_spec("reader=rapidocr,budget=896,misread=0.5,invent=0.5,style=prose")
+    with ModelServer(reads_well.answer_http, listed=["a"]) as a, ModelServer(misreads.answer_http, listed=["b"]) as b:
+        yield a, b
+
+
+def compare_args(scene_path, a, b, *more):
+    return ["compare", str(scene_path), "--model", "openai/reader-a", "--api-base", a.openai_base,
+            "--model", "ollama_chat/reader-b", "--api-base", b.url, "--grid", "2x2", "--phases", "text", "--json", *more]
+
+
+def test_compare_two_servers_both_api_styles(scene, two_servers, capsys):
+    import json
+    from pathlib import Path
+
+    from bench.score import norm
+    from conftest import run_cli
+
+    (path, signs), (a, b) = scene, two_servers
+    code, out = run_cli(*compare_args(path, a, b))
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(out)
+    assert result["grid"] == "2x2"
+    assert [(m["label"], m["state"]) for m in result["models"]] == [("openai/reader-a", "completed"),
+                                                                    ("ollama_chat/reader-b", "completed")]
+    assert {r.path for r in a.chat_requests()} == {"/v1/chat/completions"} and a.chat_requests()
+    assert {r.path for r in b.chat_requests()} == {"/api/chat"} and b.chat_requests()
+    for m in result["models"]:
+        assert m["calls"]["made"] == m["calls"]["total"] == 10  # 1 + 4 tiles + 4 seams + 1, no second look
+        report = json.loads((Path(m["report_dir"]) / "report.json").read_text())
+        assert report["grid"] == "2x2" and len(report["readings"]) == m["readings"]
+    rows = result["readings"]
+    assert rows and all(set(r) >= {"text", "by_model", "agreement", "tiles"} for r in rows)
+    truth = {norm(s.text) for s in signs}
+    both = [r for r in rows if all(r["by_model"].values())]
+    assert any(r["agreement"] == "exact" and norm(r["text"]) in truth for r in rows)
+    for r in both:  # the mark follows the texts
+        keys = {norm(t) for t in r["by_model"].values()}
+        assert (r["agreement"] == "exact") == (len(keys) == 1)
+    assert all(r["confirmed"] == (len(r["agreed"]) >= 2) for r in rows)  # no second look: only agreement confirms
+    order = [r["agreement"] for r in rows]
+    assert order == sorted(order, key=["different", "near", "single", "exact"].index)
+    assert_subflows_of(result)
+    folder = Path(result["comparison_dir"])
+    md = (folder / "comparison.md").read_text()
+    assert "openai/reader-a" in md and "## Hard spots" in md
+    hard = [r for r in rows if r["agreement"] in ("near", "different")]
+    assert len(list((folder / "hard-spots").glob("*.jpg")) if hard else []) == len(hard)
+
+
+def assert_subflows_of(result: dict) -> None:
+    """Every model's review is a child flow run of the comparison's run on the Prefect server."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        parent = client.read_flow_run(result["flow_run_id"])
+        assert parent.state.is_completed()
+        for m in result["models"]:
+            child = client.read_flow_run(m["flow_run_id"])
+            assert child.state.is_completed() and child.parent_task_run_id is not None
+            assert client.read_task_run(child.parent_task_run_id).flow_run_id == parent.id
+            assert f"model:{m['model']}" in child.tags
+
+
+def test_a_third_model_that_is_down_loses_nothing_and_the_first_two_ask_nothing_again(scene, two_servers, capsys):
+    import json
+
+    from conftest import free_port, run_cli
+
+    (path, _), (a, b) = scene, two_servers
+    code, first = run_cli(*compare_args(path, a, b))
+    assert code == 0
+    asked = len(a.chat_requests()) + len(b.chat_requests())
+    down = f"http://127.0.0.1:{free_port()}/v1"
+    code, out = run_cli(*compare_args(path, a, b, "--model", "openai/reader-c", "--api-base", down))
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "openai/reader-c is missing from the comparison (unreachable" in err
+    result = json.loads(out)
+    assert [m["state"] for m in result["models"]] == ["completed", "completed", "unreachable"]
+    assert all(m["calls"]["cached"] == m["calls"]["total"] for m in result["models"][:2])
+    assert len(a.chat_requests()) + len(b.chat_requests()) == asked  # nothing asked again
+    assert result["readings"] == json.loads(first)["readings"]  # the missing model changes no row
+
+
+def test_a_model_that_fails_is_named_and_the_others_are_kept(scene, two_servers, capsys):
+    import json
+
+    from mosaic.offline.server import Fault, ModelServer
+    from conftest import run_cli
+
+    (path, _), (a, b) = scene, two_servers
+    with ModelServer(lambda messages, model: "never", listed=["c"]) as broken:
+        broken.add_fault(Fault(status=400, times=-1, body='{"error": {"message": "model does not support images"}}'))
+        code, out = run_cli(*compare_args(path, a, b, "--model", "openai/reader-c", "--api-base", broken.openai_base))
+    err = capsys.readouterr().err
+    assert code == 3 and "openai/reader-c is missing from the comparison (failed" in err
+    result = json.loads(out)
+    assert [m["state"] for m in result["models"]] == ["completed", "completed", "failed"]
+    assert result["readings"] and all(set(r["by_model"]) == {"openai/reader-a", "ollama_chat/reader-b"}
+                                      for r in result["readings"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "openai/x", "--api-base", "http://127.0.0.1:9/v1"], "at least two models"),
+    (["--model", "openai/x", "--model", "openai/x"], "is given twice"),
+    (["--model", "qwen", "--model", "openai/x"], "names no provider"),
+])
+def test_compare_bad_options_are_one_line(photo, argv, message, capsys):
+    from conftest import run_cli
+
+    code, _ = run_cli("compare", str(photo), *argv)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_thread_driver_compares_without_prefect(photo):
+    from pathlib import Path
+
+    from mosaic.compare import compare_image
+
+    seen = []
+    result = compare_image(str(photo), [("offline", None), ("offline:896", None)], grid="2x2", phases=["text"],
+                           on_model=seen.append)
+    assert [m.state for m in result.models] == ["completed", "completed"] and len(seen) == 2
+    assert result.grid == "2x2" and result.flow_run_id is None
+    assert (Path(result.comparison_dir) / "comparison.json").exists()
+    assert all(set(r.by_model) == {"offline", "offline:896"} for r in result.readings)
