@@ -359,7 +359,26 @@ def page(runs: list[dict], system: dict, out_dir: Path, md_path: Path) -> str:
               f"{first['s']} s (its first call at {first['first_call_s']} s); **memoized rerun {r['median_s']} s**, whole "
               f"command, = {r['share_of_first_run']} of the first run (with a temporary server per command "
               f"{startup['memoized_rerun_temporary_server']['median_s']} s).", ""]
+    compared = _kept(out_dir, "compare.json")
+    if compared:
+        pair = compared["pair"]
+        best = max(m["recall"] for m in pair["models"].values())
+        L += ["## Comparing models", "",
+              f"`python -m bench.compare` ([compare.md]({rel}/compare.md)): `mosaic compare` with two stand-in models "
+              f"on loopback servers (RapidOCR over the OpenAI API, Tesseract over Ollama's, both inventing and "
+              f"misreading), {pair['scenes']} scenes, {pair['signs']} signs, no second look. Rows both models read "
+              f"alike are real **{pair['agreed_real']}** ({pair['agreed_rows']} rows), rows of one model only "
+              f"**{pair['single_real']}** ({pair['single_rows']}); the comparison's union recalls {pair['union_recall']}, "
+              f"the better model alone {best}. Agreement only within one family (a third model, A's clone sharing its "
+              f"misreads): real {compared['trio'].get('same_family_agreed_real')}, against "
+              f"{compared['trio'].get('independent_agreed_real')} across families.", ""]
     L += ["## Targets", "", "| target | measured | goal | met |", "|---|---|---|---|"]
+    if compared:
+        L.append(f"| compare: rows two models read alike are real more often than rows of one model | "
+                 f"{pair['agreed_real']} vs {pair['single_real']} | higher | "
+                 f"{'yes' if pair['agreed_real'] > pair['single_real'] else 'no'} |")
+        L.append(f"| compare: the union's recall against the better model's alone | {pair['union_recall']} vs {best} | "
+                 f"≥ | {'yes' if pair['union_recall'] >= best else 'no'} |")
     if startup:
         r = startup["memoized_rerun"]
         L.append(f"| memoized rerun of one image, whole command, local server up | {r['median_s']} s (median of "
@@ -375,7 +394,11 @@ def page(runs: list[dict], system: dict, out_dir: Path, md_path: Path) -> str:
 
 
 def _startup(out_dir: Path) -> dict | None:
-    path = out_dir / "startup.json"
+    return _kept(out_dir, "startup.json")
+
+
+def _kept(out_dir: Path, name: str) -> dict | None:
+    path = out_dir / name
     return json.loads(path.read_text()) if path.exists() else None
 
 

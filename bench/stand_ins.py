@@ -11,8 +11,10 @@ or over HTTP (OpenAI and Ollama APIs):
     python -m bench.stand_ins --port 8091 --spec "reader=rapidocr,misread=0.1"
 
 Spec keys (comma-separated key=value): reader (rapidocr | tesseract), budget (px, long side), invent, misread, drop
-(fractions 0-1), style (json | fenced | prose | mixed), positions (box | words | none), seed. Everything random is
-drawn from the call itself and the seed, so the same call always gets the same answer.
+(fractions 0-1), style (json | fenced | prose | mixed), positions (box | words | none), seed, misread_by (call | text:
+with text, whether and how a text is misread depends on the reader and the text alone, so stand-ins of one "family"
+misread the same signs the same way, as models of one family share errors). Everything random is drawn from the
+call itself and the seed, so the same call always gets the same answer.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from mosaic.prompts import task_of
 READERS = ("rapidocr", "tesseract")
 STYLES = ("json", "fenced", "prose", "mixed")
 POSITIONS = ("box", "words", "none")
+MISREAD_BY = ("call", "text")
 DEFAULT_SPEC = "reader=rapidocr"
 
 TextLine = offline.TextLine  # (text, confidence 0-1, box as fractions of the image)
@@ -216,10 +219,12 @@ class StandIn:
     positions: str = "box"
     drop: float = 0.0
     seed: int = 0
+    misread_by: str = "call"
     _ocr: offline.PixelCache = field(default_factory=offline.PixelCache, init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        for key, allowed in (("reader", READERS), ("style", STYLES), ("positions", POSITIONS)):
+        for key, allowed in (("reader", READERS), ("style", STYLES), ("positions", POSITIONS),
+                             ("misread_by", MISREAD_BY)):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"stand-in {key}={getattr(self, key)!r}: must be one of {', '.join(allowed)}")
         for key in ("invent", "misread", "drop"):
@@ -296,8 +301,9 @@ class StandIn:
         """What the model reports reading: the OCR lines, some misread, and maybe one it made up."""
         seen = []
         for text, conf, box in self.read(image):
-            if rng.random() < self.misread:
-                text = misread(text, rng)
+            draws = rng if self.misread_by == "call" else random.Random(f"{self.reader}\n{text}")
+            if draws.random() < self.misread:
+                text = misread(text, draws)
             seen.append(Seen(text, conf < offline.UNCLEAR_BELOW, thousandths(box, rng)))
         if invent and rng.random() < self.invent:
             real = {s.text for s in seen}

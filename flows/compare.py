@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-import contextvars
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -51,10 +49,10 @@ def compare_models(
     labels = compare.labels_for(pairs)
     backends = [Backend.create(m, base, settings.offline_budget) for m, base in pairs]
     px = compare.shared_input_px(backends, density, input_px or settings.input_px)
-    outcomes: dict[str, FinalReport | BaseException | str] = {}
+    outcomes: dict[str, compare.Outcome] = {}
     run_ids: dict[str, str] = {}
 
-    def review_with(i: int) -> None:
+    def review_one(i: int) -> None:
         (model, base), label = pairs[i], labels[i]
         unreachable = compare.reachability(backends[i])
         if unreachable:
@@ -67,24 +65,11 @@ def compare_models(
         if show_progress:
             print(f"mosaic: {_line(compare.model_run(label, backends[i], outcomes[label]))}", file=sys.stderr)
 
-    def one_server(group: list[int]) -> None:
-        for i in group:
-            review_with(i)
-
-    groups = compare.server_groups(backends)
-    with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="mosaic-compare") as pool:
-        # each thread runs in a copy of this flow run's context (taken here), so every review is a subflow of this run
-        futures = [pool.submit(contextvars.copy_context().run, one_server, group) for group in groups]
-        for future in futures:
-            future.result()
-    runs = [compare.model_run(label, b, outcomes[label]).model_copy(update={"flow_run_id": run_ids.get(label)})
-            for label, b in zip(labels, backends)]
-    reports = {label: o for label, o in outcomes.items() if isinstance(o, FinalReport)}
-    result = compare.comparison(image_path, runs, reports, time.monotonic() - started, phases=phases)
+    compare.each_by_server(backends, review_one)  # each review a subflow of this run
+    result, folder = compare.assemble(image_path, labels, backends, outcomes, out_dir, phases,
+                                      time.monotonic() - started, run_ids)
     result.flow_run_id = _this_run_id()
-    if reports:
-        folder = Path(out_dir) / compare.comparison_dir_name(image_path, result.image_sha256, labels, result.grid,
-                                                            result.phases)
+    if folder:
         result.comparison_dir = save_comparison(result, str(folder))
         comparison_artifacts(result)
     return result.model_dump(mode="json")

@@ -165,7 +165,8 @@ def show(id_or_name: str) -> dict[str, Any]:
 
 
 def _run_facts(run: FlowRun, artifacts: list[Artifact]) -> dict[str, Any]:
-    review = next((a.data for a in reversed(artifacts) if a.type == "markdown" and (a.key or "").startswith("review-")), None)
+    review = next((a.data for a in reversed(artifacts) if a.type == "markdown"
+                   and (a.key or "").startswith(("review-", "comparison-"))), None)
     summary = next((summary_from_table(_table(a.data)) for a in reversed(artifacts)
                     if (a.key or "").startswith(SUMMARY_PREFIX)), {})
     return {"run": run.name, "id": str(run.id), "state": run.state.name if run.state else "",

@@ -8,6 +8,7 @@ with threads.
 
 from __future__ import annotations
 
+import contextvars
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -17,7 +18,7 @@ from pathlib import Path
 from .backend import Backend
 from .errors import BadOption, MosaicError, RunFailed
 from .readings import area, group_key, intersection, one_apart, union
-from .schema import Agreement, CallStats, ComparedReading, Comparison, FinalReport, ModelRun, Reading, canonical_sha256
+from .schema import Agreement, ComparedReading, Comparison, FinalReport, ModelRun, Reading, canonical_sha256
 from .tiles import Box
 
 # Families by the start of a model's name (without provider and organisation): models of one family are trained
@@ -178,7 +179,9 @@ def _row(members: list[tuple[str, Reading]], labels: list[str], families: dict[s
         tiles=list(dict.fromkeys(t for _, r in members for t in r.tiles)), box=box, confirmed=confirmed,
         agreed=agreed if len(agreed) >= 2 else [], confirmed_in_views=in_views,
         same_family=len(agreed) >= 2 and len({families.get(m, model_family(m)) for m in agreed}) == 1,
-        variants=list(dict.fromkeys(read[support[k][0]] for k in distinct if k != main)),
+        variants=[t for t in dict.fromkeys([*(read[support[k][0]] for k in distinct if k != main),
+                                             *(v for _, r in members for v in r.variants)])
+                  if group_key(t) != main],
     )
 
 
@@ -239,14 +242,47 @@ def reachability(backend: Backend) -> str | None:
     return None
 
 
-# --- the thread-pool driver --------------------------------------------------------------------------------
+# --- driving the reviews ---------------------------------------------------------------------------------------
+
+def each_by_server(backends: Sequence[Backend], review_one: Callable[[int], None]) -> None:
+    """review_one(i) for every model: those on one server one after another, servers at once. Each thread runs in a
+    copy of the caller's context (contextvars, taken here), so what it holds - a Prefect flow run - holds there too."""
+    def one_server(group: list[int]) -> None:
+        for i in group:
+            review_one(i)
+
+    groups = server_groups(backends)
+    with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="mosaic-compare") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, one_server, group) for group in groups]
+        for future in futures:
+            future.result()
+
+
+Outcome = FinalReport | BaseException | str  # a report, what the review failed with, or why it was not run
+
+
+def assemble(image_path: str, labels: Sequence[str], backends: Sequence[Backend], outcomes: dict[str, Outcome],
+             out_dir: str | Path, phases: Sequence[str], elapsed_s: float,
+             run_ids: dict[str, str] | None = None) -> tuple[Comparison, Path | None]:
+    """The comparison of what every model's review ended with, and the folder to write it to (None: no model
+    finished, nothing to write)."""
+    runs = [model_run(label, b, outcomes[label]).model_copy(update={"flow_run_id": (run_ids or {}).get(label)})
+            for label, b in zip(labels, backends)]
+    reports = {label: o for label, o in outcomes.items() if isinstance(o, FinalReport)}
+    result = comparison(image_path, runs, reports, elapsed_s, phases=phases)
+    if not reports:
+        return result, None
+    return result, Path(out_dir) / comparison_dir_name(image_path, result.image_sha256, labels, result.grid,
+                                                       result.phases)
+
 
 def compare_image(image_path: str, models: Sequence[tuple[str, str | None]], *, density: str = "light",
-            grid: str | None = None, phases: Sequence[str] | None = None, out_dir: str | None = None,
-            use_memo: bool = True, input_px: int | None = None, second_look: bool | None = None,
-            on_model: Callable[[ModelRun], None] | None = None) -> Comparison:
-    """Review the image with every model on one grid (models on different servers at once) and compare them; writes
-    each model's report folder and the comparison's. A model that fails is named in `models` with its error."""
+                  grid: str | None = None, phases: Sequence[str] | None = None, out_dir: str | None = None,
+                  use_memo: bool = True, input_px: int | None = None, second_look: bool | None = None,
+                  on_model: Callable[[ModelRun], None] | None = None) -> Comparison:
+    """Review the image with every model on one grid (models on different servers at once) and compare them, in this
+    process with threads; writes each model's report folder and the comparison's. A model that fails is named in
+    `models` with its error; the others' work is kept."""
     from .driver import review
     from .report import write_comparison
     from .schema import DEFAULT_PHASES
@@ -254,36 +290,31 @@ def compare_image(image_path: str, models: Sequence[tuple[str, str | None]], *, 
 
     started = time.monotonic()
     check_models(models)
+    phases = list(phases or DEFAULT_PHASES)
     settings = load_settings(**({"out_dir": out_dir} if out_dir else {}))
     labels = labels_for(models)
     backends = [Backend.create(m, base, settings.offline_budget) for m, base in models]
     px = shared_input_px(backends, density, input_px or settings.input_px)
-    outcomes: dict[str, FinalReport | BaseException | str] = {}
+    outcomes: dict[str, Outcome] = {}
 
-    def run_group(group: list[int]) -> None:
-        for i in group:
-            label, (model, base) = labels[i], models[i]
-            unreachable = reachability(backends[i])
-            if unreachable:
-                outcomes[label] = unreachable
-            else:
-                try:
-                    outcomes[label] = review(image_path, model, base, density=density, grid=grid,
-                                             phases=phases or DEFAULT_PHASES, out_dir=str(settings.out_dir),
-                                             use_memo=use_memo, input_px=px, second_look=second_look)
-                except Exception as e:  # noqa: BLE001 - one model's failure does not lose the others' work
-                    outcomes[label] = e
-            if on_model:
-                on_model(model_run(label, backends[i], outcomes[label]))
+    def review_one(i: int) -> None:
+        label, (model, base) = labels[i], models[i]
+        unreachable = reachability(backends[i])
+        if unreachable:
+            outcomes[label] = unreachable
+        else:
+            try:
+                outcomes[label] = review(image_path, model, base, density=density, grid=grid, phases=phases,
+                                         out_dir=str(settings.out_dir), use_memo=use_memo, input_px=px,
+                                         second_look=second_look)
+            except Exception as e:  # noqa: BLE001 - one model's failure does not lose the others' work
+                outcomes[label] = e
+        if on_model:
+            on_model(model_run(label, backends[i], outcomes[label]))
 
-    groups = server_groups(backends)
-    with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="mosaic-compare") as pool:
-        list(pool.map(run_group, groups))
-    runs = [model_run(label, b, outcomes[label]) for label, b in zip(labels, backends)]
-    reports = {label: o for label, o in outcomes.items() if isinstance(o, FinalReport)}
-    result = comparison(image_path, runs, reports, time.monotonic() - started, phases=phases or DEFAULT_PHASES)
-    if reports:
-        folder = Path(settings.out_dir) / comparison_dir_name(image_path, result.image_sha256, labels, result.grid,
-                                                             result.phases)
-        result.comparison_dir = str(write_comparison(result, folder))
+    each_by_server(backends, review_one)
+    result, folder = assemble(image_path, labels, backends, outcomes, settings.out_dir, phases,
+                              time.monotonic() - started)
+    if folder:
+        write_comparison(result, folder)
     return result

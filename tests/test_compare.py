@@ -188,6 +188,10 @@ def test_compare_two_servers_both_api_styles(scene, two_servers, capsys):
     order = [r["agreement"] for r in rows]
     assert order == sorted(order, key=["different", "near", "single", "exact"].index)
     assert_subflows_of(result)
+    code, shown = run_cli("show", result["flow_run_id"], "--json")
+    shown = json.loads(shown)
+    assert code == 0 and shown["state"] == "Completed" and "## Hard spots" in shown["review"]
+    assert sorted(c["id"] for c in shown["children"]) == sorted(m["flow_run_id"] for m in result["models"])
     folder = Path(result["comparison_dir"])
     md = (folder / "comparison.md").read_text()
     assert "openai/reader-a" in md and "## Hard spots" in md
@@ -273,3 +277,41 @@ def test_the_thread_driver_compares_without_prefect(photo):
     assert result.grid == "2x2" and result.flow_run_id is None
     assert (Path(result.comparison_dir) / "comparison.json").exists()
     assert all(set(r.by_model) == {"offline", "offline:896"} for r in result.readings)
+
+
+def test_a_models_own_variants_stay_in_the_row():
+    own = Reading(text="HOTEL", box=(1, 1, 50, 20), tiles=["r1c1"], variants=["HOTE1"])
+    rows = align({"a": [own], "b": [r("HOTEL", (1, 1, 50, 20))]})
+    assert rows[0].variants == ["HOTE1"]
+
+
+def test_density_auto_picks_one_grid_for_the_model_that_sees_least(tmp_path):
+    from conftest import make_photo
+    from mosaic.compare import compare_image
+    from mosaic.tiles import choose_grid
+
+    photo = make_photo(tmp_path / "wide.png", size=(1600, 1200))
+    small, large = (choose_grid(1600, 1200, "auto", None, "offline", px) for px in (448, 896))
+    assert small[:2] != large[:2]  # the two encoders alone would get different grids
+    result = compare_image(str(photo), [("offline:896", None), ("offline:448", None)], density="auto",
+                           phases=["text"])
+    assert result.grid == f"{small[0]}x{small[1]}"
+    assert {m.state for m in result.models} == {"completed"}
+
+
+def test_the_benchmark_scores_agreed_and_single_rows_apart():
+    from bench.compare import figures
+
+    def scene(rows, union, hits_a, hits_b):
+        per = lambda hits: {"hits": hits, "calls": {"total": 3, "made": 3, "cached": 0}, "elapsed_s": 1.0,  # noqa: E731
+                            "readings": 2, "confirmed": [True]}
+        return {"rows": rows, "union_hits": union, "command_s": 2.0, "signs": 2,
+                "per_model": {"a": per(hits_a), "b": per(hits_b)}}
+
+    row = lambda readers, agreed, real: {"readers": readers, "agreement": "exact" if agreed else "single",  # noqa: E731
+                                         "agreed": agreed, "same_family": False, "confirmed": agreed >= 2,
+                                         "real": real, "families": []}
+    f = figures([scene([row(2, 2, True), row(1, 0, False), row(1, 0, True)], [True, True], [True, False],
+                       [True, True])], ["a", "b"])
+    assert (f["agreed_rows"], f["agreed_real"], f["single_rows"], f["single_real"]) == (1, 1.0, 2, 0.5)
+    assert f["union_recall"] == 1.0 and f["models"]["b"]["recall"] == 1.0 and f["union_vs_best_model"] == 0

@@ -112,6 +112,18 @@ def test_the_same_call_gets_the_same_answer_and_the_seed_changes_it(scene):
     assert first != other_seed
 
 
+def test_misread_by_text_misreads_a_sign_alike_in_every_call_and_seed(scene):
+    """A family trait: stand-ins of one reader misread the same signs the same way, whatever else they draw."""
+    spec = "reader=rapidocr,misread=0.5,misread_by=text,seed={}"
+    texts = [sorted(texts_of(answer(spec.format(seed), *view(scene, where=f"tile r1c{i}"))))
+             for seed in (0, 1) for i in (1, 2)]
+    assert texts[0] == texts[1] == texts[2] == texts[3]
+    assert set(texts[0]) != set(SIGNS)  # some misread (half of them by chance; the draws are fixed by the text)
+    by_call = {tuple(sorted(texts_of(answer(f"reader=rapidocr,misread=0.5,seed={seed}", *view(scene)))))
+               for seed in range(4)}
+    assert len(by_call) > 1  # drawn per call, seeds differ
+
+
 def test_boxes_are_in_thousandths_of_the_crop_around_each_sign(scene):
     image, boxes, _, _ = scene
     readings = json.loads(answer("reader=rapidocr,positions=box", *view(scene)))["readings"]
