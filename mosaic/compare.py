@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .backend import Backend
 from .errors import BadOption, MosaicError, RunFailed
-from .readings import area, group_key, intersection, one_apart, union
+from .readings import area, clusters, group_key, grown, intersection, one_apart, union
 from .schema import Agreement, ComparedReading, Comparison, FinalReport, ModelRun, Reading, canonical_sha256
 from .tiles import Box
 
@@ -97,11 +97,6 @@ def _overlap_of_smaller(a: Box, b: Box) -> float:
     return area(intersection(a, b)) / max(1, min(area(a), area(b)))
 
 
-def _grown(box: Box, share: float = 0.25) -> Box:
-    dx, dy = (box[2] - box[0]) * share, (box[3] - box[1]) * share
-    return (round(box[0] - dx), round(box[1] - dy), round(box[2] + dx), round(box[3] + dy))
-
-
 def same_sign(a: Reading, b: Reading) -> bool:
     """Boxes of a size that overlap much are one sign whatever the text; otherwise near texts at touching boxes, or
     (where a model gave no box) near texts in a shared tile."""
@@ -111,7 +106,7 @@ def same_sign(a: Reading, b: Reading) -> bool:
     if not near(group_key(a.text), group_key(b.text)):
         return False
     if a.box and b.box:
-        return area(intersection(_grown(a.box), _grown(b.box))) > 0
+        return area(intersection(grown(a.box), grown(b.box))) > 0
     return bool(set(a.tiles) & set(b.tiles))
 
 
@@ -121,22 +116,9 @@ def align(readings_by_model: dict[str, list[Reading]], families: dict[str, str] 
     confirmed. A model whose readings split one sign (two fragments) has them joined left to right."""
     families = families or {}
     items = [(label, r) for label, readings in readings_by_model.items() for r in readings if group_key(r.text)]
-    parent = list(range(len(items)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in range(len(items)):
-        for j in range(i):
-            if items[i][0] != items[j][0] and same_sign(items[i][1], items[j][1]):
-                parent[root(i)] = root(j)
-    clusters: dict[int, list[int]] = {}
-    for i in range(len(items)):
-        clusters.setdefault(root(i), []).append(i)
-    rows = [_row([items[i] for i in members], list(readings_by_model), families) for members in clusters.values()]
+    linked = lambda i, j: items[i][0] != items[j][0] and same_sign(items[i][1], items[j][1])  # noqa: E731
+    rows = [_row([items[i] for i in members], list(readings_by_model), families)
+            for members in clusters(len(items), linked)]
     rank = {t: i for i, t in enumerate(tile_order)}
     order = {"different": 0, "near": 1, "single": 2, "exact": 3}
     return sorted(rows, key=lambda r: (order[r.agreement], min((rank.get(t, len(rank)) for t in r.tiles),

@@ -158,11 +158,12 @@ def group_key(text: str) -> str:
 
 def _same_place(a: Reading, b: Reading) -> bool:
     if a.box and b.box:
-        return area(intersection(_grown(a.box), _grown(b.box))) > 0
+        return area(intersection(grown(a.box), grown(b.box))) > 0
     return bool(set(a.tiles) & set(b.tiles))
 
 
-def _grown(box: Box, share: float = 0.25) -> Box:
+def grown(box: Box, share: float = 0.25) -> Box:
+    """The box with a share of its size added on each side."""
     dx, dy = (box[2] - box[0]) * share, (box[3] - box[1]) * share
     return (round(box[0] - dx), round(box[1] - dy), round(box[2] + dx), round(box[3] + dy))
 
@@ -177,7 +178,15 @@ def group_readings(readings: list[Reading], tiles: dict[str, Box]) -> list[Readi
     when two or more views read that same text. Where no view said where, the tile views that read it name its
     tiles; read only in a crop across a tile line, it lies on that line."""
     items = [r for r in readings if group_key(r.text)]
-    parent = list(range(len(items)))
+    keys = [group_key(r.text) for r in items]
+    linked = lambda i, j: alike(keys[i], keys[j]) and _same_place(items[i], items[j])  # noqa: E731
+    return [_one_reading([items[i] for i in members], tiles) for members in clusters(len(items), linked)]
+
+
+def clusters(count: int, linked) -> list[list[int]]:
+    """The indexes 0..count-1 in groups: linked(i, j) for j < i joins i's group and j's (union-find), in first-seen
+    order."""
+    parent = list(range(count))
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -185,15 +194,14 @@ def group_readings(readings: list[Reading], tiles: dict[str, Box]) -> list[Readi
             i = parent[i]
         return i
 
-    keys = [group_key(r.text) for r in items]
-    for i in range(len(items)):
+    for i in range(count):
         for j in range(i):
-            if alike(keys[i], keys[j]) and _same_place(items[i], items[j]):
+            if linked(i, j):
                 parent[root(i)] = root(j)
-    clusters: dict[int, list[int]] = {}
-    for i in range(len(items)):
-        clusters.setdefault(root(i), []).append(i)
-    return [_one_reading([items[i] for i in members], tiles) for members in clusters.values()]
+    groups: dict[int, list[int]] = {}
+    for i in range(count):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
 
 
 def _one_reading(members: list[Reading], tiles: dict[str, Box]) -> Reading:

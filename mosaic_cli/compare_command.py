@@ -11,7 +11,8 @@ from pathlib import Path
 from mosaic.errors import BackendError, BadOption
 from mosaic.schema import DEFAULT_PHASES, PHASES, Comparison, count_calls
 
-from .common import command_seconds, connect_prefect, load, parse_phases, quiet_prefect, text_table
+from .common import (checked_backend, checked_image, command_seconds, connect_prefect, load, parse_phases,
+                     quiet_prefect, text_table)
 
 EXAMPLES = """examples:
   mosaic compare photo.jpg --model ollama_chat/qwen2.5vl:7b --model ollama_chat/gemma3:4b
@@ -63,9 +64,7 @@ def register(commands) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from mosaic.backend import Backend
     from mosaic.compare import check_models, labels_for, reachability, shared_input_px
-    from mosaic.images import load_image, set_pixel_limit
     from mosaic.tiles import choose_grid
 
     settings = load(concurrency=args.concurrency, out_dir=args.out, input_px=args.input_px)
@@ -75,24 +74,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     pairs = [(m["model"], m["api_base"]) for m in models]
     check_models(pairs)
     phases = parse_phases(args.phases)
-    backends = []
-    for model, base in pairs:
-        try:
-            backend = Backend.create(model, base, settings.offline_budget)
-        except ValueError as e:
-            raise BadOption(str(e)) from None
-        if "/" not in backend.model and not settings.completion:
-            raise BadOption(f"model {model!r} names no provider: use ollama_chat/{model} (Ollama) or openai/{model} "
-                            "with --api-base (llama.cpp, vLLM, LM Studio)")
-        backends.append(backend)
-    if settings.out_dir.exists() and not settings.out_dir.is_dir():
-        raise BadOption(f"--out {settings.out_dir} is a file, not a folder")
-    set_pixel_limit(settings.max_image_mp)
-    loaded = load_image(args.image)
-    width, height = loaded.size
-    for note in loaded.notes:
-        print(f"mosaic: note: {note}", file=sys.stderr)
-    del loaded
+    backends = [checked_backend(settings, model, base) for model, base in pairs]
+    width, height = checked_image(args.image, settings, lambda line: print(line, file=sys.stderr))
     unreachable = [reachability(b) for b in backends]
     if all(unreachable):
         raise BackendError("no model to compare: " + "; ".join(f"{m}: {u}" for (m, _), u in zip(pairs, unreachable)))

@@ -15,7 +15,7 @@ from mosaic.schema import DEFAULT_PHASES, PHASES, count_calls
 from . import compare_command, server_commands
 from .common import load as _settings
 from .common import one_line as _one_line
-from .common import command_seconds, connect_prefect, parse_phases, quiet_prefect
+from .common import checked_backend, checked_image, command_seconds, connect_prefect, parse_phases, quiet_prefect
 
 EXAMPLES = """examples:
   mosaic run photo.jpg                                   # the built-in offline reader
@@ -135,8 +135,6 @@ def entry() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mosaic.backend import Backend
-    from mosaic.images import load_image, set_pixel_limit
     from mosaic.pipeline import encoder_px
     from mosaic.tiles import choose_grid
 
@@ -147,27 +145,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.image:
         raise BadOption("no image given: mosaic run IMAGE (or --sample for the bundled one)")
     phases = parse_phases(args.phases)
-    try:
-        backend = Backend.create(settings.model, settings.api_base, settings.offline_budget)
-    except ValueError as e:
-        raise BadOption(str(e)) from None
+    backend = checked_backend(settings, settings.model, settings.api_base)
     model = backend.model
-    if "/" not in model and not settings.completion:
-        raise BadOption(f"model {model!r} names no provider: use ollama_chat/{model} (Ollama) or openai/{model} with "
-                        "--api-base (llama.cpp, vLLM, LM Studio)")
-    if settings.out_dir.exists() and not settings.out_dir.is_dir():
-        raise BadOption(f"--out {settings.out_dir} is a file, not a folder")
-    set_pixel_limit(settings.max_image_mp)
-    loaded = load_image(args.image)
-    width, height = loaded.size
-    for note in loaded.notes:
-        print(f"mosaic: note: {note}", file=sys.stderr)
+    width, height = checked_image(args.image, settings, lambda line: print(line, file=sys.stderr))
     try:
         input_px = encoder_px(backend, args.density, settings.input_px)
         cols, rows, density = choose_grid(width, height, args.density, args.grid, model, input_px)
     except ValueError as e:
         raise BadOption(str(e)) from None
-    del loaded
     planned = count_calls(cols, rows, phases)
     if planned > settings.max_calls and not args.yes:
         raise BadOption(f"the {cols}×{rows} grid plans {planned:,} calls, more than {settings.max_calls:,}: pass --yes to "
