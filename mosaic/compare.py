@@ -137,7 +137,9 @@ def _row(members: list[tuple[str, Reading]], labels: list[str], families: dict[s
     for label in labels:
         if label in keys:
             support.setdefault(keys[label], []).append(label)
-    main = max(support, key=lambda k: (len(support[k]), any(m in own_confirmed for m in support[k]),
+    family = lambda m: families.get(m, model_family(m))  # noqa: E731
+    votes = {k: len({family(m) for m in ms}) for k, ms in support.items()}  # one family is one voter
+    main = max(support, key=lambda k: (votes[k], len(support[k]), any(m in own_confirmed for m in support[k]),
                                        -labels.index(support[k][0])))
     agreed = support[main]
     distinct = list(support)
@@ -150,8 +152,8 @@ def _row(members: list[tuple[str, Reading]], labels: list[str], families: dict[s
     else:
         agreement = "different"
     in_views = [m for m in agreed if m in own_confirmed]
-    best_rival = max((len(v) for k, v in support.items() if k != main), default=0)
-    confirmed = (len(agreed) >= 2 or bool(in_views)) and best_rival < len(agreed)
+    best_rival = max((votes[k] for k in support if k != main), default=0)
+    confirmed = (len(agreed) >= 2 or bool(in_views)) and best_rival < votes[main]
     main_readings = [r for m in agreed for r in mine[m]]
     box = None
     for b in [r.box for r in main_readings if r.box] or [r.box for _, r in members if r.box]:
@@ -160,7 +162,7 @@ def _row(members: list[tuple[str, Reading]], labels: list[str], families: dict[s
         text=read[agreed[0]], by_model={label: read.get(label) for label in labels}, agreement=agreement,
         tiles=list(dict.fromkeys(t for _, r in members for t in r.tiles)), box=box, confirmed=confirmed,
         agreed=agreed if len(agreed) >= 2 else [], confirmed_in_views=in_views,
-        same_family=len(agreed) >= 2 and len({families.get(m, model_family(m)) for m in agreed}) == 1,
+        same_family=len(agreed) >= 2 and votes[main] == 1,
         variants=[t for t in dict.fromkeys([*(read[support[k][0]] for k in distinct if k != main),
                                              *(v for _, r in members for v in r.variants)])
                   if group_key(t) != main],

@@ -237,7 +237,9 @@ class ComparedReading(BaseModel):
     agreement: Agreement  # exact: all read the same; near: a character apart or a part; different; single: one read it
     tiles: list[str]
     box: Box | None = None
-    confirmed: bool  # two models read the same text, or one model's own views did, with no other text as well read
+    # two models read the same text, or one model's own views did, and no other text there has as many families
+    # behind it (models of one family count as one: they share mistakes)
+    confirmed: bool
     agreed: list[str] = Field(default_factory=list)  # the models that read `text` (two or more: they confirm it)
     confirmed_in_views: list[str] = Field(default_factory=list)  # the models whose own views confirmed `text`
     same_family: bool = False  # the models that agree are of one family: weaker evidence than independent ones

@@ -315,3 +315,14 @@ def test_the_benchmark_scores_agreed_and_single_rows_apart():
                        [True, True])], ["a", "b"])
     assert (f["agreed_rows"], f["agreed_real"], f["single_rows"], f["single_real"]) == (1, 1.0, 2, 0.5)
     assert f["union_recall"] == 1.0 and f["models"]["b"]["recall"] == 1.0 and f["union_vs_best_model"] == 0
+
+
+def test_two_of_one_family_do_not_outvote_another_family():
+    """Hidden clones: two qwen models reading 186U4573 against a gemma reading 186-4573 is one voter against one."""
+    qa, qb, gemma = "ollama_chat/qwen2.5vl:3b", "ollama_chat/qwen2.5vl:7b", "ollama_chat/gemma3:4b"
+    box = (10, 10, 90, 30)
+    rows = align({qa: [r("186U4573", box)], qb: [r("186U4573", box)], gemma: [r("186-4573", box)]})
+    assert rows[0].agreement == "near" and rows[0].text == "186U4573" and rows[0].same_family
+    assert not rows[0].confirmed
+    alone = align({qa: [r("186U4573", box)], qb: [r("186U4573", box)], gemma: []})
+    assert alone[0].confirmed and alone[0].same_family  # nothing against it: confirmed, flagged weaker
