@@ -234,7 +234,10 @@ def render_markdown(results: dict) -> str:
                   f"{trio['independent_agreed_real']} |",
                   f"| only models of one family (flagged weaker) | {trio['same_family_agreed_rows']} | "
                   f"{trio['same_family_agreed_real']} |"]
-    lines += ["", f"- Whole commands: {trio['command_s']} s for {trio['scenes']} scenes.", ""]
+    lines += ["", f"- Confirmed in the three-model comparison (one family counts as one voter, so A and C together do "
+              f"not outvote B): {trio['confirmed_rows']} rows, real {trio['confirmed_real']}; with A and B alone "
+              f"{pair['confirmed_rows']} rows, real {pair['confirmed_real']}.",
+              f"- Whole commands: {trio['command_s']} s for {trio['scenes']} scenes.", ""]
     return "\n".join(lines)
 
 

@@ -387,7 +387,7 @@ def subjects(seen: list[Seen]) -> list[str]:
 
 def characteristics(image: Image.Image) -> str:
     grey = shrink(image, 64).convert("L")
-    brightness = sum(grey.getdata()) / (grey.width * grey.height)
+    brightness = ImageStat.Stat(grey).mean[0]
     light = "dark" if brightness < 60 else "dim" if brightness < 100 else "bright" if brightness > 180 else "evenly lit"
     return f"The crop is {light} with natural colours and in focus; no obvious defects."
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from .html_report import crop_jpeg, reading_crops, render_comparison_html, render_report_html
 from .images import shrink
 from .memo import BlobStore, write_atomically
 from .pipeline import reading_line
@@ -22,7 +23,10 @@ def write_report(report: FinalReport, plan: Plan, blobs: BlobStore, folder: Path
     report.report_dir = str(folder)
     write_atomically(folder / "report.json", report.model_dump_json(indent=2).encode())
     write_atomically(folder / "report.md", render_markdown(report).encode())
-    write_atomically(folder / "overview.jpg", overview_jpeg(plan, blobs, report.readings))
+    overview = overview_jpeg(plan, blobs, report.readings)
+    write_atomically(folder / "overview.jpg", overview)
+    crops = reading_crops(plan, blobs, report.readings)
+    write_atomically(folder / "report.html", render_report_html(report, overview, crops).encode())
     return folder
 
 
@@ -41,7 +45,8 @@ def render_markdown(report: FinalReport, overview: str = "overview.jpg", message
     if report.settings:
         lines += settings_lines(report)
     if report.report_dir:
-        lines.append(f"- Report folder: `{Path(report.report_dir).resolve()}` (report.md, report.json, overview.jpg)")
+        lines.append(f"- Report folder: `{Path(report.report_dir).resolve()}` (report.html: open it with `mosaic open "
+                     "FOLDER`; report.md, report.json, overview.jpg)")
     if not report.complete:
         failed = f"tiles {', '.join(report.failed_tiles)}" if report.failed_tiles else "the final review"
         lines.append(f"- **Incomplete**: {failed} failed after retries; {message or 'run the same command again to finish.'}")
@@ -195,13 +200,15 @@ HARD_SPOT_PX = 480  # long side of a hard spot's crop in comparison.md
 
 
 def write_comparison(comparison: Comparison, folder: Path) -> Path:
-    """comparison.json, comparison.md and a crop of every hard spot (where the models read a sign differently)."""
+    """comparison.json, comparison.md, comparison.html and a crop of every hard spot (where the models read a sign
+    differently)."""
     from .images import load_image
     from .tiles import cell_label, parse_grid, tile_boxes
 
     folder.mkdir(parents=True, exist_ok=True)
     comparison.comparison_dir = str(folder)
     crops: dict[int, str] = {}
+    jpegs: dict[int, bytes] = {}  # by id() of the hard spot's row
     hard = [r for r in comparison.readings if r.hard]
     if hard:
         image = load_image(comparison.image).image
@@ -211,10 +218,13 @@ def write_comparison(comparison: Comparison, folder: Path) -> Path:
         for n, reading in enumerate(hard, 1):
             box = reading.box or _tiles_box([tiles[t] for t in reading.tiles if t in tiles], image.size)
             name = f"hard-spots/{n:02d}.jpg"
-            write_atomically(folder / name, _crop_jpeg(image, box))
+            jpegs[id(reading)] = crop_jpeg(image, box, HARD_SPOT_PX)
+            write_atomically(folder / name, jpegs[id(reading)])
             crops[n] = name
     write_atomically(folder / "comparison.json", comparison.model_dump_json(indent=2).encode())
     write_atomically(folder / "comparison.md", render_comparison(comparison, crops).encode())
+    write_atomically(folder / "comparison.html",
+                     render_comparison_html(comparison, lambda r: jpegs.get(id(r))).encode())
     return folder
 
 
@@ -222,16 +232,6 @@ def _tiles_box(boxes: list[tuple[int, int, int, int]], size: tuple[int, int]) ->
     if not boxes:
         return (0, 0, *size)
     return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
-
-
-def _crop_jpeg(image: Image.Image, box: tuple[int, int, int, int]) -> bytes:
-    """The sign with room round it (its own size again on each side, at least 40 px), at most HARD_SPOT_PX."""
-    x0, y0, x1, y1 = box
-    mx, my = max(40, x1 - x0), max(40, y1 - y0)
-    crop = image.crop((max(0, x0 - mx), max(0, y0 - my), min(image.width, x1 + mx), min(image.height, y1 + my)))
-    out = io.BytesIO()
-    shrink(crop, HARD_SPOT_PX).save(out, "JPEG", quality=88)
-    return out.getvalue()
 
 
 def render_comparison(comparison: Comparison, crops: dict[int, str] | None = None) -> str:

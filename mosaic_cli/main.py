@@ -12,7 +12,7 @@ import mosaic
 from mosaic.errors import BackendError, BadOption, MosaicError, RunFailed
 from mosaic.schema import DEFAULT_PHASES, PHASES, count_calls
 
-from . import compare_command, server_commands
+from . import compare_command, open_command, server_commands
 from .common import load as _settings
 from .common import one_line as _one_line
 from .common import checked_backend, checked_image, command_seconds, connect_prefect, parse_phases, quiet_prefect
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--days", type=float, default=30, help="with prune: age of unused crops to remove (default 30)")
     cache.set_defaults(func=cmd_cache)
     compare_command.register(commands)
+    open_command.register(commands)
     server_commands.register(commands)  # server, serve, history, show, rerun: Mosaic on a Prefect server
     return parser
 

@@ -102,6 +102,7 @@ def summary_row(report: FinalReport, folder: str) -> dict:
         "state": "complete" if report.complete else "partial", "planned": calls.planned, "made": calls.made,
         "cached": calls.cached, "failed": calls.failed, "failed_tiles": ",".join(report.failed_tiles),
         "elapsed_s": report.elapsed_s, "report_dir": str(Path(folder).resolve()),
+        "report_html": str((Path(folder) / "report.html").resolve()),  # open it with: mosaic open RUN
     }
 
 
@@ -180,6 +181,12 @@ def comparison_artifacts(comparison) -> None:
             crops[n] = "data:image/jpeg;base64," + base64.b64encode(path.read_bytes()).decode()
     key = artifact_key("comparison", folder.name)
     image = Path(comparison.image).name
+    _safe("summary", lambda: _artifacts().create_table_artifact(
+        summary_table({"image": image, "models": ", ".join(m.label for m in comparison.models),
+                       "missing": ", ".join(m.label for m in comparison.missing), "grid": comparison.grid,
+                       **comparison.counts, "report_dir": str(folder.resolve()),
+                       "report_html": str((folder / "comparison.html").resolve())}),
+        key=artifact_key(SUMMARY_PREFIX, folder.name), description=f"Models compared on {image}: where it is"))
     _safe("comparison", lambda: _artifacts().create_markdown_artifact(
         render_comparison(comparison, crops), key=key, description=f"Models compared on {image}: where they disagree"))
     _safe("models", lambda: _artifacts().create_table_artifact(

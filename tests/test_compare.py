@@ -192,6 +192,8 @@ def test_compare_two_servers_both_api_styles(scene, two_servers, capsys):
     shown = json.loads(shown)
     assert code == 0 and shown["state"] == "Completed" and "## Hard spots" in shown["review"]
     assert sorted(c["id"] for c in shown["children"]) == sorted(m["flow_run_id"] for m in result["models"])
+    code, page = run_cli("open", result["flow_run_id"], "--print")
+    assert code == 0 and page.strip() == str((Path(result["comparison_dir"]) / "comparison.html").resolve())
     folder = Path(result["comparison_dir"])
     md = (folder / "comparison.md").read_text()
     assert "openai/reader-a" in md and "## Hard spots" in md

@@ -26,6 +26,7 @@ import pytest
 from mosaic.offline.server import Fault, ModelServer
 from mosaic.backend import Backend
 
+from browser import chromium
 from conftest import ROOT, fake_vlm, make_photo, run_cli
 
 # Test photos are textured everywhere (no view is blank) and reviewed on a 2x2 grid with three phases: 26 calls
@@ -394,21 +395,6 @@ def test_one_concurrency_limit_per_backend(ops, retried):  # retried: runs that 
 
     limit = _wait_for(released, 30, f"every slot of {name} to be released")
     assert limit.limit == 2 and limit.active and limit.active_slots == 0
-
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--window-size=1400,1000", "--virtual-time-budget=15000"]
-
-
-def chromium(url: str, *extra: str) -> str:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert exe, "chromium is not installed: apt-get install -y chromium (the UI test needs a real headless browser)"
-    with tempfile.TemporaryDirectory() as profile:
-        done = subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, url],
-                              capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
 
 
 def test_ui_shows_run_artifacts_and_deployment_schedule(ops, retried, tmp_path):
