@@ -262,5 +262,5 @@ every model · <b>{c.get('readings', 0)}</b> signs: <b>{c.get('hard_spots', 0)}<
 <main><section><h2>Models</h2><table><tr><th>model</th><th>family</th><th>state</th><th>readings</th><th>calls</th>
 <th>time</th><th>report</th></tr>{models}</table></section>
 <section><h2>Signs, where the models disagree first</h2><table id="signs"><thead><tr><th>#</th><th>agreement</th>
-<th>tiles</th>{head}<th></th><th>crop</th></tr></thead><tbody>{"".join(rows)}</tbody></table></section></main>"""
+<th>tiles</th>{head}<th>confirmed</th><th>crop</th></tr></thead><tbody>{"".join(rows)}</tbody></table></section></main>"""
     return page(f"Mosaic comparison: {Path(comparison.image).name}", body)

@@ -84,15 +84,7 @@ def test_a_reading_shows_its_crop_and_views_and_a_tile_its_report(reviewed, tmp_
     tile = report["tiles"][0]
     dom = dom_of(reviewed / "report.html", f"?show=tile-{tile['tile']}")
     assert re.search(rf'<section class="panel shown" id="tile-{tile["tile"]}">', dom)
-    shot = tmp_path / "report-html.png"
-    chromium((reviewed / "report.html").resolve().as_uri() + "?show=reading-1", *OFFLINE_FLAGS, f"--screenshot={shot}")
-    assert shot.stat().st_size > 50_000, "the page looks blank"
-    if os.environ.get("UPDATE_SCREENSHOTS"):
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        from PIL import Image
-
-        with Image.open(shot) as picture:  # 256 colours: a third of the bytes, the same to the eye
-            picture.convert("RGB").quantize(256).save(SCREENSHOTS / "report-html.png", optimize=True)
+    screenshot(reviewed / "report.html", "?show=reading-1", tmp_path / "report-html.png")
 
 
 def test_a_crop_is_cut_from_the_smallest_view_holding_the_reading():
@@ -109,15 +101,20 @@ def test_a_crop_is_cut_from_the_smallest_view_holding_the_reading():
 
 
 def test_comparison_html_puts_the_models_side_by_side_disagreements_first(reviewed, tmp_path):
+    from bench.stand_ins import StandIn
     from mosaic.compare import compare_image
+    from mosaic.offline.server import ModelServer
 
     image = reviewed.parent.parent / "street.png"
-    result = compare_image(str(image), [("offline:448", None), ("offline:1280", None)], grid="3x2",
-                           phases=["text"], out_dir=str(tmp_path))
+    reads_well = StandIn.from_spec("reader=rapidocr,budget=896")
+    misreads = StandIn.from_spec("reader=tesseract,budget=896,misread=0.3,invent=0.3,style=fenced")
+    with ModelServer(reads_well.answer_http, listed=["a"]) as a, ModelServer(misreads.answer_http, listed=["b"]) as b:
+        result = compare_image(str(image), [("openai/reader-a", a.openai_base), ("ollama_chat/reader-b", b.url)],
+                               grid="3x2", phases=["text"], out_dir=str(tmp_path))
     page = Path(result.comparison_dir) / "comparison.html"
     assert not EXTERNAL.search(page.read_text())
     dom = dom_of(page)
-    assert "<th>offline:448</th>" in dom and "<th>offline:1280</th>" in dom
+    assert "<th>openai/reader-a</th>" in dom and "<th>ollama_chat/reader-b</th>" in dom
     marks = re.findall(r'<tr class="\w+" data-agreement="(\w+)">', dom)
     assert marks == [r.agreement for r in result.readings] and marks
     assert marks == sorted(marks, key=["different", "near", "single", "exact"].index)
@@ -126,6 +123,18 @@ def test_comparison_html_puts_the_models_side_by_side_disagreements_first(review
     for r in result.readings:
         for text in filter(None, r.by_model.values()):
             assert f"<td>{escape(text)}</td>" in dom
+    screenshot(page, "", tmp_path / "comparison-html.png")
+
+
+def screenshot(page: Path, query: str, shot: Path) -> None:
+    chromium(page.resolve().as_uri() + query, *OFFLINE_FLAGS, f"--screenshot={shot}")
+    assert shot.stat().st_size > 50_000, f"{page.name} looks blank"
+    if os.environ.get("UPDATE_SCREENSHOTS"):
+        from PIL import Image
+
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        with Image.open(shot) as picture:  # 256 colours: a third of the bytes, the same to the eye
+            picture.convert("RGB").quantize(256).save(SCREENSHOTS / shot.name, optimize=True)
 
 
 def test_mosaic_open_finds_the_page_of_a_folder_or_a_run(reviewed, photo, capsys):
