@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
 
 from prefect import flow, tags
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from mosaic import compare
 from mosaic.backend import Backend
@@ -14,7 +16,7 @@ from mosaic.settings import load_settings
 from tasks import save_comparison
 from tasks.artifacts import comparison_artifacts
 
-from .review import heartbeats_only_on_a_shared_server, review_image
+from .review import TASK_WORKERS, heartbeats_only_on_a_shared_server, review_image
 
 
 def _run_name() -> str:
@@ -44,30 +46,30 @@ def compare_models(
     named in the comparison, the others' work is kept. Returns the comparison (comparison.json)."""
     started = time.monotonic()
     pairs = [(m["model"], m.get("api_base")) for m in models]
-    compare.check_models(pairs)
     settings = load_settings(concurrency=concurrency)
     labels = compare.labels_for(pairs)
     backends = [Backend.create(m, base, settings.offline_budget) for m, base in pairs]
-    px = compare.shared_input_px(backends, density, input_px or settings.input_px)
-    outcomes: dict[str, compare.Outcome] = {}
+    compare.check_models(backends)
+    cols, rows, label, px = compare.shared_grid(compare.image_size(image_path), backends, density, grid,
+                                                input_px or settings.input_px)
+    runner = ThreadPoolTaskRunner(max_workers=max(TASK_WORKERS, 2 * settings.concurrency))
     run_ids: dict[str, str] = {}
 
-    def review_one(i: int) -> None:
-        (model, base), label = pairs[i], labels[i]
-        unreachable = compare.reachability(backends[i])
-        if unreachable:
-            outcomes[label] = unreachable
-        else:
-            outcomes[label], run_ids[label] = _review(
-                image_path=image_path, model=model, api_base=base, density=density, grid=grid, phases=phases,
-                out_dir=out_dir, use_memo=use_memo, concurrency=settings.concurrency, input_px=px,
-                second_look=second_look)
-        if show_progress:
-            print(f"mosaic: {_line(compare.model_run(label, backends[i], outcomes[label]))}", file=sys.stderr)
+    def review_model(i: int) -> FinalReport | BaseException:
+        (model, base), name = pairs[i], labels[i]
+        outcome, run_ids[name] = _review(
+            runner, image_path=image_path, model=model, api_base=base, density=density, grid=f"{cols}x{rows}",
+            phases=phases, out_dir=out_dir, use_memo=use_memo, concurrency=settings.concurrency, input_px=px,
+            second_look=second_look)
+        return outcome
 
-    compare.each_by_server(backends, review_one)  # each review a subflow of this run
+    def said(run) -> None:
+        if show_progress:
+            print(f"mosaic: {_line(run)}", file=sys.stderr)
+
+    outcomes = compare.review_each(backends, labels, review_model, said)  # each review a subflow of this run
     result, folder = compare.assemble(image_path, labels, backends, outcomes, out_dir, phases,
-                                      time.monotonic() - started, run_ids)
+                                      time.monotonic() - started, (cols, rows, label), run_ids)
     result.flow_run_id = _this_run_id()
     if folder:
         result.comparison_dir = save_comparison(result, str(folder))
@@ -75,12 +77,30 @@ def compare_models(
     return result.model_dump(mode="json")
 
 
-def _review(model: str, api_base: str | None, **parameters) -> tuple[FinalReport | BaseException, str]:
+# Prefect numbers a flow run's subflows by a counter it reads and writes without a lock: two threads starting a
+# subflow at the same moment could get one number, and so one run. A subflow starts only once the one before it runs.
+_SUBFLOW_START = threading.Lock()
+
+
+def _review(runner: ThreadPoolTaskRunner, model: str, api_base: str | None,
+            **parameters) -> tuple[FinalReport | BaseException, str]:
     """One model's review as a subflow: its report, or what it failed with (a partial report is in its folder), and
     its flow run's id."""
     backend = Backend.create(model, api_base, load_settings().offline_budget)
-    with tags(*backend.tags(model)):
-        state = review_image(model=model, api_base=api_base, **parameters, return_state=True)
+    _SUBFLOW_START.acquire()
+    holding = [True]
+
+    def let_the_next_start(*_) -> None:
+        if holding[0]:
+            holding[0] = False
+            _SUBFLOW_START.release()
+
+    try:
+        with tags(*backend.tags(model)):
+            state = review_image.with_options(task_runner=runner, on_running=[let_the_next_start])(
+                model=model, api_base=api_base, **parameters, return_state=True)
+    finally:
+        let_the_next_start()
     run_id = str(state.state_details.flow_run_id)
     if state.is_completed():
         return FinalReport.model_validate(state.result()), run_id

@@ -22,6 +22,7 @@ from mosaic.errors import BadOption, BackendError, RunFailed
 from tasks.artifacts import SUMMARY_PREFIX, summary_from_table
 
 REVIEW_FLOW, INBOX_FLOW = "mosaic-review", "review-inbox"
+COMPARE_FLOW = "mosaic-compare"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 
 
@@ -219,6 +220,10 @@ def _local_flow(run: FlowRun):
         from flows.inbox import review_inbox
 
         return review_inbox
+    if flow_name == COMPARE_FLOW:
+        from flows.compare import compare_models
+
+        return compare_models
     raise BadOption(f"run {run.name} is a run of {flow_name!r}, not of a Mosaic flow")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from .backend import Backend
 from .errors import BadOption, MosaicError, RunFailed
-from .readings import area, clusters, group_key, grown, intersection, one_apart, union
+from .readings import alike, area, clusters, group_key, grown, intersection, one_apart, union
 from .schema import Agreement, ComparedReading, Comparison, FinalReport, ModelRun, Reading, canonical_sha256
 from .tiles import Box
 
@@ -48,14 +49,17 @@ def labels_for(models: Sequence[tuple[str, str | None]]) -> list[str]:
     return [m if names.count(m) == 1 else f"{m}@{base or 'default'}" for m, base in models]
 
 
-def check_models(models: Sequence[tuple[str, str | None]]) -> None:
-    if len(models) < 2:
+def check_models(backends: Sequence[Backend]) -> None:
+    """Two or more models, none given twice (the same model at one address, however the address is written)."""
+    if len(backends) < 2:
         raise BadOption("compare needs at least two models: --model A [--api-base X] --model B [--api-base Y]")
     seen = set()
-    for model, base in models:
-        if (model, base) in seen:
-            raise BadOption(f"model {model!r}" + (f" at {base}" if base else "") + " is given twice")
-        seen.add((model, base))
+    for b in backends:
+        where = b.network_address or ("offline" if b.is_offline else None)
+        where = where and where.rstrip("/").replace("//localhost", "//127.0.0.1")
+        if (b.model, where) in seen:
+            raise BadOption(f"model {b.model!r}" + (f" at {where}" if where else "") + " is given twice")
+        seen.add((b.model, where))
 
 
 def server_groups(backends: Sequence[Backend]) -> list[list[int]]:
@@ -66,6 +70,29 @@ def server_groups(backends: Sequence[Backend]) -> list[list[int]]:
         address = b.network_address or ("offline" if b.is_offline else f"in-process:{b.model}")
         groups.setdefault(address, []).append(i)
     return list(groups.values())
+
+
+def shared_grid(size: tuple[int, int], backends: Sequence[Backend], density: str, grid: str | None,
+                stated_px: int | None) -> tuple[int, int, str, int | None]:
+    """(cols, rows, density label, encoder px) of the one grid every model gets: --grid, the density named, or what
+    density auto picks for the smallest model (by the size in its name) at the smallest encoder among them."""
+    from .tiles import choose_grid, model_billions
+
+    px = shared_input_px(backends, density, stated_px)
+    smallest = min(backends, key=lambda b: model_billions(b.model) or float("inf"))
+    cols, rows, label = choose_grid(size[0], size[1], density, grid, smallest.model, px)
+    return cols, rows, label, px
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """Width and height as a viewer shows the image (EXIF rotation applied), from its header."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        width, height = image.size
+        if image.getexif().get(0x0112) in (5, 6, 7, 8):
+            width, height = height, width
+    return width, height
 
 
 def shared_input_px(backends: Sequence[Backend], density: str, stated: int | None) -> int | None:
@@ -86,7 +113,8 @@ SAME_SIZE_SHARE = 0.25
 
 
 def near(a: str, b: str) -> bool:
-    """Two grouping keys a character apart or one a part of the other (from two characters on: 橋本 and 桶本)."""
+    """Two grouping keys of one place a character apart or one a part of the other (from two characters on: 橋本 and
+    桶本 at one place are one sign read two ways)."""
     if a == b:
         return True
     shorter = min(len(a), len(b))
@@ -98,12 +126,12 @@ def _overlap_of_smaller(a: Box, b: Box) -> float:
 
 
 def same_sign(a: Reading, b: Reading) -> bool:
-    """Boxes of a size that overlap much are one sign whatever the text; otherwise near texts at touching boxes, or
-    (where a model gave no box) near texts in a shared tile."""
+    """Boxes of a size that overlap much are one sign whatever the text; otherwise texts alike (readings.alike: 出口
+    beside 入口 are two signs) at touching boxes, or (where a model gave no box) alike texts in a shared tile."""
     if a.box and b.box and _overlap_of_smaller(a.box, b.box) >= SAME_PLACE_SHARE and (
             min(area(a.box), area(b.box)) >= SAME_SIZE_SHARE * max(area(a.box), area(b.box))):
         return True
-    if not near(group_key(a.text), group_key(b.text)):
+    if not alike(group_key(a.text), group_key(b.text)):
         return False
     if a.box and b.box:
         return area(intersection(grown(a.box), grown(b.box))) > 0
@@ -116,9 +144,21 @@ def align(readings_by_model: dict[str, list[Reading]], families: dict[str, str] 
     confirmed. A model whose readings split one sign (two fragments) has them joined left to right."""
     families = families or {}
     items = [(label, r) for label, readings in readings_by_model.items() for r in readings if group_key(r.text)]
-    linked = lambda i, j: items[i][0] != items[j][0] and same_sign(items[i][1], items[j][1])  # noqa: E731
+    links = set()
+    for i, (label, reading) in enumerate(items):
+        # a reading with no box is linked to one reading of each other model at most: read twice elsewhere, the same
+        # text is two signs, not one
+        linked_to: set[str] = set()
+        for j, (other, candidate) in enumerate(items):
+            if other == label or (reading.box and not candidate.box) or (reading.box and j > i):
+                continue  # boxed pairs are judged once; a box-less reading's links are judged from its side
+            if not reading.box and other in linked_to:
+                continue
+            if same_sign(reading, candidate):
+                links.add((max(i, j), min(i, j)))
+                linked_to.add(other)
     rows = [_row([items[i] for i in members], list(readings_by_model), families)
-            for members in clusters(len(items), linked)]
+            for members in clusters(len(items), lambda i, j: (i, j) in links)]
     rank = {t: i for i, t in enumerate(tile_order)}
     order = {"different": 0, "near": 1, "single": 2, "exact": 3}
     return sorted(rows, key=lambda r: (order[r.agreement], min((rank.get(t, len(rank)) for t in r.tiles),
@@ -137,7 +177,7 @@ def _row(members: list[tuple[str, Reading]], labels: list[str], families: dict[s
     for label in labels:
         if label in keys:
             support.setdefault(keys[label], []).append(label)
-    family = lambda m: families.get(m, model_family(m))  # noqa: E731
+    family = lambda m: families.get(m) or model_family(m.rsplit("@", 1)[0] if "@" in m else m)  # noqa: E731
     votes = {k: len({family(m) for m in ms}) for k, ms in support.items()}  # one family is one voter
     main = max(support, key=lambda k: (votes[k], len(support[k]), any(m in own_confirmed for m in support[k]),
                                        -labels.index(support[k][0])))
@@ -228,32 +268,65 @@ def reachability(backend: Backend) -> str | None:
 
 # --- driving the reviews ---------------------------------------------------------------------------------------
 
-def each_by_server(backends: Sequence[Backend], review_one: Callable[[int], None]) -> None:
-    """review_one(i) for every model: those on one server one after another, servers at once. Each thread runs in a
-    copy of the caller's context (contextvars, taken here), so what it holds - a Prefect flow run - holds there too."""
-    def one_server(group: list[int]) -> None:
-        for i in group:
-            review_one(i)
-
-    groups = server_groups(backends)
-    with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="mosaic-compare") as pool:
-        futures = [pool.submit(contextvars.copy_context().run, one_server, group) for group in groups]
-        for future in futures:
-            future.result()
-
-
 Outcome = FinalReport | BaseException | str  # a report, what the review failed with, or why it was not run
 
 
+def each_by_server(backends: Sequence[Backend], review_one: Callable[[int], None]) -> None:
+    """review_one(i) for every model: those on one server one after another, servers at once. Each thread runs in a
+    copy of the caller's context (contextvars, taken here), so what it holds - a Prefect flow run - holds there too.
+    Interrupted (Ctrl-C), it returns at once: no model not yet started is started, the running ones are left."""
+    stop = threading.Event()
+
+    def one_server(group: list[int]) -> None:
+        for i in group:
+            if stop.is_set():
+                return
+            review_one(i)
+
+    groups = server_groups(backends)
+    pool = ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="mosaic-compare")
+    try:
+        for future in [pool.submit(contextvars.copy_context().run, one_server, group) for group in groups]:
+            future.result()
+    except BaseException:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def review_each(backends: Sequence[Backend], labels: Sequence[str], review: Callable[[int], Outcome],
+                on_model: Callable[[ModelRun], None] | None = None) -> dict[str, Outcome]:
+    """What every model's review ended with: review(i)'s report, what it raised (one model's failure does not lose
+    the others' work), or why the model was not asked (its server does not answer)."""
+    outcomes: dict[str, Outcome] = {}
+
+    def review_one(i: int) -> None:
+        label = labels[i]
+        unreachable = reachability(backends[i])
+        if unreachable:
+            outcomes[label] = unreachable
+        else:
+            try:
+                outcomes[label] = review(i)
+            except Exception as e:  # noqa: BLE001 - kept as this model's outcome
+                outcomes[label] = e
+        if on_model:
+            on_model(model_run(label, backends[i], outcomes[label]))
+
+    each_by_server(backends, review_one)
+    return outcomes
+
+
 def assemble(image_path: str, labels: Sequence[str], backends: Sequence[Backend], outcomes: dict[str, Outcome],
-             out_dir: str | Path, phases: Sequence[str], elapsed_s: float,
+             out_dir: str | Path, phases: Sequence[str], elapsed_s: float, grid: tuple[int, int, str],
              run_ids: dict[str, str] | None = None) -> tuple[Comparison, Path | None]:
     """The comparison of what every model's review ended with, and the folder to write it to (None: no model
     finished, nothing to write)."""
     runs = [model_run(label, b, outcomes[label]).model_copy(update={"flow_run_id": (run_ids or {}).get(label)})
             for label, b in zip(labels, backends)]
     reports = {label: o for label, o in outcomes.items() if isinstance(o, FinalReport)}
-    result = comparison(image_path, runs, reports, elapsed_s, phases=phases)
+    result = comparison(image_path, runs, reports, elapsed_s, grid, phases)
     if not reports:
         return result, None
     return result, Path(out_dir) / comparison_dir_name(image_path, result.image_sha256, labels, result.grid,
@@ -273,32 +346,21 @@ def compare_image(image_path: str, models: Sequence[tuple[str, str | None]], *, 
     from .settings import load_settings
 
     started = time.monotonic()
-    check_models(models)
     phases = list(phases or DEFAULT_PHASES)
     settings = load_settings(**({"out_dir": out_dir} if out_dir else {}))
     labels = labels_for(models)
     backends = [Backend.create(m, base, settings.offline_budget) for m, base in models]
-    px = shared_input_px(backends, density, input_px or settings.input_px)
-    outcomes: dict[str, Outcome] = {}
+    check_models(backends)
+    cols, rows, label, px = shared_grid(image_size(image_path), backends, density, grid, input_px or settings.input_px)
 
-    def review_one(i: int) -> None:
-        label, (model, base) = labels[i], models[i]
-        unreachable = reachability(backends[i])
-        if unreachable:
-            outcomes[label] = unreachable
-        else:
-            try:
-                outcomes[label] = review(image_path, model, base, density=density, grid=grid, phases=phases,
-                                         out_dir=str(settings.out_dir), use_memo=use_memo, input_px=px,
-                                         second_look=second_look)
-            except Exception as e:  # noqa: BLE001 - one model's failure does not lose the others' work
-                outcomes[label] = e
-        if on_model:
-            on_model(model_run(label, backends[i], outcomes[label]))
+    def review_model(i: int) -> FinalReport:
+        model, base = models[i]
+        return review(image_path, model, base, density=density, grid=f"{cols}x{rows}", phases=phases,
+                      out_dir=str(settings.out_dir), use_memo=use_memo, input_px=px, second_look=second_look)
 
-    each_by_server(backends, review_one)
+    outcomes = review_each(backends, labels, review_model, on_model)
     result, folder = assemble(image_path, labels, backends, outcomes, settings.out_dir, phases,
-                              time.monotonic() - started)
+                              time.monotonic() - started, (cols, rows, label))
     if folder:
         write_comparison(result, folder)
     return result

@@ -64,24 +64,23 @@ def register(commands) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from mosaic.compare import check_models, labels_for, reachability, shared_input_px
-    from mosaic.tiles import choose_grid
+    from mosaic.compare import check_models, reachability, shared_grid, shared_input_px
 
     settings = load(concurrency=args.concurrency, out_dir=args.out, input_px=args.input_px)
     default_base = args.default_api_base or settings.api_base
     models = [{"model": m["model"], "api_base": m["api_base"] or (default_base if m["model"] != "offline" else None)}
               for m in args.models or []]
     pairs = [(m["model"], m["api_base"]) for m in models]
-    check_models(pairs)
     phases = parse_phases(args.phases)
     backends = [checked_backend(settings, model, base) for model, base in pairs]
+    check_models(backends)
     width, height = checked_image(args.image, settings, lambda line: print(line, file=sys.stderr))
     unreachable = [reachability(b) for b in backends]
     if all(unreachable):
         raise BackendError("no model to compare: " + "; ".join(f"{m}: {u}" for (m, _), u in zip(pairs, unreachable)))
     px = shared_input_px([b for b, u in zip(backends, unreachable) if not u], args.density, settings.input_px)
     try:
-        cols, rows, density = choose_grid(width, height, args.density, args.grid, backends[0].model, px)
+        cols, rows, density, px = shared_grid((width, height), backends, args.density, args.grid, px)
     except ValueError as e:
         raise BadOption(str(e)) from None
     planned = count_calls(cols, rows, phases) * len(models)
@@ -96,7 +95,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from flows.compare import run_compare
 
     state = run_compare(
-        image_path=str(Path(args.image).resolve()), models=models, density=args.density if not args.grid else density,
+        image_path=str(Path(args.image).resolve()), models=models, density=args.density,
         grid=args.grid, phases=phases, out_dir=str(settings.out_dir), use_memo=not args.no_cache,
         concurrency=settings.concurrency, input_px=px, second_look=False if args.no_second_look else None,
         show_progress=True,
@@ -105,10 +104,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         error = state.result(raise_on_failure=False)
         raise BackendError(f"the comparison failed: {error}")
     result = Comparison.model_validate(state.result())
+    if not result.comparison_dir:
+        raise BackendError("no model finished: " + "; ".join(f"{m.label}: {m.state}: {m.error}" for m in result.models))
     if args.json:
         print(json.dumps(result.model_dump(mode="json"), ensure_ascii=False))
     else:
-        print(comparison_table(result, labels_for(pairs)))
+        print(comparison_table(result))
     counts = result.counts
     made = "; ".join(f"{m.label} {m.calls.total} calls ({m.calls.cached} from the memo) in {m.elapsed_s:.1f} s"
                      for m in result.models if m.calls)
@@ -120,7 +121,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 3 if result.missing else 0
 
 
-def comparison_table(result: Comparison, labels: list[str]) -> str:
+def comparison_table(result: Comparison) -> str:
     """Per sign: what each model read, how far they agree, whether it is confirmed; hard spots first."""
     present = [m.label for m in result.models if m.state == "completed"]
     rows = [{"#": n, "agreement": r.agreement, "confirmed": "yes" + (" (one family)" if r.same_family else "")

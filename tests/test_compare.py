@@ -194,6 +194,10 @@ def test_compare_two_servers_both_api_styles(scene, two_servers, capsys):
     assert sorted(c["id"] for c in shown["children"]) == sorted(m["flow_run_id"] for m in result["models"])
     code, page = run_cli("open", result["flow_run_id"], "--print")
     assert code == 0 and page.strip() == str((Path(result["comparison_dir"]) / "comparison.html").resolve())
+    asked = len(a.chat_requests()) + len(b.chat_requests())
+    code, _ = run_cli("rerun", result["flow_run_id"])
+    assert code == 0 and "Completed" in capsys.readouterr().err
+    assert len(a.chat_requests()) + len(b.chat_requests()) == asked  # a rerun of a comparison: all from the memo
     folder = Path(result["comparison_dir"])
     md = (folder / "comparison.md").read_text()
     assert "openai/reader-a" in md and "## Hard spots" in md
@@ -328,3 +332,58 @@ def test_two_of_one_family_do_not_outvote_another_family():
     assert not rows[0].confirmed
     alone = align({qa: [r("186U4573", box)], qb: [r("186U4573", box)], gemma: []})
     assert alone[0].confirmed and alone[0].same_family  # nothing against it: confirmed, flagged weaker
+
+
+def test_adjacent_signs_a_character_apart_stay_two_rows():
+    rows = align({"a": [r("出口", (0, 0, 100, 40)), r("入口", (110, 0, 210, 40))],
+                  "b": [r("出口", (2, 0, 100, 40)), r("入口", (112, 0, 210, 40))]})
+    assert sorted((row.text, row.agreement) for row in rows) == [("入口", "exact"), ("出口", "exact")]
+
+
+def test_a_reading_without_a_box_joins_one_sign_of_another_model_not_two():
+    rows = align({"a": [r("EXIT", tiles=["r1c1"])],
+                  "b": [r("EXIT", (10, 10, 60, 30)), r("EXIT", (400, 300, 450, 320))]})
+    assert len(rows) == 2 and sorted(row.agreement for row in rows) == ["exact", "single"]
+    assert all(row.by_model["b"] == "EXIT" for row in rows)
+
+
+def test_the_same_model_at_one_address_is_refused_however_it_is_written():
+    from mosaic.backend import Backend
+    from mosaic.compare import check_models
+    from mosaic.errors import BadOption
+
+    with pytest.raises(BadOption, match="given twice"):
+        check_models([Backend.create("ollama_chat/gemma3:4b"),
+                      Backend.create("ollama_chat/gemma3:4b", "http://127.0.0.1:11434")])
+    check_models([Backend.create("ollama_chat/gemma3:4b"), Backend.create("ollama_chat/gemma3:4b", "http://10.0.0.2:11434")])
+
+
+def test_labels_with_an_address_keep_the_models_family():
+    box = (1, 1, 50, 20)
+    rows = align({"ollama_chat/qwen2.5vl:7b@http://a:1": [r("TAXI", box)],
+                  "ollama_chat/qwen2.5vl:7b@http://b:2": [r("TAXI", box)]})
+    assert rows[0].same_family
+
+
+def test_an_interrupt_returns_at_once_and_starts_no_further_model():
+    import time
+
+    from mosaic.backend import Backend
+    from mosaic.compare import each_by_server
+
+    backends = [Backend.create("openai/a", "http://127.0.0.1:1/v1"), Backend.create("openai/b", "http://127.0.0.1:2/v1"),
+                Backend.create("openai/c", "http://127.0.0.1:2/v1")]
+    ran = []
+
+    def review_one(i: int) -> None:
+        ran.append(i)
+        if i == 0:
+            raise KeyboardInterrupt
+        time.sleep(0.5)
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        each_by_server(backends, review_one)
+    assert time.monotonic() - started < 0.4  # not waiting for model b's review
+    time.sleep(0.8)
+    assert 0 in ran and 2 not in ran  # c, after b on the same server, is never started (b may have been)

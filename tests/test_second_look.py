@@ -422,7 +422,7 @@ def test_report_files_follow_the_users_umask(street, tmp_path):
 
     report = run(street, tmp_path, "inventing", second_look=False)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in Path(report.report_dir).iterdir()}
-    assert modes == {name: 0o666 & ~UMASK for name in ("report.json", "report.md", "overview.jpg")}
+    assert modes == {name: 0o666 & ~UMASK for name in ("report.html", "report.json", "report.md", "overview.jpg")}
 
 
 def test_mosaic_says_its_version(capsys):
