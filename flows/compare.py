@@ -58,7 +58,7 @@ def compare_models(
     def review_model(i: int) -> FinalReport | BaseException:
         (model, base), name = pairs[i], labels[i]
         outcome, run_ids[name] = _review(
-            runner, image_path=image_path, model=model, api_base=base, density=density, grid=f"{cols}x{rows}",
+            runner, backends[i], image_path=image_path, model=model, api_base=base, density=density, grid=f"{cols}x{rows}",
             phases=phases, out_dir=out_dir, use_memo=use_memo, concurrency=settings.concurrency, input_px=px,
             second_look=second_look)
         return outcome
@@ -82,11 +82,10 @@ def compare_models(
 _SUBFLOW_START = threading.Lock()
 
 
-def _review(runner: ThreadPoolTaskRunner, model: str, api_base: str | None,
+def _review(runner: ThreadPoolTaskRunner, backend: Backend, model: str,
             **parameters) -> tuple[FinalReport | BaseException, str]:
     """One model's review as a subflow: its report, or what it failed with (a partial report is in its folder), and
     its flow run's id."""
-    backend = Backend.create(model, api_base, load_settings().offline_budget)
     _SUBFLOW_START.acquire()
     holding = [True]
 
@@ -98,7 +97,7 @@ def _review(runner: ThreadPoolTaskRunner, model: str, api_base: str | None,
     try:
         with tags(*backend.tags(model)):
             state = review_image.with_options(task_runner=runner, on_running=[let_the_next_start])(
-                model=model, api_base=api_base, **parameters, return_state=True)
+                model=model, **parameters, return_state=True)
     finally:
         let_the_next_start()
     run_id = str(state.state_details.flow_run_id)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .backend import Backend
 from .errors import BadOption, MosaicError, RunFailed
-from .readings import alike, area, clusters, group_key, grown, intersection, one_apart, union
+from .readings import alike, area, clusters, group_key, grown, hull, intersection, one_apart
 from .schema import Agreement, ComparedReading, Comparison, FinalReport, ModelRun, Reading, canonical_sha256
 from .tiles import Box
 
@@ -195,9 +195,7 @@ def _row(members: list[tuple[str, Reading]], labels: list[str], families: dict[s
     best_rival = max((votes[k] for k in support if k != main), default=0)
     confirmed = (len(agreed) >= 2 or bool(in_views)) and best_rival < votes[main]
     main_readings = [r for m in agreed for r in mine[m]]
-    box = None
-    for b in [r.box for r in main_readings if r.box] or [r.box for _, r in members if r.box]:
-        box = b if box is None else union(box, b)
+    box = hull([r.box for r in main_readings if r.box] or [r.box for _, r in members if r.box])
     return ComparedReading(
         text=read[agreed[0]], by_model={label: read.get(label) for label in labels}, agreement=agreement,
         tiles=list(dict.fromkeys(t for _, r in members for t in r.tiles)), box=box, confirmed=confirmed,

@@ -17,6 +17,7 @@ from PIL import Image
 
 from .images import shrink
 from .memo import BlobStore
+from .readings import hull
 from .schema import Comparison, ComparedReading, FinalReport, Plan, Reading, View
 from .tiles import Box
 
@@ -102,7 +103,7 @@ def reading_crops(plan: Plan, blobs: BlobStore, readings: Sequence[Reading]) -> 
     tiles = {t.id: t.box for t in plan.tiles}
     crops = {}
     for i, r in enumerate(readings):
-        box = r.box or _hull([tiles[t] for t in r.tiles if t in tiles])
+        box = r.box or hull(tiles[t] for t in r.tiles if t in tiles)
         view = _smallest_view_holding(plan.views, box) if box else None
         if view is None:
             continue
@@ -117,12 +118,6 @@ def reading_crops(plan: Plan, blobs: BlobStore, readings: Sequence[Reading]) -> 
         crops[i] = crop_jpeg(image, (round((box[0] - vx0) * sx), round((box[1] - vy0) * sy),
                                      round((box[2] - vx0) * sx), round((box[3] - vy0) * sy)))
     return crops
-
-
-def _hull(boxes: Sequence[Box]) -> Box | None:
-    if not boxes:
-        return None
-    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
 def _smallest_view_holding(views: Sequence[View], box: Box) -> View | None:

@@ -81,6 +81,14 @@ def union(a: Box, b: Box) -> Box:
     return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
+def hull(boxes) -> Box | None:
+    """The smallest box holding all of them; None for none."""
+    boxes = list(boxes)
+    if not boxes:
+        return None
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
 # A reading lies in a tile when at least this share of its box does; in two or more: it is on a tile line.
 IN_TILE_SHARE = 0.15
 
@@ -216,9 +224,7 @@ def _one_reading(members: list[Reading], tiles: dict[str, Box]) -> Reading:
     main = max(whole, key=lambda k: (len(views_of(k)), not all(r.unclear for r in by_text[k]), len(k)))
     first = by_text[main]
     boxes = [r.box for r in first if r.box] or [r.box for r in members if r.box]
-    box = None
-    for b in boxes:
-        box = b if box is None else union(box, b)
+    box = hull(boxes)
     views = list(dict.fromkeys(v for r in members for v in r.views))
     if box:
         where, on_line = tiles_of(box, tiles)

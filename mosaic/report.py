@@ -13,6 +13,7 @@ from .html_report import crop_jpeg, reading_crops, render_comparison_html, rende
 from .images import shrink
 from .memo import BlobStore, write_atomically
 from .pipeline import reading_line
+from .readings import hull
 from .schema import ComparedReading, Comparison, FinalReport, Plan, Reading
 
 OVERVIEW_PX = 1600
@@ -216,7 +217,7 @@ def write_comparison(comparison: Comparison, folder: Path) -> Path:
         tiles = {cell_label(cell): b for cell, b in tile_boxes(image.width, image.height, cols, rows).items()}
         (folder / "hard-spots").mkdir(exist_ok=True)
         for n, reading in enumerate(hard, 1):
-            box = reading.box or _tiles_box([tiles[t] for t in reading.tiles if t in tiles], image.size)
+            box = reading.box or hull(tiles[t] for t in reading.tiles if t in tiles) or (0, 0, *image.size)
             name = f"hard-spots/{n:02d}.jpg"
             jpegs[id(reading)] = crop_jpeg(image, box, HARD_SPOT_PX)
             write_atomically(folder / name, jpegs[id(reading)])
@@ -226,12 +227,6 @@ def write_comparison(comparison: Comparison, folder: Path) -> Path:
     write_atomically(folder / "comparison.html",
                      render_comparison_html(comparison, lambda r: jpegs.get(id(r))).encode())
     return folder
-
-
-def _tiles_box(boxes: list[tuple[int, int, int, int]], size: tuple[int, int]) -> tuple[int, int, int, int]:
-    if not boxes:
-        return (0, 0, *size)
-    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
 def render_comparison(comparison: Comparison, crops: dict[int, str] | None = None) -> str:
