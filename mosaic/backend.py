@@ -40,9 +40,16 @@ def budget_in_name(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def split_addresses(api_base: str | None) -> list[str]:
+    """'http://a:8080/v1, http://b:8080/v1' (several servers of one model) as a list, each without a trailing /."""
+    return list(dict.fromkeys(a.strip().rstrip("/") for a in (api_base or "").split(",") if a.strip()))
+
+
 class Backend(BaseModel):
     model: str  # a LiteLLM model string; the built-in reader is mosaic_offline/ocr-<budget>
-    api_base: str | None = None
+    api_base: str | None = None  # the first server's address
+    servers: list[str] = []  # every server's address, when calls are spread over several (mosaic.servers)
+    same_weights: bool = False  # the user says every address serves the same weights: the memo keys leave it out
     offline_budget: int | None = None  # set for the built-in reader, in this process
     temperature: float = 0.0
     max_tokens: int = 1024
@@ -53,14 +60,35 @@ class Backend(BaseModel):
     @classmethod
     def create(cls, model: str, api_base: str | None = None, default_budget: int = 448, **options) -> Backend:
         """'offline' and 'offline:896' name the built-in reader; anything else is a LiteLLM model string.
-        Raises ValueError for a bad offline budget."""
+        api_base may name several servers of the model, comma-separated. Raises ValueError for a bad offline budget."""
         budget = offline_budget_of(model, default_budget)
         if budget is not None:
             model = f"{OFFLINE_PROVIDER}/ocr-{budget}"
         elif model.startswith(OFFLINE_PROVIDER + "/"):
             budget = budget_in_name(model) or default_budget
-        return cls(model=model, api_base=(api_base or None) and api_base.rstrip("/"), offline_budget=budget,
+        addresses = split_addresses(api_base)
+        return cls(model=model, api_base=addresses[0] if addresses else None,
+                   servers=addresses if len(addresses) > 1 else [], offline_budget=budget,
                    **{k: v for k, v in options.items() if v is not None})
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every server calls go to (one, unless several were given)."""
+        return self.servers or ([self.api_base] if self.api_base else [])
+
+    @property
+    def pooled(self) -> bool:
+        """Calls are sent by a ServerPool, which chooses the address of each (mosaic.servers)."""
+        return len(self.servers) > 1 or (self.same_weights and self.api_base is not None)
+
+    @property
+    def memo_address(self) -> str | None:
+        """The address in a call's memo key: none when the servers serve the same weights (the model is the
+        identity); else the address, or for several servers all of them (which one answered is not known
+        before the call)."""
+        if self.same_weights:
+            return None
+        return ",".join(sorted(self.servers)) if self.servers else self.api_base
 
     @property
     def is_offline(self) -> bool:
@@ -80,7 +108,7 @@ class Backend(BaseModel):
     def address(self) -> str:
         """Where calls go, for messages."""
         if self.api_base:
-            return self.api_base
+            return ", ".join(self.addresses)
         if self.is_ollama:
             return OLLAMA_DEFAULT
         if self.is_offline:
@@ -100,21 +128,35 @@ class Backend(BaseModel):
 
     @property
     def limit_name(self) -> str | None:
-        """The name of the concurrency limit shared by every run calling this address; None for the in-process
-        reader."""
+        """The name of the concurrency limit shared by every run calling the (first) address; None for the
+        in-process reader."""
+        return self.limit_name_of(None)
+
+    def limit_name_of(self, address: str | None) -> str | None:
+        """The concurrency limit of one of the servers (the first when None)."""
         if self.is_offline and not self.api_base:
             return None
-        address = self.network_address or self.model.split("/")[0] + "-default"
+        address = address or self.network_address or self.model.split("/")[0] + "-default"
         address = re.sub(r"^[a-z]+://", "", address.lower())
         return "mosaic-backend-" + (re.sub(r"[^a-z0-9]+", "-", address).strip("-")[:80] or "default")
 
     def tags(self, model_as_given: str | None = None) -> list[str]:
-        """Tags of an image run in Prefect: which model, at which address."""
-        address = self.api_base or ("offline" if self.is_offline else OLLAMA_DEFAULT if self.is_ollama else "default")
-        return ["mosaic", f"model:{model_as_given or self.model}", f"backend:{address}"]
+        """Tags of an image run in Prefect: which model, at which address (one tag per server)."""
+        addresses = self.addresses or ["offline" if self.is_offline else OLLAMA_DEFAULT if self.is_ollama else "default"]
+        return ["mosaic", f"model:{model_as_given or self.model}"] + [f"backend:{a}" for a in addresses]
 
     def check_reachable(self, timeout_s: float = 3.0) -> None:
-        """Fail fast, naming the address, when a local backend's port does not answer."""
+        """Fail fast, naming the address, when a local backend's port does not answer; of several servers, when
+        none answers (a server that is down is cooled down and the others take its calls)."""
+        if len(self.servers) > 1:
+            errors = []
+            for address in self.servers:
+                try:
+                    self.model_copy(update={"api_base": address, "servers": []}).check_reachable(timeout_s)
+                    return
+                except BackendError as e:
+                    errors.append(str(e))
+            raise BackendError("no server answers: " + "; ".join(errors), retryable=False)
         address = self.network_address
         if not address:
             return

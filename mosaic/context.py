@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from .backend import Backend
 from .memo import BlobStore, Memo
 from .schema import Plan
+from .servers import ServerPool, server_pool
 from .settings import Settings
 
 
@@ -28,6 +29,7 @@ class RunContext(BaseModel):
     use_memo: bool = True  # off: the run keeps its answers and crops in its own scratch folder, removed at the end
     memo_size_mb: int = 2048
     concurrency: int = 2  # calls in flight at the backend
+    server_slots: int = 2  # calls in flight at each of several servers, in this process
     completion: str | None = None  # "module:factory", see complete
     run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
 
@@ -35,9 +37,13 @@ class RunContext(BaseModel):
     def from_settings(cls, settings: Settings, model: str, api_base: str | None, use_memo: bool = True) -> RunContext:
         backend = Backend.create(model, api_base, settings.offline_budget, temperature=settings.temperature,
                                  max_tokens=settings.max_tokens, num_ctx=settings.num_ctx, timeout_s=settings.timeout_s,
-                                 structured_output=settings.structured_output)
+                                 structured_output=settings.structured_output, same_weights=settings.same_weights)
+        concurrency = settings.concurrency
+        if backend.servers:  # every server kept busy: at least its slots each
+            concurrency = max(concurrency, settings.backend_slots * len(backend.servers))
         return cls(backend=backend, cache_dir=str(settings.cache_dir), use_memo=use_memo,
-                   memo_size_mb=settings.cache_size_mb, concurrency=settings.concurrency, completion=settings.completion)
+                   memo_size_mb=settings.cache_size_mb, concurrency=concurrency, server_slots=settings.backend_slots,
+                   completion=settings.completion)
 
     @property
     def store_dir(self) -> Path:
@@ -59,6 +65,13 @@ class RunContext(BaseModel):
     @property
     def in_flight(self) -> threading.BoundedSemaphore:
         return in_flight_limit(self.backend.model, self.backend.api_base, self.concurrency)
+
+    @property
+    def server_pool(self) -> ServerPool | None:
+        """What chooses the server of each call, when the backend has several (or the same weights at one)."""
+        if not self.backend.pooled:
+            return None
+        return server_pool(tuple(self.backend.addresses), self.server_slots)
 
     @property
     def complete(self) -> Callable:

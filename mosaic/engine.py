@@ -38,17 +38,35 @@ class Work(BaseModel):
     known: list[bool]
 
 
+def carried_images(work: Work, ctx: RunContext) -> dict[str, bytes]:
+    """The crops a work item's calls show, by sha256: for a worker that does not share this cache folder."""
+    blobs = ctx.blobs
+    return {sha: blobs.get(sha) for call in work.calls for sha in call.images}
+
+
 def ask(work: Work, ctx: RunContext,
-        backend_slot: Callable[[], AbstractContextManager] = nullcontext) -> list[ModelReply]:
+        backend_slot: Callable[[str | None], AbstractContextManager] = lambda address: nullcontext(),
+        carried: dict[str, bytes] | None = None) -> list[ModelReply]:
     """Make a work item's calls, one after another (it holds one backend slot's worth of work). Every call is
     attempted before a failure is raised, so what was answered is in the memo and a retry makes only what is
     missing; a failure worth retrying is raised before one that is not, so a retry decision sees it.
-    backend_slot: held around each network call only (a memo hit needs none), e.g. Prefect's concurrency limit."""
+    backend_slot(address): held around each network call only (a memo hit needs none), e.g. Prefect's concurrency
+    limit of the server the call goes to (the one a ServerPool chose, when the backend has several).
+    carried: crops by sha256 (carried_images), stored here first when this cache folder lacks them."""
+    pool = ctx.server_pool
+    for sha, data in (carried or {}).items():
+        if not ctx.blobs.has(sha):
+            ctx.blobs.put(data)
 
     @contextmanager
-    def slot() -> Iterator[None]:
-        with ctx.in_flight, backend_slot():
-            yield
+    def slot() -> Iterator[str | None]:
+        with ctx.in_flight:
+            if pool is None:
+                with backend_slot(None):
+                    yield None
+                return
+            with pool.hold() as address, backend_slot(address):
+                yield address
 
     blobs, memo, complete = ctx.blobs, ctx.memo, ctx.complete  # once per item, not per call
     replies, failures = [], []
@@ -126,6 +144,11 @@ class Review:
         getattr(self, f"_settle_{work.kind}")(work, answered if replies is not None else None)
 
     @property
+    def waiting(self) -> int:
+        """Work items ready to start."""
+        return len(self._waiting)
+
+    @property
     def errors(self) -> list[str]:
         return [str(e) for e in self._failures]
 
@@ -158,7 +181,7 @@ class Review:
         tiles = self._tile_reports(readings)
         report = FinalReport(
             image=plan.image_path, image_sha256=plan.image_sha256, size=(plan.width, plan.height), model=backend.model,
-            api_base=backend.api_base, density=plan.density, grid=f"{plan.cols}x{plan.rows}", cols=plan.cols,
+            api_base=",".join(backend.addresses) or None, density=plan.density, grid=f"{plan.cols}x{plan.rows}", cols=plan.cols,
             rows=plan.rows, phases=plan.phases, notes=plan.notes + self.notes, orientation=self.orientation or "", review="",
             readings=readings, tiles=tiles, answers=pipeline.answers(plan, self.observed),
             second_look=self.second_look is not None, failed_tiles=self.failed_tiles, calls=self.stats.model_copy(),
@@ -172,7 +195,7 @@ class Review:
         """What made this report besides the image: enough to make it again, or to tell two reports apart."""
         plan, backend, look = self.plan, self.ctx.backend, self.second_look
         return {
-            "model": backend.model, "api_base": backend.api_base, "density": plan.density,
+            "model": backend.model, "api_base": ",".join(backend.addresses) or None, "density": plan.density,
             "grid": f"{plan.cols}x{plan.rows}", "phases": list(plan.phases),
             "second_look": look.model_dump() | {"calls_cap": self.second_look_cap} if look else None,
             "structured_output": backend.structured_output, "temperature": backend.temperature,

@@ -85,29 +85,33 @@ def _complete(request: dict) -> Completion:
 def call_model(call: ModelCall, blobs: BlobStore, memo: Memo | None, timeout_s: float = 300.0,
                backend_slot: Callable[[], AbstractContextManager] = nullcontext,
                complete: CompleteFn = litellm_completion) -> ModelReply:
-    """backend_slot is held around the network call only (a memo hit needs none), e.g. a concurrency limit.
-    complete: what answers the call (LiteLLM, the offline reader, a test's fake)."""
+    """backend_slot is held around the network call only (a memo hit needs none), e.g. a concurrency limit; what
+    it yields, if not None, is the address the call goes to (one of several servers; the memo key keeps
+    call.api_base). complete: what answers the call (LiteLLM, the offline reader, a test's fake)."""
     hit = cached_reply(call, memo)
     if hit is not None:
         return hit
     key = call.key()
-    api_key = api_key_for(call)
+    sent, api_key = call, api_key_for(call)
     started = time.monotonic()
     try:
         messages = build_messages(call, blobs)  # before taking a slot: encoding a view needs no backend
-        with backend_slot():
-            answer = complete(call, messages, api_key, timeout_s)
+        with backend_slot() as address:
+            if address is not None and address != call.api_base:
+                sent = call.model_copy(update={"api_base": address})
+                api_key = api_key_for(sent)
+            answer = complete(sent, messages, api_key, timeout_s)
         content = answer.content
     except BackendError:
         raise
     except Exception as e:  # LiteLLM wraps every provider's failure differently; classify once, here
-        failure = classify(e, call, api_key)
+        failure = classify(e, sent, api_key)
         wait = retry_after(e)
         if failure.retryable and wait:
             time.sleep(min(wait, MAX_RETRY_AFTER_S))  # the server said when; the task's retry comes after
         raise failure from None
     if not content.strip():
-        where = backend_address(call.model, call.api_base)
+        where = backend_address(sent.model, sent.api_base)
         if answer.finish_reason == "length":  # e.g. a thinking model spent them all
             limit = call.options.get("max_tokens")
             raise BackendError(f"{where} used up the token limit{f' ({limit})' if limit else ''} before answering: "

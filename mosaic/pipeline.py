@@ -138,7 +138,7 @@ def model_call(backend: Backend, prompt: str, images: list[str], task: str | Non
     """The call as the memo keys it: everything that decides the answer. task: the answer's JSON shape is asked of
     the server (response_format) when the backend does that (Backend.asks_for_schema)."""
     schema = prompts.answer_schema(task) if task and backend.asks_for_schema else None
-    return ModelCall(model=backend.model, api_base=backend.api_base, system=prompts.SYSTEM, prompt=prompt,
+    return ModelCall(model=backend.model, api_base=backend.memo_address, system=prompts.SYSTEM, prompt=prompt,
                      images=images, options=backend.call_options(), response_schema=schema)
 
 
@@ -334,6 +334,6 @@ def _overlaps(a: Box, b: Box) -> bool:
 def report_dir_name(plan: Plan, backend: Backend) -> str:
     # letters and digits of any script stay (看板.jpg is 看板-…, not --…); what a shell or a file system minds goes
     stem = re.sub(r"[^\w.-]+", "-", Path(plan.image_path).stem).strip("-.")[:40] or "image"
-    settings = f"{backend.model}|{backend.api_base}|{plan.cols}x{plan.rows}|{','.join(plan.phases)}"
+    settings = f"{backend.model}|{','.join(backend.addresses)}|{plan.cols}x{plan.rows}|{','.join(plan.phases)}"
     return f"{stem}-{plan.image_sha256[:8]}-{canonical_sha256(settings)[:8]}"
 

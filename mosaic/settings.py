@@ -28,7 +28,14 @@ class Settings(BaseSettings):
         description="LiteLLM model string, e.g. ollama_chat/qwen2.5vl:7b or openai/<name>; "
         "'offline' (or 'offline:896') is the built-in OCR reader.",
     )
-    api_base: str | None = Field(None, description="Backend address, e.g. http://127.0.0.1:8080/v1 for a llama.cpp server.")
+    api_base: str | None = Field(
+        None, description="Backend address, e.g. http://127.0.0.1:8080/v1 for a llama.cpp server; several servers of the "
+        "model comma-separated: each call goes to the one with a free slot (MOSAIC_BACKEND_SLOTS each), a failing one "
+        "is cooled down.")
+    same_weights: bool = Field(
+        False, description="Every address given serves the same weights of the model: the memo keys calls by the model "
+        "alone, so an answer from one server (or from a run against another address) is reused by all. Off: keys "
+        "include the address (of several servers: all of them).")
     cache_dir: Path = Field(default_factory=default_cache_dir, description="Where the call memo lives.")
     cache_size_mb: int = Field(2048, description="Size limit of the call memo in MiB; the least recently used entries go first.")
     out_dir: Path = Field(Path("mosaic-reports"), description="Folder under which each run writes its report folder.")

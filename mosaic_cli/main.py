@@ -12,7 +12,7 @@ import mosaic
 from mosaic.errors import BackendError, BadOption, MosaicError, RunFailed
 from mosaic.schema import DEFAULT_PHASES, PHASES, count_calls
 
-from . import compare_command, open_command, server_commands
+from . import batch_command, compare_command, open_command, server_commands
 from .common import load as _settings
 from .common import one_line as _one_line
 from .common import checked_backend, checked_image, command_seconds, connect_prefect, parse_phases, quiet_prefect
@@ -50,8 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("image", nargs="?", help="the image to review")
     run.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show Prefect's logs")
     run.add_argument("--sample", action="store_true", help="review the bundled sample image")
-    run.add_argument("--model", help="LiteLLM model string, or 'offline' / 'offline:896' (default: $MOSAIC_MODEL or offline)")
-    run.add_argument("--api-base", help="backend address, e.g. http://127.0.0.1:8080/v1 (default: $MOSAIC_API_BASE)")
+    batch_command.add_backend_options(run)
     run.add_argument("--density", default="light", help="quick 2×2, light 3×3, dense 4×4, max 5×5, or auto (default: light)")
     run.add_argument("--grid", help="COLSxROWS, overrides --density, e.g. 4x2")
     run.add_argument("--phases", default=",".join(DEFAULT_PHASES),
@@ -77,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "remove crops unused for --days")
     cache.add_argument("--days", type=float, default=30, help="with prune: age of unused crops to remove (default 30)")
     cache.set_defaults(func=cmd_cache)
+    batch_command.register(commands)
     compare_command.register(commands)
     open_command.register(commands)
     server_commands.register(commands)  # server, serve, history, show, rerun: Mosaic on a Prefect server
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if getattr(args, "no_cache", False):
             print("\nmosaic: interrupted; nothing was kept (--no-cache): the same command starts over", file=sys.stderr)
-        elif args.func in (cmd_run, compare_command.cmd_compare):
+        elif args.func in (cmd_run, compare_command.cmd_compare, batch_command.cmd_batch):
             print("\nmosaic: interrupted; finished calls are kept in the memo, run the same command to go on",
                   file=sys.stderr)
         else:
@@ -139,8 +139,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mosaic.pipeline import encoder_px
     from mosaic.tiles import choose_grid
 
-    settings = _settings(model=args.model, api_base=args.api_base, concurrency=args.concurrency, out_dir=args.out,
-                         input_px=args.input_px)
+    settings = _settings(model=args.model, api_base=batch_command.joined_api_base(args), concurrency=args.concurrency,
+                         out_dir=args.out, input_px=args.input_px, same_weights=args.same_weights)
     if args.sample:
         args.image = str(SAMPLE)
     if not args.image:

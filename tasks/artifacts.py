@@ -80,6 +80,29 @@ class RunArtifacts:
             description=f"The {state} review of {image}"))
 
 
+def batch_progress(images: int):
+    """A batch's progress artifact (images done of all); returns what updates it from the batch."""
+    progress_id = _safe("progress", lambda: _artifacts().create_progress_artifact(
+        0.0, description=f"Images of the batch reviewed or failed (of {images})"))
+
+    def update(batch) -> None:
+        done = sum(j.state in ("reviewed", "failed") for j in batch.jobs)
+        if progress_id:
+            _safe("progress", lambda: _artifacts().update_progress_artifact(progress_id, round(100.0 * done / images, 1)))
+
+    return update
+
+
+def batch_summary(summary: dict) -> None:
+    """A table of the batch's images: state, calls, report folder."""
+    rows = [{"image": Path(i["image"]).name, "state": i["state"], "made": (i["calls"] or {}).get("made", ""),
+             "cached": (i["calls"] or {}).get("cached", ""), "report_dir": i["report_dir"] or "",
+             "error": _cut(i["error"] or "", 90)} for i in summary["images"]]
+    totals = summary["totals"]
+    _safe("batch", lambda: _artifacts().create_table_artifact(
+        rows, description=f"Batch: {totals['reviewed']} of {totals['images']} images reviewed, {totals['failed']} failed"))
+
+
 def _artifacts():
     import prefect.artifacts
 

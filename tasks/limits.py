@@ -18,13 +18,14 @@ logger = logging.getLogger("mosaic.limits")
 
 
 @contextmanager
-def backend_slot(backend: Backend) -> Iterator[None]:
-    """Hold one slot of the backend's global concurrency limit (created when missing) around a model call.
+def backend_slot(backend: Backend, address: str | None = None) -> Iterator[None]:
+    """Hold one slot of the backend's global concurrency limit (created when missing) around a model call; of the
+    server at `address` when the backend has several.
 
     Only against a shared server (PREFECT_API_URL): each process gets its own temporary server otherwise, where a
     limit would coordinate nothing and still cost a round trip per call. A wait for a slot that other runs hold is
     logged, so a task run's duration can be read."""
-    name = backend.limit_name
+    name = backend.limit_name_of(address)
     if name is None or _api_url() == "ephemeral" or not _ensure_limit(name, load_settings().backend_slots, _api_url()):
         yield
         return

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import task
@@ -42,15 +41,10 @@ def prepare_image(image_path: str, density: str, grid: str | None, phases: list[
 # One task per work item (a view's phases, not each call): a Prefect task run costs tens of milliseconds of this
 # machine's time, as much as several calls to a local backend cost Mosaic itself (docs/bench/notes.md).
 @task(name="ask-model", task_run_name="{work.name}", **model_task)
-def ask_model(work: engine.Work, ctx: RunContext) -> list[ModelReply]:
-    """The work item's calls, each holding a slot of the backend's limit over every run on this Prefect server."""
-
-    @contextmanager
-    def slot():
-        with backend_slot(ctx.backend):
-            yield
-
-    return engine.ask(work, ctx, slot)
+def ask_model(work: engine.Work, ctx: RunContext, carried: dict[str, bytes] | None = None) -> list[ModelReply]:
+    """The work item's calls, each holding a slot of its server's limit over every run on this Prefect server.
+    carried: the crops it shows, for a worker on another machine (engine.carried_images)."""
+    return engine.ask(work, ctx, lambda address: backend_slot(ctx.backend, address), carried)
 
 
 # Named by kind in the UI, as the review's steps: orient, inspect-view, synthesize-tile, write-review.

@@ -1,0 +1,167 @@
+"""`mosaic-batch`: review every image of a folder or pattern in one flow run, the work of all of them in one stream
+of tasks, on threads of this process or on a Dask cluster (prefect-dask's DaskTaskRunner).
+
+The flow prepares each image and writes its report here; the model calls (the ask tasks) run where the task
+runner puts them. On a cluster of other machines a task carries the crops it shows, and the answers it brings
+back are kept in this machine's memo too, so a rerun from here makes only the calls still missing."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
+from prefect.futures import PrefectFuture, as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
+from prefect.utilities.annotations import quote
+
+from mosaic.batch import Batch, ImageJob, batch_images
+from mosaic.context import RunContext
+from mosaic.engine import Review, Work, carried_images
+from mosaic.pipeline import report_dir_name
+from mosaic.schema import DEFAULT_PHASES
+from mosaic.second_look import for_run
+from mosaic.settings import load_settings
+from tasks import ASK, prepare_image, save_report, synthesis_not_attempted
+from tasks.artifacts import batch_progress, batch_summary
+
+from .review import TASK_WORKERS
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    source = (flow_run.parameters or {}).get("images", "images")
+    name = Path(source).name if isinstance(source, str) else f"{len(source)}-images"
+    return f"batch-{name or 'images'}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+@flow(name="mosaic-batch", flow_run_name=_run_name, persist_result=False,
+      task_runner=ThreadPoolTaskRunner(max_workers=TASK_WORKERS))
+def review_batch(
+    images: str | list[str],
+    model: str = "offline",
+    api_base: str | None = None,
+    density: str = "light",
+    grid: str | None = None,
+    phases: list[str] = list(DEFAULT_PHASES),
+    out_dir: str = "mosaic-reports",
+    use_memo: bool = True,
+    concurrency: int | None = None,
+    second_look: bool | None = None,
+    carry_images: bool = False,
+    open_at_once: int = 4,
+) -> dict:
+    """Review every image; one that fails is named as failed and the others go on.
+
+    Args:
+        images: A folder, a glob pattern (photos/**/*.jpg) or a list of image paths.
+        api_base: The model server's address; several servers of the model comma-separated.
+        concurrency: Model calls in flight at once over the whole batch (default $MOSAIC_CONCURRENCY, at least
+            $MOSAIC_BACKEND_SLOTS per server).
+        carry_images: Each task carries the crops it shows (for workers on other machines, which do not share
+            this machine's cache folder).
+        open_at_once: Images prepared and reviewed at the same time.
+    """
+    logger = get_run_logger()
+    settings = load_settings(concurrency=concurrency)
+    ctx = RunContext.from_settings(settings, model, api_base, use_memo)
+    retry = dict(retries=settings.retries, retry_delay_seconds=exponential_backoff(backoff_factor=settings.retry_delay_s))
+    ask = {kind: task.with_options(**retry) for kind, task in ASK.items()}
+    batch = Batch(batch_images(images), open_at_once=open_at_once)
+    progress = batch_progress(len(batch.jobs))
+    running: dict[PrefectFuture, tuple[ImageJob, Work]] = {}
+    # Quoted inputs are not walked for futures on threads; prefect-dask's own walk turns a quote into a tuple.
+    wrap = quote if isinstance(FlowRunContext.get().task_runner, ThreadPoolTaskRunner) else (lambda value: value)
+
+    def open_images() -> None:
+        for job in batch.to_open():
+            try:
+                plan = prepare_image.with_options(task_run_name=f"prepare-{job.name}")(
+                    job.image, density, grid, phases, quote(ctx), quote(settings))
+            except Exception as e:  # a bad image is named as failed; the others go on
+                batch.failed_to_start(job, e)
+                logger.warning("%s failed: %s", job.name, job.error)
+                continue
+            folder = str(Path(out_dir) / report_dir_name(plan, ctx.backend))
+            batch.start(job, plan, folder, lambda p: Review(p, ctx, second_look=for_run(settings, ctx.backend, second_look)))
+
+    def write_ready() -> None:
+        for job in batch.ready():
+            while job.review.blocked:
+                tile, views = job.review.blocked.pop(0)
+                synthesis_not_attempted.with_options(task_run_name=f"{job.name}/synthesize-{tile}")(
+                    tile, views, return_state=True)
+            report = job.review.report(time.monotonic() - job.started)
+            report.report_dir = save_report.with_options(task_run_name=f"save-{job.name}")(
+                quote(report), quote(job.review.plan), job.folder, quote(ctx))
+            batch.finish(job, report)
+            logger.info("%s %s: %s", job.name, job.state, report.report_dir)
+            progress(batch)
+
+    try:
+        while True:
+            open_images()
+            write_ready()
+            for job, work in batch.next_work(ctx.concurrency - len(running)):
+                carried = wrap(carried_images(work, ctx)) if carry_images else None
+                task = ask[work.kind].with_options(task_run_name=f"{job.name}/{work.name}", tags=[f"image:{job.name}"])
+                running[task.submit(wrap(work), wrap(ctx), carried)] = (job, work)
+            if not running:
+                if batch.finished:
+                    break
+                if not batch.to_open() and not batch.ready():
+                    for job in batch.running:  # not expected: a review with nothing to ask that is not finished
+                        batch.failed_to_start(job, "nothing left that can be asked")
+                continue
+            future = next(as_completed(list(running)))
+            future.wait()
+            job, work = running.pop(future)
+            done = future.state.is_completed()
+            replies = future.result() if done else None
+            batch.settle(job, work, replies, None if done else future.result(raise_on_failure=False),
+                         remember=ctx.memo if carry_images and done else None)
+    finally:
+        ctx.discard_scratch()
+    summary = batch.summary()
+    batch_summary(summary)
+    totals = summary["totals"]
+    logger.info("batch: %d of %d images reviewed, %d failed; %d calls made, %d from the memo",
+                totals["reviewed"], totals["images"], totals["failed"], totals["calls_made"], totals["calls_cached"])
+    return summary
+
+
+def task_runner(runner: str = "threads", dask_address: str | None = None, concurrency: int = 2):
+    """threads: this process's threads. dask: prefect-dask's DaskTaskRunner, on the scheduler at dask_address, or on
+    a local cluster (distributed.LocalCluster: one worker process per core) started for the run."""
+    if runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=max(TASK_WORKERS, 2 * concurrency))
+    from prefect_dask import DaskTaskRunner
+
+    if dask_address:
+        return DaskTaskRunner(address=dask_address)
+    import os
+
+    workers = max(1, min(os.cpu_count() or 1, 4))
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": max(2, concurrency),
+                                          "processes": True, "dashboard_address": None})
+
+
+def run_batch(runner: str = "threads", dask_address: str | None = None, **parameters):
+    """Run the flow on the chosen task runner; returns the flow's final state."""
+    from prefect import tags
+
+    from mosaic.backend import Backend
+
+    from .review import heartbeats_only_on_a_shared_server
+
+    concurrency = parameters.get("concurrency") or load_settings().concurrency
+    model = parameters.get("model", "offline")
+    backend = Backend.create(model, parameters.get("api_base"), load_settings().offline_budget)
+    parameters.setdefault("carry_images", bool(dask_address))
+    with heartbeats_only_on_a_shared_server(), tags(*backend.tags(model), f"runner:{runner}"):
+        return review_batch.with_options(task_runner=task_runner(runner, dask_address, concurrency))(
+            **parameters, return_state=True)
