@@ -22,6 +22,7 @@ from .errors import BackendError, BadImage, RunFailed
 from .llm import cached_reply, call_model
 from .schema import CallStats, FinalReport, ModelCall, ModelReply, Observation, Plan, Reading, TileReport, View
 from .second_look import SecondLook, verification_boxes, zoom_boxes
+from .settings import load_settings
 from .text_regions import text_regions
 
 WorkKind = Literal["orientation", "view", "synthesis", "final"]
@@ -52,7 +53,10 @@ def ask(work: Work, ctx: RunContext,
     missing; a failure worth retrying is raised before one that is not, so a retry decision sees it.
     backend_slot(address): held around each network call only (a memo hit needs none), e.g. Prefect's concurrency
     limit of the server the call goes to (the one a ServerPool chose, when the backend has several).
-    carried: crops by sha256 (carried_images), stored here first when this cache folder lacks them."""
+    carried: crops by sha256 (carried_images), for a worker on another machine: it uses its own cache folder
+    (its MOSAIC_CACHE_DIR), where they are stored first."""
+    if carried is not None and ctx.use_memo:
+        ctx = ctx.model_copy(update={"cache_dir": str(load_settings().cache_dir)})
     pool = ctx.server_pool
     for sha, data in (carried or {}).items():
         if not ctx.blobs.has(sha):

@@ -17,6 +17,7 @@ from pathlib import Path
 import diskcache
 from diskcache.core import MODE_BINARY, MODE_RAW
 
+from .errors import BadOption
 from .images import sha256_hex
 
 FORMAT = 1
@@ -37,9 +38,37 @@ class SafeJSONDisk(diskcache.JSONDisk):
         return super().fetch(mode, filename, value, read)
 
 
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "ceph", "glusterfs", "lustre",
+                       "afs", "fuse.s3fs", "fuse.gcsfuse", "fuse.juicefs")
+
+
+def network_filesystem(directory: Path, mounts: str | None = None) -> tuple[str, str] | None:
+    """(type, mount point) when the folder is on a network file system, whose locks SQLite cannot trust; from
+    /proc/mounts (or the text given), None where it cannot be read."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return None
+    path = str(Path(directory).resolve())
+    best = None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (path == point or path.startswith(point.rstrip("/") + "/")) and (best is None or len(point) > len(best[1])):
+            best = (fields[2], point)
+    return best if best and best[0] in NETWORK_FILESYSTEMS else None
+
+
 class Memo:
     def __init__(self, directory: Path, size_limit_mb: int = 2048):
         self.directory = Path(directory)
+        remote = network_filesystem(self.directory)
+        if remote:
+            raise BadOption(f"the call memo is an SQLite database and cannot live on a network file system ({remote[0]} "
+                            f"at {remote[1]}): set MOSAIC_CACHE_DIR to a folder on this machine's disk")
         self.size_limit = size_limit_mb * 1024 * 1024
         try:
             self._cache = self._open()

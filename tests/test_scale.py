@@ -1,0 +1,206 @@
+"""Several servers of one model, batches of images on threads and on a Dask cluster, the memo's place."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port, make_photo, run_cli
+from mosaic.backend import Backend
+from mosaic.errors import BadOption
+from mosaic.memo import Memo, network_filesystem
+from mosaic.offline.server import Fault, ModelServer
+from mosaic.offline.stand_in import fake_vlm
+from mosaic.servers import ServerPool
+
+
+class Clock:
+    now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_the_pool_sends_each_call_to_the_least_busy_server_with_a_free_slot():
+    pool = ServerPool(["a", "b"], slots=2)
+    held = [pool.hold() for _ in range(4)]
+    chosen = [h.__enter__() for h in held]
+    assert sorted(chosen) == ["a", "a", "b", "b"] and chosen[:2] == ["a", "b"]
+    assert pool.choose() is None  # every slot of both servers is taken
+    held[1].__exit__(None, None, None)  # b frees one
+    assert pool.choose() == "b"
+
+
+def test_a_failing_server_cools_down_and_its_calls_go_to_the_other():
+    clock = Clock()
+    pool = ServerPool(["a", "b"], slots=2, cooldown_s=30, clock=clock)
+    with pytest.raises(ConnectionError), pool.hold() as first:
+        assert first == "a"
+        raise ConnectionError("refused")
+    assert [pool.choose() for _ in range(1)] == ["b"]
+    with pool.hold() as address:
+        assert address == "b"
+        assert pool.choose() == "b"  # a is cooling down although it has free slots
+    clock.now += 31
+    assert pool.choose() == "a"
+
+
+def test_a_bad_request_does_not_cool_a_server_down():
+    class Refused(Exception):
+        status_code = 400
+
+    pool = ServerPool(["a", "b"], slots=1)
+    with pytest.raises(Refused), pool.hold():
+        raise Refused()
+    assert pool.cool_until["a"] == 0.0
+
+
+def test_when_every_server_cools_down_the_one_back_first_is_used():
+    clock = Clock()
+    pool = ServerPool(["a", "b"], slots=1, cooldown_s=30, clock=clock)
+    for _ in range(2):
+        with pytest.raises(TimeoutError), pool.hold():
+            raise TimeoutError()
+        clock.now += 5
+    assert pool.choose() == "a"
+
+
+def test_several_addresses_and_the_memo_identity():
+    backend = Backend.create("openai/m", "http://b:1/v1/, http://a:1/v1")
+    assert backend.api_base == "http://b:1/v1" and backend.servers == ["http://b:1/v1", "http://a:1/v1"]
+    assert backend.pooled and backend.memo_address == "http://a:1/v1,http://b:1/v1"  # not which one answered
+    assert backend.limit_name_of("http://a:1/v1") != backend.limit_name_of("http://b:1/v1")
+    assert [t for t in backend.tags() if t.startswith("backend:")] == ["backend:http://b:1/v1", "backend:http://a:1/v1"]
+    single = Backend.create("openai/m", "http://a:1/v1")
+    assert not single.pooled and single.memo_address == "http://a:1/v1"  # today's keys
+    same = Backend.create("openai/m", "http://a:1/v1", same_weights=True)
+    assert same.pooled and same.memo_address is None
+
+
+def test_same_weights_share_answers_across_addresses(tmp_path, monkeypatch, photo):
+    import mosaic
+
+    monkeypatch.setenv("MOSAIC_SAME_WEIGHTS", "true")
+    with ModelServer(fake_vlm) as one:
+        first = mosaic.review(str(photo), model="openai/fake-vl", api_base=one.openai_base, phases=["text"])
+    with ModelServer(fake_vlm) as other:  # another address, the same weights: every answer is in the memo
+        again = mosaic.review(str(photo), model="openai/fake-vl", api_base=other.openai_base, phases=["text"])
+        assert again.calls.made == 0 and again.calls.cached == first.calls.total and not other.requests
+    monkeypatch.setenv("MOSAIC_SAME_WEIGHTS", "false")
+    with ModelServer(fake_vlm) as third:
+        keyed = mosaic.review(str(photo), model="openai/fake-vl", api_base=third.openai_base, phases=["text"])
+        assert keyed.calls.made == first.calls.total  # keys include the address
+
+
+@pytest.mark.parametrize("style", ["openai", "ollama"])
+def test_a_review_spreads_over_two_servers_and_goes_on_when_one_is_down(tmp_path, photo, style):
+    import mosaic
+
+    model = "openai/fake-vl" if style == "openai" else "ollama_chat/fake-vl"
+    with ModelServer(fake_vlm, latency=0.05, slots=2) as a, ModelServer(fake_vlm, latency=0.05, slots=2) as b:
+        base = (lambda s: s.openai_base) if style == "openai" else (lambda s: s.url)
+        bases = f"{base(a)},{base(b)}"
+        report = mosaic.review(str(photo), model=model, api_base=bases, phases=["text"], concurrency=4)
+        assert report.complete and len(a.requests) + len(b.requests) == report.calls.made
+        assert min(len(a.requests), len(b.requests)) >= 0.3 * report.calls.made
+        a.add_fault(Fault(status=503, times=-1))  # down from now on
+        by_a, by_b = len(a.chat_requests()), len(b.chat_requests())
+        other = make_photo(tmp_path / "other.png", size=(1000, 900))
+        again = mosaic.review(str(other), model=model, api_base=bases, phases=["text"], concurrency=4)
+        assert again.complete and len(b.chat_requests()) - by_b == again.calls.made
+        assert len(a.chat_requests()) == by_a and len(a.chat_requests(answered_only=False)) - by_a <= 4  # cooled down
+
+
+def test_the_memo_refuses_a_network_file_system(tmp_path, monkeypatch):
+    mounts = "srv:/export /mnt/team nfs4 rw 0 0\n/dev/vda1 / ext4 rw 0 0\n/dev/vdb /mnt/team/local ext4 rw 0 0\n"
+    assert network_filesystem(Path("/mnt/team/cache"), mounts) == ("nfs4", "/mnt/team")
+    assert network_filesystem(Path("/mnt/team/local/cache"), mounts) is None  # the deeper mount decides
+    assert network_filesystem(Path("/mnt/teams"), mounts) is None
+    monkeypatch.setattr("mosaic.memo.network_filesystem", lambda d: ("nfs4", "/mnt/team"))
+    with pytest.raises(BadOption, match="network file system"):
+        Memo(tmp_path / "memo")
+
+
+@pytest.fixture
+def folder(tmp_path):
+    images = tmp_path / "photos"
+    images.mkdir()
+    for i in range(3):
+        make_photo(images / f"p{i}.png", size=(1000 + 150 * i, 800))
+    return images
+
+
+def test_a_batch_reviews_every_image_names_the_failed_and_a_rerun_makes_only_the_missing_calls(tmp_path, folder):
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    with ModelServer(fake_vlm, slots=2) as a, ModelServer(fake_vlm, slots=2) as b:
+        args = ["batch", str(folder), "--model", "openai/fake-vl", "--api-base", a.openai_base, "--api-base",
+                b.openai_base, "--phases", "text", "--json", "--out", str(tmp_path / "out")]
+        code, out = run_cli(*args)
+        summary = json.loads(out)
+        assert code == 1  # one image failed
+        states = {Path(i["image"]).name: i["state"] for i in summary["images"]}
+        assert states == {"broken.jpg": "failed", "p0.png": "reviewed", "p1.png": "reviewed", "p2.png": "reviewed"}
+        assert summary["totals"]["reviewed"] == 3 and summary["totals"]["failed"] == 1
+        made = summary["totals"]["calls_made"]
+        assert made == len(a.requests) + len(b.requests) and a.requests and b.requests
+        for image in summary["images"][1:]:
+            assert (Path(image["report_dir"]) / "report.json").is_file() and image["calls"]["made"] > 0
+        (folder / "broken.jpg").unlink()
+        code, out = run_cli(*args)
+        again = json.loads(out)
+        assert code == 0 and again["totals"]["calls_made"] == 0 and len(a.requests) + len(b.requests) == made
+
+
+def test_a_batch_names_bad_input_in_one_line(tmp_path, capsys):
+    code, _ = run_cli("batch", str(tmp_path / "nowhere"))
+    assert code == 2 and "no such folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    code, _ = run_cli("batch", str(tmp_path / "empty"))
+    assert code == 2 and "no images" in capsys.readouterr().err
+    code, _ = run_cli("batch", str(tmp_path / "empty"), "--dask-address", "tcp://127.0.0.1:1")
+    assert code == 2 and "--runner dask" in capsys.readouterr().err
+
+
+def _dask_worker(scheduler: str, cache: Path) -> subprocess.Popen:
+    env = {**os.environ, "MOSAIC_CACHE_DIR": str(cache)}
+    return subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", scheduler, "--nthreads", "2",
+                             "--no-dashboard", "--no-nanny"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_a_batch_on_a_dask_cluster_whose_workers_have_memos_of_their_own(tmp_path, folder):
+    """Two worker processes, each with its own cache folder, as on two machines: the crops travel with the tasks,
+    every image is reviewed, and the answers are kept in this machine's memo as well."""
+    port = free_port()
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                  "--port", str(port), "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"tcp://127.0.0.1:{port}"
+    workers = [_dask_worker(address, tmp_path / f"worker{i}") for i in range(2)]
+    try:
+        from distributed import Client
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        with ModelServer(fake_vlm, slots=2) as server:
+            code, out = run_cli("batch", str(folder), "--model", "openai/fake-vl", "--api-base", server.openai_base,
+                                "--phases", "text", "--runner", "dask", "--dask-address", address, "--json")
+            summary = json.loads(out)
+            assert code == 0 and summary["totals"]["reviewed"] == 3
+            made = summary["totals"]["calls_made"]
+            assert made == len(server.requests) > 0
+            for i in range(2):  # both workers called the model and kept their answers
+                assert Memo(tmp_path / f"worker{i}").stats()["entries"] > 0
+            code, out = run_cli("batch", str(folder), "--model", "openai/fake-vl", "--api-base", server.openai_base,
+                                "--phases", "text", "--json")
+            assert code == 0 and json.loads(out)["totals"]["calls_made"] == 0 and len(server.requests) == made
+    finally:
+        for process in workers + [scheduler]:
+            process.terminate()
+        for process in workers + [scheduler]:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
