@@ -24,9 +24,11 @@ from mosaic.engine import Review, Work, carried_images
 from mosaic.pipeline import report_dir_name
 from mosaic.schema import DEFAULT_PHASES
 from mosaic.second_look import for_run
+from mosaic.servers import ServerPool
 from mosaic.settings import load_settings
 from tasks import ASK, prepare_image, save_report, synthesis_not_attempted
 from tasks.artifacts import batch_progress, batch_summary
+from tasks.limits import leased_servers
 
 from .review import TASK_WORKERS
 
@@ -102,28 +104,52 @@ def review_batch(
             logger.info("%s %s: %s", job.name, job.state, report.report_dir)
             progress(batch)
 
+    # The flow gives each call its server and slot, exactly, wherever the task runs; the batch holds every slot of
+    # each server's Prefect limit meanwhile (leased_servers), so other runs wait instead of overloading them.
+    servers = ServerPool(ctx.backend.addresses, settings.backend_slots) if ctx.backend.addresses else None
+    in_flight = min(ctx.concurrency, settings.backend_slots * len(servers.addresses)) if servers else ctx.concurrency
+    addressed: dict[PrefectFuture, str] = {}
+
+    def submit() -> None:
+        while len(running) < in_flight:
+            address = servers.try_acquire() if servers else None
+            if servers and address is None:
+                return
+            handed = batch.next_work(1)
+            if not handed:
+                if address:
+                    servers.release(address, None)
+                return
+            job, work = handed[0]
+            carried = wrap(carried_images(work, ctx)) if carry_images else None
+            task = ask[work.kind].with_options(task_run_name=f"{job.name}/{work.name}", tags=[f"image:{job.name}"])
+            future = task.submit(wrap(work), wrap(ctx), carried, servers.failover_order(address) if address else None)
+            running[future] = (job, work)
+            if address:
+                addressed[future] = address
+
     try:
-        while True:
-            open_images()
-            write_ready()
-            for job, work in batch.next_work(ctx.concurrency - len(running)):
-                carried = wrap(carried_images(work, ctx)) if carry_images else None
-                task = ask[work.kind].with_options(task_run_name=f"{job.name}/{work.name}", tags=[f"image:{job.name}"])
-                running[task.submit(wrap(work), wrap(ctx), carried)] = (job, work)
-            if not running:
-                if batch.finished:
-                    break
-                if not batch.to_open() and not batch.ready():
-                    for job in batch.running:  # not expected: a review with nothing to ask that is not finished
-                        batch.failed_to_start(job, "nothing left that can be asked")
-                continue
-            future = next(as_completed(list(running)))
-            future.wait()
-            job, work = running.pop(future)
-            done = future.state.is_completed()
-            replies = future.result() if done else None
-            batch.settle(job, work, replies, None if done else future.result(raise_on_failure=False),
-                         remember=ctx.memo if carry_images and done else None)
+        with leased_servers(ctx.backend, settings.backend_slots):
+            while True:
+                open_images()
+                write_ready()
+                submit()
+                if not running:
+                    if batch.finished:
+                        break
+                    if not batch.to_open() and not batch.ready():
+                        for job in batch.running:  # not expected: a review with nothing to ask that is not finished
+                            batch.failed_to_start(job, "nothing left that can be asked")
+                    continue
+                future = next(as_completed(list(running)))
+                future.wait()
+                job, work = running.pop(future)
+                done = future.state.is_completed()
+                replies = future.result() if done else None
+                error = None if done else future.result(raise_on_failure=False)
+                if future in addressed:
+                    servers.release(addressed.pop(future), error if isinstance(error, BaseException) else None)
+                batch.settle(job, work, replies, error, remember=ctx.memo if carry_images and done else None)
     finally:
         ctx.discard_scratch()
     summary = batch.summary()

@@ -45,16 +45,30 @@ def carried_images(work: Work, ctx: RunContext) -> dict[str, bytes]:
     return {sha: blobs.get(sha) for call in work.calls for sha in call.images}
 
 
+def ask_at(work: Work, ctx: RunContext, addresses: list[str], carried: dict[str, bytes] | None = None) -> list[ModelReply]:
+    """ask at the first server; when it fails as a server that is down does (no answer, 5xx, 429), at the next:
+    what is answered is in the memo, so each server is asked only what is missing."""
+    for i, address in enumerate(addresses):
+        try:
+            return ask(work, ctx, carried=carried, address=address)
+        except BackendError as e:
+            if i == len(addresses) - 1 or not e.retryable:
+                raise
+    raise AssertionError("no address")
+
+
 def ask(work: Work, ctx: RunContext,
         backend_slot: Callable[[str | None], AbstractContextManager] = lambda address: nullcontext(),
-        carried: dict[str, bytes] | None = None) -> list[ModelReply]:
+        carried: dict[str, bytes] | None = None, address: str | None = None) -> list[ModelReply]:
     """Make a work item's calls, one after another (it holds one backend slot's worth of work). Every call is
     attempted before a failure is raised, so what was answered is in the memo and a retry makes only what is
     missing; a failure worth retrying is raised before one that is not, so a retry decision sees it.
     backend_slot(address): held around each network call only (a memo hit needs none), e.g. Prefect's concurrency
     limit of the server the call goes to (the one a ServerPool chose, when the backend has several).
     carried: crops by sha256 (carried_images), for a worker on another machine: it uses its own cache folder
-    (its MOSAIC_CACHE_DIR), where they are stored first."""
+    (its MOSAIC_CACHE_DIR), where they are stored first.
+    address: the server to call, when the driver chose it (a batch holds every server's slots itself); no slot is
+    taken here then."""
     if carried is not None and ctx.use_memo:
         ctx = ctx.model_copy(update={"cache_dir": str(load_settings().cache_dir)})
     pool = ctx.server_pool
@@ -64,13 +78,16 @@ def ask(work: Work, ctx: RunContext,
 
     @contextmanager
     def slot() -> Iterator[str | None]:
+        if address is not None:
+            yield address
+            return
         with ctx.in_flight:
             if pool is None:
                 with backend_slot(None):
                     yield None
                 return
-            with pool.hold() as address, backend_slot(address):
-                yield address
+            with pool.hold() as chosen, backend_slot(chosen):
+                yield chosen
 
     blobs, memo, complete = ctx.blobs, ctx.memo, ctx.complete  # once per item, not per call
     replies, failures = [], []

@@ -26,7 +26,7 @@ class ServerPool:
         self.calls = {a: 0 for a in self.addresses}
         self.failures = {a: 0 for a in self.addresses}
         self.cool_until = {a: 0.0 for a in self.addresses}
-        self._changed = threading.Condition()
+        self._changed = threading.Condition(threading.RLock())
 
     def choose(self) -> str | None:
         """The server the next call goes to, or None when every usable one is full. A server cooling down is used
@@ -37,34 +37,54 @@ class ServerPool:
         free = [a for a in usable if self.in_flight[a] < self.slots]
         return min(free, key=lambda a: (self.in_flight[a], self.calls[a])) if free else None
 
+    def acquire(self) -> str:
+        """A slot of one server (waits for one); give it back with release."""
+        with self._changed:
+            while (address := self.try_acquire()) is None:
+                self._changed.wait(timeout=1.0)  # a cooldown may end without a release
+            return address
+
+    def try_acquire(self) -> str | None:
+        """A slot of one server, or None at once when none is free."""
+        with self._changed:
+            address = self.choose()
+            if address is not None:
+                self.in_flight[address] += 1
+                self.calls[address] += 1
+            return address
+
+    def failover_order(self, first: str) -> list[str]:
+        """The chosen server, then the others (least recently failed first): where a call goes when one is down."""
+        return [first] + sorted((a for a in self.addresses if a != first), key=self.cool_until.get)
+
+    def release(self, address: str, error: BaseException | None = None) -> None:
+        """A failure that says the server is down or overloaded (no answer, a timeout, 5xx, 429) cools it down, so
+        the retry goes to another."""
+        with self._changed:
+            self.in_flight[address] -= 1
+            if error is not None and server_trouble(error):
+                self.failures[address] += 1
+                self.cool_until[address] = self.clock() + self.cooldown_s
+            elif error is None:
+                self.failures[address] = 0
+            self._changed.notify()
+
     @contextmanager
     def hold(self) -> Iterator[str]:
-        """A slot of one server, around one call. A failure that says the server is down or overloaded (no answer,
-        a timeout, 5xx, 429) cools it down, so the retry goes to another."""
-        with self._changed:
-            while (address := self.choose()) is None:
-                self._changed.wait(timeout=1.0)  # a cooldown may end without a release
-            self.in_flight[address] += 1
-            self.calls[address] += 1
+        """A slot of one server, around one call."""
+        address = self.acquire()
         try:
             yield address
         except Exception as e:
-            with self._changed:
-                if server_trouble(e):
-                    self.failures[address] += 1
-                    self.cool_until[address] = self.clock() + self.cooldown_s
+            self.release(address, e)
             raise
-        else:
-            with self._changed:
-                self.failures[address] = 0
-        finally:
-            with self._changed:
-                self.in_flight[address] -= 1
-                self._changed.notify()
+        self.release(address)
 
 
 def server_trouble(error: Exception) -> bool:
     """The server, not the request: no HTTP status (refused, reset, timed out), 5xx or 429."""
+    if hasattr(error, "retryable"):  # already classified (mosaic.llm.classify)
+        return bool(error.retryable)
     status = getattr(error, "status_code", None)
     return not isinstance(status, int) or status >= 500 or status == 429
 

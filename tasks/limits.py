@@ -78,3 +78,21 @@ def _ensure_limit(name: str, slots: int, api_url: str) -> bool:
     except Exception as e:  # an old server, a server without the API, a network blip: run unlimited
         logger.warning("no concurrency limit for %s (%s: %s); calls are not limited across runs", name, type(e).__name__, e)
         return False
+
+
+@contextmanager
+def leased_servers(backend: Backend, slots: int) -> Iterator[None]:
+    """Every slot of each of the backend's servers, held for a whole batch: the batch's flow then gives them to its
+    calls itself, exactly, wherever they run. A slot taken per call costs ~190 ms of round trips to the Prefect
+    server and, with the limit full, waits of seconds for slots just released (docs/bench/scale.md)."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        if _api_url() != "ephemeral":
+            from prefect.concurrency.sync import concurrency
+
+            for address in backend.addresses or [None]:
+                name = backend.limit_name_of(address)
+                if name and _ensure_limit(name, slots, _api_url()):
+                    stack.enter_context(concurrency(name, occupy=slots, strict=False))
+        yield

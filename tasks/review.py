@@ -41,10 +41,14 @@ def prepare_image(image_path: str, density: str, grid: str | None, phases: list[
 # One task per work item (a view's phases, not each call): a Prefect task run costs tens of milliseconds of this
 # machine's time, as much as several calls to a local backend cost Mosaic itself (docs/bench/notes.md).
 @task(name="ask-model", task_run_name="{work.name}", **model_task)
-def ask_model(work: engine.Work, ctx: RunContext, carried: dict[str, bytes] | None = None) -> list[ModelReply]:
+def ask_model(work: engine.Work, ctx: RunContext, carried: dict[str, bytes] | None = None,
+              addresses: list[str] | None = None) -> list[ModelReply]:
     """The work item's calls, each holding a slot of its server's limit over every run on this Prefect server.
-    carried: the crops it shows, for a worker on another machine (engine.carried_images)."""
-    return engine.ask(work, ctx, lambda address: backend_slot(ctx.backend, address), carried)
+    carried: the crops it shows, for a worker on another machine (engine.carried_images). addresses: the server the
+    batch chose (it holds the slot), then the others to fail over to (flows/batch.py)."""
+    if addresses:
+        return engine.ask_at(work, ctx, addresses, carried)
+    return engine.ask(work, ctx, lambda server: backend_slot(ctx.backend, server), carried)
 
 
 # Named by kind in the UI, as the review's steps: orient, inspect-view, synthesize-tile, write-review.

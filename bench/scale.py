@@ -1,0 +1,167 @@
+"""Scale-out: a batch of images through `mosaic batch --runner dask` (a local Dask cluster: worker processes) against
+two stand-in servers in processes of their own, each answering 2 calls at a time with a fixed latency; Mosaic's
+local Prefect server holds each server's limit across the workers. And how calls are spread over the two servers:
+LiteLLM's Router (least-busy, simple-shuffle) against Mosaic's ServerPool, in one process.
+
+    python -m bench.scale            # writes docs/bench/scale.json and scale.md (~4 min)"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bench.backend import BackendProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "bench"
+LATENCY_S, SLOTS, IMAGES = 0.5, 2, 6
+PREFECT_PORT = 4293
+
+
+def photos(folder: Path, n: int) -> list[Path]:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import make_photo  # the tests' textured photo: no blank views
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return [make_photo(folder / f"photo{i}.png", size=(1200 + 100 * i, 900)) for i in range(n)]
+
+
+def env(work: Path) -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "PREFECT_HOME": str(work / "prefect"), "MOSAIC_CACHE_DIR": str(work / "memo"),
+            "MOSAIC_PREFECT_SERVER": "local", "MOSAIC_SERVER_PORT": str(PREFECT_PORT),
+            "MOSAIC_BACKEND_SLOTS": str(SLOTS), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+
+
+def batch_on_dask(work: Path) -> dict:
+    images = photos(work / "photos", IMAGES)
+    with BackendProcess(latency=LATENCY_S, slots=SLOTS) as a, BackendProcess(latency=LATENCY_S, slots=SLOTS) as b:
+        argv = [sys.executable, "-m", "mosaic_cli", "batch", str(work / "photos"), "--model", "openai/fake-vl",
+                "--api-base", a.openai_base, "--api-base", b.openai_base, "--phases", "text", "--no-second-look",
+                "--runner", "dask", "--json", "--out", str(work / "reports")]
+        started = time.monotonic()
+        done = subprocess.run(argv, cwd=ROOT, env=env(work), capture_output=True, text=True)
+        elapsed = time.monotonic() - started
+    if done.returncode != 0:
+        raise SystemExit(f"mosaic batch failed ({done.returncode}): {done.stderr[-2000:]}")
+    summary = json.loads(done.stdout)
+    answered = {name: [r for r in s.requests if r.status == 200] for name, s in (("a", a), ("b", b))}
+    calls = sum(len(r) for r in answered.values())
+    every = [r for rs in answered.values() for r in rs]
+    span = max(r.finished for r in every) - min(r.started for r in every)
+    bound = calls * LATENCY_S / (2 * SLOTS)
+    peak = {name: peak_in_flight(rs) for name, rs in answered.items()}
+    return {
+        "images": len(images), "reviewed": summary["totals"]["reviewed"], "failed": summary["totals"]["failed"],
+        "calls": calls, "calls_by_server": {k: len(v) for k, v in answered.items()},
+        "share_by_server": {k: round(len(v) / calls, 3) for k, v in answered.items()},
+        "peak_in_flight_by_server": peak, "latency_s": LATENCY_S, "slots_per_server": SLOTS,
+        "backend_span_s": round(span, 2), "bound_s": round(bound, 2), "span_over_bound": round(span / bound, 3),
+        "command_s": round(elapsed, 1), "batch_s": summary["totals"]["seconds"],
+    }
+
+
+def peak_in_flight(requests) -> int:
+    events = sorted([(r.started, 1) for r in requests] + [(r.finished, -1) for r in requests])
+    level = peak = 0
+    for _, step in events:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+def spreading(calls: int = 80, latency: float = 0.2) -> dict:
+    """Calls from 4 threads of one process over two servers of 2 slots: where each went and the span's ratio to its
+    bound, for the Router's strategies and for the ServerPool."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+    from litellm import Router
+
+    from mosaic.servers import ServerPool
+
+    results = {}
+    messages = [{"role": "user", "content": "hi"}]
+    with BackendProcess(latency=latency, slots=2) as a, BackendProcess(latency=latency, slots=2) as b:
+        bases = [a.openai_base, b.openai_base]
+        for strategy in ("least-busy", "simple-shuffle"):
+            router = Router(model_list=[{"model_name": "pool", "litellm_params": {
+                "model": "openai/fake-vl", "api_base": u, "api_key": "x"}} for u in bases],
+                routing_strategy=strategy, num_retries=0)
+
+            def by_router(_):
+                return router.completion(model="pool", messages=messages, max_tokens=10)._hidden_params["api_base"]
+
+            results[f"router {strategy}"] = _timed(by_router, calls, latency)
+        pool = ServerPool(bases, slots=2)
+
+        def by_pool(_):
+            with pool.hold() as address:
+                litellm.completion(model="openai/fake-vl", api_base=address, api_key="x", messages=messages, max_tokens=10)
+            return address
+
+        results["mosaic ServerPool"] = _timed(by_pool, calls, latency)
+    return results
+
+
+def _timed(call, calls: int, latency: float) -> dict:
+    call(None)  # warm: imports, clients
+    started = time.monotonic()
+    with ThreadPoolExecutor(4) as threads:
+        where = list(threads.map(call, range(calls)))
+    span = time.monotonic() - started
+    return {"calls_by_server": sorted(Counter(where).values()), "span_over_bound": round(span / (calls * latency / 4), 3)}
+
+
+def render(result: dict) -> str:
+    d = result["dask_batch"]
+    lines = [
+        "# Scale-out benchmark", "", f"`python -m bench.scale`, {result['date']}, {result['cpus']} cores.", "",
+        f"## A batch on a local Dask cluster, two servers", "",
+        f"{d['images']} images (`--phases text --no-second-look`, light) through `mosaic batch --runner dask` against two "
+        f"stand-in servers in their own processes, each answering {d['slots_per_server']} calls at a time in "
+        f"{d['latency_s']} s; Mosaic's local Prefect server holds each server's limit across the worker processes.", "",
+        "| figure | value | target |", "|---|---|---|",
+        f"| images reviewed | {d['reviewed']} of {d['images']} ({d['failed']} failed) | all |",
+        f"| calls | {d['calls']} (a {d['calls_by_server']['a']}, b {d['calls_by_server']['b']}) | |",
+        f"| share of the calls, each server | a {d['share_by_server']['a']}, b {d['share_by_server']['b']} | ≥ 0.30 "
+        f"{'✓' if min(d['share_by_server'].values()) >= 0.3 else '✗'} |",
+        f"| most calls in flight at one server | a {d['peak_in_flight_by_server']['a']}, b "
+        f"{d['peak_in_flight_by_server']['b']} | ≤ {d['slots_per_server']} |",
+        f"| span of backend work / its bound (calls × latency / 4 slots = {d['bound_s']} s) | {d['backend_span_s']} s: "
+        f"**{d['span_over_bound']}×** | ≤ 1.3 {'✓' if d['span_over_bound'] <= 1.3 else '✗'} |",
+        f"| whole command (Dask cluster start, Prefect, 6 images) | {d['command_s']} s | |", "",
+        "## Choosing the server of each call (one process, 4 threads, 2 servers × 2 slots, 0.2 s per call)", "",
+        "| chooser | calls per server | span / bound |", "|---|---|---|",
+    ]
+    for name, r in result["spreading"].items():
+        lines.append(f"| {name} | {', '.join(map(str, r['calls_by_server']))} | {r['span_over_bound']}× |")
+    lines += ["", "The Router's strategies choose without the servers' slots, so a call sometimes queues at a full "
+              "server while the other has a free slot; the ServerPool sends each call to a server with a free slot.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="mosaic-bench-scale-"))
+    try:
+        result = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "spreading": spreading(),
+                  "dask_batch": batch_on_dask(work)}
+    finally:
+        subprocess.run([sys.executable, "-m", "mosaic_cli", "server", "stop"], cwd=ROOT, env=env(work),
+                       capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    DOCS.mkdir(parents=True, exist_ok=True)
+    (DOCS / "scale.json").write_text(json.dumps(result, indent=1) + "\n")
+    (DOCS / "scale.md").write_text(render(result))
+    print(render(result))
+
+
+if __name__ == "__main__":
+    main()
