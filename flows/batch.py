@@ -7,13 +7,17 @@ back are kept in this machine's memo too, so a rerun from here makes only the ca
 
 from __future__ import annotations
 
+import contextvars
+import queue
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
@@ -79,17 +83,30 @@ def review_batch(
     # Quoted inputs are not walked for futures on threads; prefect-dask's own walk turns a quote into a tuple.
     wrap = quote if isinstance(FlowRunContext.get().task_runner, ThreadPoolTaskRunner) else (lambda value: value)
 
-    def open_images() -> None:
-        for job in batch.to_open():
-            try:
-                plan = prepare_image.with_options(task_run_name=f"prepare-{job.name}")(
-                    job.image, density, grid, phases, quote(ctx), quote(settings))
-            except Exception as e:  # a bad image is named as failed; the others go on
-                batch.failed_to_start(job, e)
-                logger.warning("%s failed: %s", job.name, job.error)
-                continue
-            folder = str(Path(out_dir) / report_dir_name(plan, ctx.backend))
-            batch.start(job, plan, folder, lambda p: Review(p, ctx, second_look=for_run(settings, ctx.backend, second_look)))
+    # Preparing an image and writing a report take this process seconds: done on two threads beside the loop, so
+    # the servers are not left waiting. Every finished task and side job arrives on one queue.
+    finished: queue.Queue = queue.Queue()
+    side = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mosaic-batch")
+    side_jobs = 0
+
+    def on_side(kind: str, job: ImageJob, do: Callable) -> None:
+        nonlocal side_jobs
+        side_jobs += 1
+        side.submit(contextvars.copy_context().run, do).add_done_callback(lambda f: finished.put((kind, job, f)))
+
+    def prepare(job: ImageJob):
+        return prepare_image.with_options(task_run_name=f"prepare-{job.name}")(
+            job.image, density, grid, phases, quote(ctx), quote(settings))
+
+    def opened(job: ImageJob, outcome) -> None:
+        try:
+            plan = outcome.result()
+        except Exception as e:  # a bad image is named as failed; the others go on
+            batch.failed_to_start(job, e)
+            logger.warning("%s failed: %s", job.name, job.error)
+            return
+        folder = str(Path(out_dir) / report_dir_name(plan, ctx.backend))
+        batch.start(job, plan, folder, lambda p: Review(p, ctx, second_look=for_run(settings, ctx.backend, second_look)))
 
     def write_ready() -> None:
         for job in batch.ready():
@@ -98,11 +115,20 @@ def review_batch(
                 synthesis_not_attempted.with_options(task_run_name=f"{job.name}/synthesize-{tile}")(
                     tile, views, return_state=True)
             report = job.review.report(time.monotonic() - job.started)
-            report.report_dir = save_report.with_options(task_run_name=f"save-{job.name}")(
-                quote(report), quote(job.review.plan), job.folder, quote(ctx))
-            batch.finish(job, report)
-            logger.info("%s %s: %s", job.name, job.state, report.report_dir)
-            progress(batch)
+            plan = job.review.plan
+            on_side("saved", job, lambda job=job, report=report, plan=plan: (
+                report, save_report.with_options(task_run_name=f"save-{job.name}")(
+                    quote(report), quote(plan), job.folder, quote(ctx))))
+
+    def saved(job: ImageJob, outcome) -> None:
+        try:
+            report, report.report_dir = outcome.result()
+        except Exception as e:  # the report could not be written: the image failed, the others go on
+            batch.failed_to_start(job, e)
+            return
+        batch.finish(job, report)
+        logger.info("%s %s: %s", job.name, job.state, report.report_dir)
+        progress(batch)
 
     # The flow gives each call its server and slot, exactly, wherever the task runs; the batch holds every slot of
     # each server's Prefect limit meanwhile (leased_servers), so other runs wait instead of overloading them.
@@ -127,30 +153,37 @@ def review_batch(
             running[future] = (job, work)
             if address:
                 addressed[future] = address
+            future.add_done_callback(lambda f: finished.put(("asked", None, f)))
+
+    def asked(future: PrefectFuture) -> None:
+        future.wait()
+        job, work = running.pop(future)
+        done = future.state.is_completed()
+        replies = future.result() if done else None
+        error = None if done else future.result(raise_on_failure=False)
+        if future in addressed:
+            servers.release(addressed.pop(future), error if isinstance(error, BaseException) else None)
+        batch.settle(job, work, replies, error, remember=ctx.memo if carry_images and done else None)
 
     try:
         with leased_servers(ctx.backend, settings.backend_slots):
-            while True:
-                open_images()
+            while not batch.finished:
+                for job in batch.to_open():
+                    on_side("opened", job, lambda job=job: prepare(job))
                 write_ready()
                 submit()
-                if not running:
-                    if batch.finished:
-                        break
-                    if not batch.to_open() and not batch.ready():
-                        for job in batch.running:  # not expected: a review with nothing to ask that is not finished
-                            batch.failed_to_start(job, "nothing left that can be asked")
+                if not running and not side_jobs:
+                    for job in batch.running:  # not expected: a review with nothing to ask that is not finished
+                        batch.failed_to_start(job, "nothing left that can be asked")
                     continue
-                future = next(as_completed(list(running)))
-                future.wait()
-                job, work = running.pop(future)
-                done = future.state.is_completed()
-                replies = future.result() if done else None
-                error = None if done else future.result(raise_on_failure=False)
-                if future in addressed:
-                    servers.release(addressed.pop(future), error if isinstance(error, BaseException) else None)
-                batch.settle(job, work, replies, error, remember=ctx.memo if carry_images and done else None)
+                kind, job, outcome = finished.get()
+                if kind == "asked":
+                    asked(outcome)
+                    continue
+                side_jobs -= 1
+                (opened if kind == "opened" else saved)(job, outcome)
     finally:
+        side.shutdown(wait=True)
         ctx.discard_scratch()
     summary = batch.summary()
     batch_summary(summary)

@@ -41,7 +41,7 @@ def batch_images(source: str | list[str]) -> list[Path]:
 class ImageJob:
     image: str
     name: str  # unique in the batch, for task names: the file name, or its path relative to the others'
-    state: str = "pending"  # pending, running, reviewed, failed
+    state: str = "pending"  # pending, opening (being prepared), running, saving (its report), reviewed, failed
     review: Review | None = None
     folder: str | None = None
     report: FinalReport | None = None
@@ -78,8 +78,13 @@ class Batch:
         its work in flight (a review waiting on its last answers leaves the backend idle otherwise)."""
         pending = [j for j in self.jobs if j.state == "pending"]
         running = self.running
-        starved = bool(running) and not any(j.review.waiting for j in running) and len(running) < 2 * self.open_at_once
-        return pending[:max(0, self.open_at_once - len(running)) or int(starved)]
+        opening = sum(j.state == "opening" for j in self.jobs)
+        starved = (bool(running) and not opening and not any(j.review.waiting for j in running)
+                   and len(running) < 2 * self.open_at_once)
+        chosen = pending[:max(0, self.open_at_once - len(running) - opening) or int(starved)]
+        for job in chosen:
+            job.state = "opening"
+        return chosen
 
     def start(self, job: ImageJob, plan: Plan, folder: str, review: Callable[[Plan], Review]) -> None:
         job.state, job.folder, job.started = "running", folder, time.monotonic()
@@ -116,8 +121,11 @@ class Batch:
         job.review.settle(work, replies, error)
 
     def ready(self) -> list[ImageJob]:
-        """Running reviews with nothing left to ask: their reports are due."""
-        return [j for j in self.running if j.review.finished]
+        """Running reviews with nothing left to ask: their reports are due (each is handed out once)."""
+        due = [j for j in self.running if j.review.finished]
+        for job in due:
+            job.state = "saving"
+        return due
 
     def finish(self, job: ImageJob, report: FinalReport) -> None:
         """The report written (report.report_dir): the image is reviewed, or failed with the tiles that failed."""
