@@ -8,6 +8,7 @@ back are kept in this machine's memo too, so a rerun from here makes only the ca
 from __future__ import annotations
 
 import contextvars
+import os
 import queue
 import time
 from collections.abc import Callable
@@ -202,8 +203,6 @@ def task_runner(runner: str = "threads", dask_address: str | None = None, concur
 
     if dask_address:
         return DaskTaskRunner(address=dask_address)
-    import os
-
     workers = max(1, min(os.cpu_count() or 1, 4))
     return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": max(2, concurrency),
                                           "processes": True, "dashboard_address": None})

@@ -16,7 +16,7 @@ from .engine import Review, Work
 from .errors import BadOption
 from .inbox import IMAGE_SUFFIXES
 from .memo import Memo
-from .schema import CallStats, FinalReport, Plan
+from .schema import FinalReport, Plan
 
 
 def batch_images(source: str | list[str]) -> list[Path]:
@@ -47,11 +47,10 @@ class ImageJob:
     report: FinalReport | None = None
     error: str | None = None
     started: float = 0.0
-    calls: CallStats | None = None
     in_flight: int = 0
 
     def summary(self) -> dict:
-        calls = self.calls.model_dump() if self.calls else None
+        calls = self.report.calls.model_dump() if self.report else None
         report_dir = self.report.report_dir if self.report else self.folder
         return {"image": self.image, "state": self.state, "report_dir": report_dir, "calls": calls, "error": self.error}
 
@@ -129,7 +128,7 @@ class Batch:
 
     def finish(self, job: ImageJob, report: FinalReport) -> None:
         """The report written (report.report_dir): the image is reviewed, or failed with the tiles that failed."""
-        job.report, job.calls = report, report.calls
+        job.report = report
         job.state = "reviewed" if report.complete else "failed"
         if not report.complete:
             job.error = _one_line(job.review.failure(report.report_dir, None))
@@ -145,7 +144,7 @@ class Batch:
         totals = {"images": len(images), "reviewed": sum(j.state == "reviewed" for j in self.jobs),
                   "failed": sum(j.state == "failed" for j in self.jobs)}
         for key in ("planned", "made", "cached", "failed"):
-            totals[f"calls_{key}"] = sum(j.calls.model_dump()[key] for j in self.jobs if j.calls)
+            totals[f"calls_{key}"] = sum(getattr(j.report.calls, key) for j in self.jobs if j.report)
         totals["seconds"] = round(time.monotonic() - self.started, 2)
         return {"images": images, "totals": totals}
 

@@ -71,10 +71,10 @@ def ask(work: Work, ctx: RunContext,
     taken here then."""
     if carried is not None and ctx.use_memo:
         ctx = ctx.model_copy(update={"cache_dir": str(load_settings().cache_dir)})
-    pool = ctx.server_pool
+    pool, blobs = ctx.server_pool, ctx.blobs
     for sha, data in (carried or {}).items():
-        if not ctx.blobs.has(sha):
-            ctx.blobs.put(data)
+        if not blobs.has(sha):
+            blobs.put(data)
 
     @contextmanager
     def slot() -> Iterator[str | None]:
@@ -89,7 +89,7 @@ def ask(work: Work, ctx: RunContext,
             with pool.hold() as chosen, backend_slot(chosen):
                 yield chosen
 
-    blobs, memo, complete = ctx.blobs, ctx.memo, ctx.complete  # once per item, not per call
+    memo, complete = ctx.memo, ctx.complete  # once per item, not per call
     replies, failures = [], []
     for call in work.calls:
         try:

@@ -73,12 +73,14 @@ class ServerPool:
     def hold(self) -> Iterator[str]:
         """A slot of one server, around one call."""
         address = self.acquire()
+        error = None
         try:
             yield address
         except Exception as e:
-            self.release(address, e)
+            error = e
             raise
-        self.release(address)
+        finally:
+            self.release(address, error)
 
 
 def server_trouble(error: Exception) -> bool:
