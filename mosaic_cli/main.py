@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import mosaic
@@ -89,25 +91,46 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, lambda *_: _interrupt(args))
     try:
         return args.func(args)
     except MosaicError as e:
         print(f"mosaic: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        if getattr(args, "no_cache", False):
-            print("\nmosaic: interrupted; nothing was kept (--no-cache): the same command starts over", file=sys.stderr)
-        elif args.func in (cmd_run, compare_command.cmd_compare, batch_command.cmd_batch):
-            print("\nmosaic: interrupted; finished calls are kept in the memo, run the same command to go on",
-                  file=sys.stderr)
-        else:
-            print("\nmosaic: interrupted", file=sys.stderr)
+        print(f"\n{_interrupted_line(args)}", file=sys.stderr)
         return 130
     except Exception as e:  # a bug: still one line, and the details with -v
         if args.verbose:
             raise
         print(f"mosaic: unexpected error: {type(e).__name__}: {_one_line(e)} (run with -v for details)", file=sys.stderr)
         return 1
+
+
+INTERRUPT_GRACE_S = 10
+
+
+def _interrupted_line(args: argparse.Namespace) -> str:
+    if getattr(args, "no_cache", False):
+        return "mosaic: interrupted; nothing was kept (--no-cache): the same command starts over"
+    if args.func in (cmd_run, compare_command.cmd_compare, batch_command.cmd_batch):
+        return "mosaic: interrupted; finished calls are kept in the memo, run the same command to go on"
+    return "mosaic: interrupted"
+
+
+def _interrupt(args: argparse.Namespace) -> None:
+    """Ctrl-C: KeyboardInterrupt in the main thread, and out within INTERRUPT_GRACE_S even when a worker thread or
+    Prefect's engine holds the exit (finished calls are already in the memo; a second Ctrl-C leaves at once)."""
+    def leave() -> None:
+        print(f"\n{_interrupted_line(args)}", file=sys.stderr, flush=True)
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, lambda *_: leave())
+    timer = threading.Timer(INTERRUPT_GRACE_S, leave)
+    timer.daemon = True
+    timer.start()
+    raise KeyboardInterrupt
 
 
 def entry() -> None:

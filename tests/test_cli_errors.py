@@ -99,3 +99,33 @@ def test_the_temporary_server_is_waited_for_long_enough():
         os.environ.pop("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", None)
         if saved is not None:
             os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = saved
+
+
+def test_ctrl_c_ends_the_command_even_when_something_holds_the_exit(tmp_path):
+    """A command whose work swallows KeyboardInterrupt (a thread pool joining, an engine catching it) still leaves with
+    exit 130 and the one line, within the grace period; without the watchdog this process would sleep for 120 s."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "stuck.py"
+    script.write_text(
+        "import time\n"
+        "import mosaic_cli.main as m\n"
+        "def stuck(args):\n"
+        "    print('started', flush=True)\n"
+        "    try:\n"
+        "        time.sleep(120)\n"
+        "    except KeyboardInterrupt:\n"
+        "        time.sleep(120)\n"
+        "m.cmd_cache = stuck\n"
+        "m.INTERRUPT_GRACE_S = 1\n"
+        "raise SystemExit(m.main(['cache', 'stats']))\n")
+    run = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert run.stdout.readline().strip() == "started"
+    sent = time.monotonic()
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=30)
+    assert run.returncode == 130 and time.monotonic() - sent < 10, err
+    assert err.strip().splitlines()[-1] == "mosaic: interrupted"
