@@ -208,6 +208,12 @@ def task_runner(runner: str = "threads", dask_address: str | None = None, concur
                                           "processes": True, "dashboard_address": None})
 
 
+def review_batch_with(runner: str = "threads", dask_address: str | None = None, concurrency: int | None = None):
+    """The mosaic-batch flow on the chosen task runner."""
+    workers = concurrency or load_settings().concurrency
+    return review_batch.with_options(task_runner=task_runner(runner, dask_address, workers))
+
+
 def run_batch(runner: str = "threads", dask_address: str | None = None, **parameters):
     """Run the flow on the chosen task runner; returns the flow's final state."""
     from prefect import tags
@@ -216,10 +222,8 @@ def run_batch(runner: str = "threads", dask_address: str | None = None, **parame
 
     from .review import heartbeats_only_on_a_shared_server
 
-    concurrency = parameters.get("concurrency") or load_settings().concurrency
     model = parameters.get("model", "offline")
     backend = Backend.create(model, parameters.get("api_base"), load_settings().offline_budget)
     parameters.setdefault("carry_images", bool(dask_address))
     with heartbeats_only_on_a_shared_server(), tags(*backend.tags(model), f"runner:{runner}"):
-        return review_batch.with_options(task_runner=task_runner(runner, dask_address, concurrency))(
-            **parameters, return_state=True)
+        return review_batch_with(runner, dask_address, parameters.get("concurrency"))(**parameters, return_state=True)

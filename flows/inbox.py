@@ -7,13 +7,17 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, tags
 
+from flows.batch import review_batch_with
 from flows.review import review_image
 from mosaic.backend import Backend
-from mosaic.errors import RunFailed
+from mosaic.errors import BadOption, RunFailed
 from mosaic.inbox import file_sha256, inbox_images, review_marker, write_marker
 from mosaic.schema import DEFAULT_PHASES
 from mosaic.settings import load_settings
 from tasks.artifacts import retry_hint
+
+
+RUNNERS = ("images", "threads", "dask")
 
 
 def _run_name() -> str:
@@ -32,6 +36,8 @@ def review_inbox(
     density: str = "light",
     grid: str | None = None,
     phases: list[str] = list(DEFAULT_PHASES),
+    runner: str = "images",
+    dask_address: str | None = None,
 ) -> dict:
     """Review each image in the inbox not yet reviewed with the same settings; write its report to the outbox.
 
@@ -43,6 +49,10 @@ def review_inbox(
         density: Grid density: quick 2x2, light 3x3, dense 4x4, max 5x5, or auto (by model size).
         grid: Exact COLSxROWS grid, e.g. 4x2; overrides density when set.
         phases: Questions asked of each tile, from text, subjects, characteristics (or inspect: all in one call).
+        runner: images: one review-image run per image, in turn (each with its own artifacts and retry). threads or
+            dask: the new images in one mosaic-batch run, their calls in one stream, on this worker's threads or on
+            a Dask cluster (several servers in api_base, comma-separated, share the calls).
+        dask_address: With runner dask: the scheduler, e.g. tcp://10.0.0.5:8786; empty starts a local cluster.
     """
     logger = get_run_logger()
     backend = Backend.create(model, api_base, load_settings().offline_budget)
@@ -52,25 +62,57 @@ def review_inbox(
     if not Path(inbox).is_dir():
         Path(inbox).mkdir(parents=True)
         logger.info("created the inbox folder %s: put images there", Path(inbox).resolve())
+    if runner not in RUNNERS:
+        raise BadOption(f"runner must be one of {', '.join(RUNNERS)}, not {runner!r}")
     images = inbox_images(inbox)
+    new: list[tuple[Path, Path]] = []
     for image in images:
         marker = review_marker(outbox, file_sha256(image), settings)
-        if marker.exists():
-            skipped.append(image.name)
-            continue
-        with tags(*backend.tags(model)):
-            state = review_image(image_path=str(image.resolve()), out_dir=outbox, return_state=True, **{
-                "model": model, "api_base": api_base or None, "density": density, "grid": grid or None, "phases": list(phases)})
-        if state.is_completed():
-            report = state.result()
-            write_marker(marker, {"image": image.name, "settings": settings, "report_dir": report["report_dir"]})
+        (skipped.append(image.name) if marker.exists() else new.append((image, marker)))
+    parameters = {"model": model, "api_base": api_base or None, "density": density, "grid": grid or None,
+                  "phases": list(phases)}
+
+    def record(image: Path, marker: Path, report_dir: str | None, error: str | None) -> None:
+        if error is None:
+            write_marker(marker, {"image": image.name, "settings": settings, "report_dir": report_dir})
             reviewed.append(image.name)
-            logger.info("%s reviewed: %s", image.name, report["report_dir"])
+            logger.info("%s reviewed: %s", image.name, report_dir)
         else:  # one image's failure does not stop the others
-            error = state.result(raise_on_failure=False)
-            tiles = getattr(error, "failed_tiles", None)
-            failed.append(f"{image.name} (tiles {', '.join(tiles)})" if tiles else f"{image.name} ({state.message or state.type.value})")
+            failed.append(f"{image.name} ({error})")
+
+    with tags(*backend.tags(model)):
+        if runner == "images":
+            for image, marker in new:
+                record(image, marker, *_review_alone(image, outbox, parameters))
+        else:
+            outcomes = _review_together([image for image, _ in new], outbox, parameters, runner, dask_address)
+            for (image, marker), outcome in zip(new, outcomes):
+                record(image, marker, *outcome)
     logger.info("inbox %s: %d reviewed, %d already reviewed, %d failed", inbox, len(reviewed), len(skipped), len(failed))
     if failed:
         raise RunFailed(f"{len(failed)} of {len(images)} images failed: " + "; ".join(failed), retry=retry_hint())
     return {"reviewed": reviewed, "skipped": skipped, "outbox": str(Path(outbox).resolve())}
+
+
+def _review_alone(image: Path, outbox: str, parameters: dict) -> tuple[str | None, str | None]:
+    """One review-image run: (report folder, None), or (None, what failed)."""
+    state = review_image(image_path=str(image.resolve()), out_dir=outbox, return_state=True, **parameters)
+    if state.is_completed():
+        return state.result()["report_dir"], None
+    error = state.result(raise_on_failure=False)
+    tiles = getattr(error, "failed_tiles", None)
+    return None, f"tiles {', '.join(tiles)}" if tiles else (state.message or state.type.value)
+
+
+def _review_together(images: list[Path], outbox: str, parameters: dict, runner: str,
+                     dask_address: str | None) -> list[tuple[str | None, str | None]]:
+    """One mosaic-batch run of all the images, on threads or a Dask cluster: per image (report folder, error)."""
+    if not images:
+        return []
+    with tags(f"runner:{runner}"):
+        summary = review_batch_with(runner, dask_address)(
+            images=[str(image.resolve()) for image in images], out_dir=outbox, carry_images=bool(dask_address),
+            **parameters)
+    by_image = {str(Path(outcome["image"]).resolve()): outcome for outcome in summary["images"]}
+    outcomes = [by_image[str(image.resolve())] for image in images]
+    return [(o["report_dir"], None) if o["state"] == "reviewed" else (None, o["error"]) for o in outcomes]

@@ -20,9 +20,11 @@ from mosaic.pipeline import report_dir_name
 from mosaic.progress import Progress
 from mosaic.schema import DEFAULT_PHASES
 from mosaic.second_look import for_run
+from mosaic.servers import ServerPool
 from mosaic.settings import load_settings
 from tasks import ASK, prepare_image, save_report, synthesis_not_attempted
 from tasks.artifacts import RunArtifacts, retry_hint
+from tasks.limits import leased_servers
 
 
 def _run_name() -> str:
@@ -76,20 +78,37 @@ def review_image(
 
         # Large inputs are quoted: Prefect would otherwise walk every field of each on every task, looking for futures.
         # Only what the memo does not answer becomes a task: a rerun shows (and runs) only what was missing.
-        running: dict[PrefectFuture, Work] = {}
-        while not review.finished:
-            for work in review.next_work(ctx.concurrency - len(running)):
-                running[ask[work.kind].submit(quote(work), quote(ctx))] = work
-            if not running:
-                break  # nothing left that can be asked
-            future = next(as_completed(list(running)))
-            future.wait()  # sets the future's final state
-            work = running.pop(future)
-            done = future.state.is_completed()
-            review.settle(work, future.result() if done else None, None if done else future.result(raise_on_failure=False))
-            while review.blocked:  # a final state in the UI, named after its tile, instead of NotReady
-                synthesis_not_attempted(*review.blocked.pop(0), return_state=True)
-            bar.total_calls = review.stats.planned
+        # The run holds its share of each server's Prefect limit (leased_servers) and gives every call its server
+        # and slot itself: a slot taken from the Prefect server per call costs more than a fast server's answer.
+        share = min(settings.backend_slots, ctx.concurrency)
+        servers = ServerPool(ctx.backend.addresses, share) if ctx.backend.addresses else None
+        running: dict[PrefectFuture, tuple[Work, str | None]] = {}
+        with leased_servers(ctx.backend, settings.backend_slots, occupy=share):
+            while not review.finished:
+                while len(running) < ctx.concurrency:
+                    address = servers.try_acquire() if servers else None
+                    if servers and address is None:
+                        break
+                    work = next(iter(review.next_work(1)), None)
+                    if work is None:
+                        if address:
+                            servers.release(address)
+                        break
+                    addresses = servers.failover_order(address) if address else None
+                    running[ask[work.kind].submit(quote(work), quote(ctx), None, addresses)] = (work, address)
+                if not running:
+                    break  # nothing left that can be asked
+                future = next(as_completed(list(running)))
+                future.wait()  # sets the future's final state
+                work, address = running.pop(future)
+                done = future.state.is_completed()
+                error = None if done else future.result(raise_on_failure=False)
+                if address:
+                    servers.release(address, error if isinstance(error, BaseException) else None)
+                review.settle(work, future.result() if done else None, error)
+                while review.blocked:  # a final state in the UI, named after its tile, instead of NotReady
+                    synthesis_not_attempted(*review.blocked.pop(0), return_state=True)
+                bar.total_calls = review.stats.planned
         bar.close()
         report = review.report(time.monotonic() - started)
         report.report_dir = save_report(quote(report), quote(plan), folder, quote(ctx))

@@ -23,6 +23,7 @@ from tasks.artifacts import SUMMARY_PREFIX, summary_from_table
 
 REVIEW_FLOW, INBOX_FLOW = "mosaic-review", "review-inbox"
 COMPARE_FLOW = "mosaic-compare"
+BATCH_FLOW = "mosaic-batch"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 
 
@@ -140,7 +141,7 @@ def history(limit: int = 20, flows: tuple[str, ...] = (REVIEW_FLOW,)) -> list[di
         fixed_by = completed_later.get(s.get("report_dir", "")) if r.state and r.state.is_failed() else None
         rows.append({
             "run": r.name, "id": str(r.id), "started": r.start_time.strftime("%Y-%m-%d %H:%M:%S") if r.start_time else "",
-            "image": s.get("image") or str(params.get("image_path", "")).rsplit("/", 1)[-1],
+            "image": s.get("image") or str(params.get("image_path") or params.get("images") or "").rsplit("/", 1)[-1],
             "model": s.get("model") or params.get("model", ""),
             "backend": s.get("api_base") or params.get("api_base") or "",
             "density": s.get("grid") and f"{s['density']} {s['grid']}" or params.get("density", ""),
@@ -220,6 +221,10 @@ def _local_flow(run: FlowRun):
         from flows.inbox import review_inbox
 
         return review_inbox
+    if flow_name == BATCH_FLOW:
+        from flows.batch import review_batch
+
+        return review_batch
     if flow_name == COMPARE_FLOW:
         from flows.compare import compare_models
 

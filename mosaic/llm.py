@@ -12,6 +12,8 @@ import re
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from functools import lru_cache
+from pathlib import Path
 from typing import NamedTuple
 
 from .backend import Backend
@@ -158,10 +160,16 @@ def api_key_for(call: ModelCall) -> str | None:
 def build_messages(call: ModelCall, blobs: BlobStore) -> list[dict]:
     parts: list[dict] = [{"type": "text", "text": call.prompt}]
     for sha in call.images:
-        image = blobs.get(sha)
-        data = base64.b64encode(image).decode()
-        parts.append({"type": "image_url", "image_url": {"url": f"data:{image_mime(image)};base64,{data}"}})
+        parts.append({"type": "image_url", "image_url": {"url": _data_url(str(blobs.directory), sha)}})
     return [{"role": "system", "content": call.system}, {"role": "user", "content": parts}]
+
+
+@lru_cache(maxsize=32)
+def _data_url(directory: str, sha: str) -> str:
+    """A crop as a data URL, kept for the next calls that show it (a view's phases, its tile's synthesis): the
+    crop is content-addressed, so the same sha is the same bytes."""
+    image = BlobStore(Path(directory)).get(sha)
+    return f"data:{image_mime(image)};base64,{base64.b64encode(image).decode()}"
 
 
 def classify(error: Exception, call: ModelCall, api_key: str | None) -> BackendError:

@@ -40,15 +40,21 @@ def register(commands) -> None:
     serve.add_argument("--no-schedule", action="store_true", help="register without a schedule (runs only when triggered)")
     serve.add_argument("--paused", action="store_true", help="register the schedule paused")
     serve.add_argument("--model", help="default model of the deployment (default: $MOSAIC_MODEL or offline)")
-    serve.add_argument("--api-base", help="default backend address (default: $MOSAIC_API_BASE)")
+    serve.add_argument("--api-base", help="default backend address, several servers of one model comma-separated "
+                                           "(default: $MOSAIC_API_BASE)")
     serve.add_argument("--density", default="light", help="default density (default: light)")
     serve.add_argument("--grid", help="default COLSxROWS grid (overrides density)")
     serve.add_argument("--phases", default=",".join(DEFAULT_PHASES), help="default phases")
+    serve.add_argument("--runner", choices=["images", "threads", "dask"], default="images",
+                       help="images: one review-image run per image (default); threads or dask: the new images in one "
+                            "mosaic-batch run, on the worker's threads or a Dask cluster")
+    serve.add_argument("--dask-address", help="with --runner dask: the scheduler (tcp://HOST:8786); default: a local "
+                                              "cluster per run")
     serve.set_defaults(func=cmd_serve)
 
     hist = commands.add_parser("history", help="recent review runs on the Prefect server")
     hist.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
-    hist.add_argument("--inbox", action="store_true", help="list review-inbox runs too")
+    hist.add_argument("--inbox", action="store_true", help="list review-inbox and mosaic-batch runs too")
     hist.add_argument("--json", action="store_true", help="one JSON list on stdout")
     hist.set_defaults(func=cmd_history)
 
@@ -113,11 +119,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     phases = parse_phases(args.phases)
     if args.every is not None and args.every <= 0:
         raise BadOption("--every must be a positive number of minutes")
+    if args.dask_address and args.runner != "dask":
+        raise BadOption("--dask-address needs --runner dask")
     from mosaic.inbox import inbox_images
 
     inbox_images(args.inbox)  # exists?
     parameters = {"inbox": os.path.abspath(args.inbox), "outbox": os.path.abspath(args.outbox), "model": settings.model,
-                  "api_base": settings.api_base, "density": args.density, "grid": args.grid, "phases": phases}
+                  "api_base": settings.api_base, "density": args.density, "grid": args.grid, "phases": phases,
+                  "runner": args.runner, "dask_address": args.dask_address}
     cron, every = (None, None) if args.no_schedule else (args.cron, None if args.cron else (args.every or 10))
     print(f"mosaic: serving review-inbox/{args.name} "
           f"({'cron ' + cron if cron else f'every {every:g} min' if every else 'no schedule'}); Ctrl-C stops", file=sys.stderr)
@@ -129,9 +138,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     _need_server()
-    from flows.server import INBOX_FLOW, REVIEW_FLOW, history
+    from flows.server import BATCH_FLOW, INBOX_FLOW, REVIEW_FLOW, history
 
-    rows = history(args.limit, (REVIEW_FLOW, INBOX_FLOW) if args.inbox else (REVIEW_FLOW,))
+    rows = history(args.limit, (REVIEW_FLOW, INBOX_FLOW, BATCH_FLOW) if args.inbox else (REVIEW_FLOW,))
     if args.json:
         print(json.dumps(rows))
     elif not rows:

@@ -81,10 +81,12 @@ def _ensure_limit(name: str, slots: int, api_url: str) -> bool:
 
 
 @contextmanager
-def leased_servers(backend: Backend, slots: int) -> Iterator[None]:
-    """Every slot of each of the backend's servers, held for a whole batch: the batch's flow then gives them to its
-    calls itself, exactly, wherever they run. A slot taken per call costs ~190 ms of round trips to the Prefect
-    server and, with the limit full, waits of seconds for slots just released (docs/bench/scale.md)."""
+def leased_servers(backend: Backend, slots: int, occupy: int | None = None) -> Iterator[None]:
+    """`occupy` slots (default: all `slots`) of each of the backend's servers' limits, held for a whole run: the
+    run's flow then gives them to its calls itself (a ServerPool of that many slots per server), exactly, wherever
+    they run. A slot taken per call costs ~190 ms of round trips to the Prefect server and, with the limit full,
+    waits of seconds for slots just released (docs/bench/scale.md, docs/bench/throughput.md). A run that finds the
+    slots held by others says so once and waits for them."""
     from contextlib import ExitStack
 
     with ExitStack() as stack:
@@ -94,5 +96,11 @@ def leased_servers(backend: Backend, slots: int) -> Iterator[None]:
             for address in backend.addresses or [None]:
                 name = backend.limit_name_of(address)
                 if name and _ensure_limit(name, slots, _api_url()):
-                    stack.enter_context(concurrency(name, occupy=slots, strict=False))
+                    take = min(occupy or slots, slots)
+                    try:
+                        stack.enter_context(concurrency(name, occupy=take, timeout_seconds=SLOW_SLOT_S, strict=False))
+                    except TimeoutError:
+                        _run_logger().info("waiting for %d slot(s) of %s: other runs are calling the same backend",
+                                           take, name)
+                        stack.enter_context(concurrency(name, occupy=take, strict=False))
         yield

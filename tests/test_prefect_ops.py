@@ -229,7 +229,7 @@ def test_deployment_is_scheduled_with_described_parameters(ops):
     assert [s.schedule.cron for s in dep.schedules] == ["0 3 * * *"]
     assert dep.parameters["api_base"] == ops["vlm"].openai_base and dep.parameters["grid"] == "2x2"
     props = dep.parameter_openapi_schema["properties"]
-    assert set(props) == {"inbox", "outbox", "model", "api_base", "density", "grid", "phases"}
+    assert set(props) == {"inbox", "outbox", "model", "api_base", "density", "grid", "phases", "runner", "dask_address"}
     assert all(p.get("description") for p in props.values())
     print(f"prefect server ready in {ops['server_start_s']:.1f} s")
 

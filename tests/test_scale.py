@@ -204,3 +204,24 @@ def test_a_batch_on_a_dask_cluster_whose_workers_have_memos_of_their_own(tmp_pat
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def test_the_inbox_reviews_its_new_images_as_one_batch_on_a_dask_cluster(tmp_path, folder):
+    """The scheduled inbox's batch path: new images in one mosaic-batch run on a local Dask cluster, calls over two
+    servers, a marker per reviewed image; the next sweep finds nothing new and makes no call."""
+    from flows.inbox import review_inbox
+
+    with ModelServer(fake_vlm, slots=2) as a, ModelServer(fake_vlm, slots=2) as b:
+        parameters = dict(inbox=str(folder), outbox=str(tmp_path / "outbox"), model="openai/fake-vl",
+                          api_base=f"{a.openai_base},{b.openai_base}", phases=["text"], runner="dask")
+        first = review_inbox(**parameters)
+        assert sorted(first["reviewed"]) == ["p0.png", "p1.png", "p2.png"] and first["skipped"] == []
+        assert len(list((tmp_path / "outbox" / ".mosaic-reviewed").glob("*.json"))) == 3
+        assert len(list((tmp_path / "outbox").glob("*/report.json"))) == 3
+        made = len(a.requests) + len(b.requests)
+        assert a.requests and b.requests
+        again = review_inbox(**parameters)
+        assert again["reviewed"] == [] and sorted(again["skipped"]) == ["p0.png", "p1.png", "p2.png"]
+        assert len(a.requests) + len(b.requests) == made
+        state = review_inbox(**{**parameters, "runner": "cluster"}, return_state=True)
+        assert state.is_failed() and "runner must be one of images, threads, dask" in state.message
