@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from pathlib import Path
 from datetime import timedelta
 from typing import Any
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, FlowFilter, FlowFilterName, FlowRunFilter,
-    FlowRunFilterName, FlowRunFilterParentFlowRunId,
+    FlowRunFilterName, FlowRunFilterParentFlowRunId, FlowRunFilterStartTime,
 )
 from prefect.client.schemas.objects import Artifact, FlowRun
 from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
@@ -125,8 +126,9 @@ def read_artifacts(c: SyncPrefectClient, run_ids: list[uuid.UUID], key_prefix: s
 def history(limit: int = 20, flows: tuple[str, ...] = (REVIEW_FLOW,)) -> list[dict[str, Any]]:
     """Recent runs, newest first. A failed review whose image and settings a later run completed says so."""
     with client() as c:
-        runs = c.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=list(flows))),
-                                sort=FlowRunSort.START_TIME_DESC, limit=limit)
+        runs = c.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=list(flows))),  # runs that started:
+                                flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(is_null_=False)),
+                                sort=FlowRunSort.START_TIME_DESC, limit=limit)  # not a schedule's coming ones
         facts = summaries(c, [r.id for r in runs])
     rows = []
     completed_later: dict[str, str] = {}  # report folder -> the newest run that completed it
@@ -141,7 +143,7 @@ def history(limit: int = 20, flows: tuple[str, ...] = (REVIEW_FLOW,)) -> list[di
         fixed_by = completed_later.get(s.get("report_dir", "")) if r.state and r.state.is_failed() else None
         rows.append({
             "run": r.name, "id": str(r.id), "started": r.start_time.strftime("%Y-%m-%d %H:%M:%S") if r.start_time else "",
-            "image": s.get("image") or str(params.get("image_path") or params.get("images") or "").rsplit("/", 1)[-1],
+            "image": s.get("image") or _images_of(params),
             "model": s.get("model") or params.get("model", ""),
             "backend": s.get("api_base") or params.get("api_base") or "",
             "density": s.get("grid") and f"{s['density']} {s['grid']}" or params.get("density", ""),
@@ -151,6 +153,12 @@ def history(limit: int = 20, flows: tuple[str, ...] = (REVIEW_FLOW,)) -> list[di
             "failed tiles": s.get("failed_tiles", ""),
         })
     return rows
+
+
+def _images_of(parameters: dict) -> str:
+    """What a run reviewed, by its parameters: an image, a batch's folder or pattern, or how many images."""
+    source = parameters.get("image_path") or parameters.get("images") or ""
+    return f"{len(source)} images" if isinstance(source, list) else str(source).rsplit("/", 1)[-1]
 
 
 def show(id_or_name: str) -> dict[str, Any]:
@@ -171,9 +179,11 @@ def _run_facts(run: FlowRun, artifacts: list[Artifact]) -> dict[str, Any]:
                    and (a.key or "").startswith(("review-", "comparison-"))), None)
     summary = next((summary_from_table(_table(a.data)) for a in reversed(artifacts)
                     if (a.key or "").startswith(SUMMARY_PREFIX)), {})
+    images = next((rows for a in reversed(artifacts) if a.type == "table" and not a.key
+                   and (rows := _table(a.data)) and {"image", "state", "report_dir"} <= set(rows[0])), [])
     return {"run": run.name, "id": str(run.id), "state": run.state.name if run.state else "",
             "message": run.state.message if run.state else "", "review": _without_pictures(review) if review else None,
-            "summary": summary}
+            "summary": summary, "images": images}  # images: a batch's, each with its state and report folder
 
 
 def _without_pictures(markdown: str) -> str:
@@ -204,6 +214,10 @@ def rerun(id_or_name: str, wait_s: float = 0) -> dict[str, Any]:
         value = state.result()
         if isinstance(value, dict) and "calls" in value:
             out["calls"], out["report_dir"] = value["calls"], value.get("report_dir")
+        elif isinstance(value, dict) and "totals" in value:  # a batch: its reports are in out_dir
+            totals = value["totals"]
+            out["calls"] = {"made": totals["calls_made"], "cached": totals["calls_cached"]}
+            out["report_dir"] = str(Path(run.parameters.get("out_dir", "mosaic-reports")).resolve())
     else:
         error = state.result(raise_on_failure=False)
         raise error if isinstance(error, RunFailed) else RunFailed(f"the rerun of {run.name} failed: {state.message}")

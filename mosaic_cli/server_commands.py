@@ -162,7 +162,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"{info['run']} ({info['id']}): {info['state']}" + (f" - {info['message']}" if info["message"] else ""))
     _print_review(info)
     for child in info["children"]:
-        print(f"\nimage run {child['run']} ({child['id']}): {child['state']}")
+        print(f"\n{'batch' if child.get('images') else 'image'} run {child['run']} ({child['id']}): {child['state']}")
         _print_review(child)
     return 0
 
@@ -170,8 +170,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _print_review(info: dict) -> None:
     if info["review"]:
         print("\n" + info["review"].strip())
-    if info["summary"]:
-        print(f"\nreport: {info['summary'].get('report_dir')}")
+    if info["summary"].get("report_dir"):
+        print(f"\nreport: {info['summary']['report_dir']}")
+    for image in info.get("images", []):
+        print(f"{image['image']}: {image['state']}, {image['made']} calls made, {image['cached']} from the memo"
+              + (f"; report: {image['report_dir']}" if image["report_dir"] else "")
+              + (f" ({image['error']})" if image.get("error") else ""))
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:

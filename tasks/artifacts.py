@@ -101,6 +101,17 @@ def batch_summary(summary: dict) -> None:
     totals = summary["totals"]
     _safe("batch", lambda: _artifacts().create_table_artifact(
         rows, description=f"Batch: {totals['reviewed']} of {totals['images']} images reviewed, {totals['failed']} failed"))
+    facts = {"image": f"{totals['images']} images", "state": "complete" if not totals["failed"] else "partial",
+             "reviewed": totals["reviewed"], "failed": totals["failed"], "planned": totals["calls_planned"],
+             "made": totals["calls_made"], "cached": totals["calls_cached"], "elapsed_s": totals["seconds"]}
+    _safe("batch summary", lambda: _artifacts().create_table_artifact(  # what `mosaic history` shows of the run
+        summary_table(facts), key=f"{SUMMARY_PREFIX}batch-{_run_id()[:8]}", description="Batch summary"))
+
+
+def _run_id() -> str:
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id or "run")
 
 
 def _artifacts():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -225,3 +226,35 @@ def test_the_inbox_reviews_its_new_images_as_one_batch_on_a_dask_cluster(tmp_pat
         assert len(a.requests) + len(b.requests) == made
         state = review_inbox(**{**parameters, "runner": "cluster"}, return_state=True)
         assert state.is_failed() and "runner must be one of images, threads, dask" in state.message
+
+
+def test_a_batch_on_the_local_prefect_server_is_in_history_show_and_rerun(tmp_path, folder):
+    """A user's `mosaic batch` with Mosaic's local Prefect server: history lists it with its counts, show lists each
+    image with its state and report, rerun runs it again from the memo."""
+    from mosaic_cli.local_server import LocalServer
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MOSAIC_PREFECT_SERVER")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), MOSAIC_SERVER_PORT=str(port),
+               MOSAIC_CACHE_DIR=str(tmp_path / "memo"), MOSAIC_OUT_DIR=str(tmp_path / "reports"))
+
+    def mosaic(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "mosaic_cli", *args], capture_output=True, text=True, env=env,
+                              timeout=300)
+
+    try:
+        with ModelServer(fake_vlm, slots=2) as server:
+            done = mosaic("batch", str(folder), "--model", "openai/fake-vl", "--api-base", server.openai_base,
+                          "--phases", "text", "--json")
+            assert done.returncode == 0, done.stderr
+            made = json.loads(done.stdout)["totals"]["calls_made"]
+            rows = json.loads(mosaic("history", "--inbox", "--json").stdout)
+            batch = [r for r in rows if r["run"].startswith("batch-")]
+            assert len(batch) == 1 and batch[0]["image"] == "3 images" and batch[0]["calls"] == made > 0
+            shown = mosaic("show", batch[0]["run"]).stdout
+            assert sorted(re.findall(r"^(p\d\.png): reviewed, \d+ calls made", shown, re.M)) == ["p0.png", "p1.png", "p2.png"]
+            again = mosaic("rerun", batch[0]["run"])
+            assert again.returncode == 0 and f"0 calls made, {made} from the memo" in again.stderr, again.stderr
+            assert len(server.requests) == made
+    finally:
+        LocalServer(port, tmp_path / "prefect-home").stop()
