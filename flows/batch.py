@@ -31,7 +31,7 @@ from mosaic.schema import DEFAULT_PHASES
 from mosaic.second_look import for_run
 from mosaic.servers import ServerPool
 from mosaic.settings import load_settings
-from tasks import ASK, prepare_image, save_report, synthesis_not_attempted
+from tasks import ASK, ask_several, prepare_image, save_report, synthesis_not_attempted
 from tasks.artifacts import batch_progress, batch_summary
 from tasks.limits import leased_servers
 
@@ -61,6 +61,7 @@ def review_batch(
     second_look: bool | None = None,
     carry_images: bool = False,
     open_at_once: int = 4,
+    works_per_task: int = 8,
 ) -> dict:
     """Review every image; one that fails is named as failed and the others go on.
 
@@ -72,6 +73,8 @@ def review_batch(
         carry_images: Each task carries the crops it shows (for workers on other machines, which do not share
             this machine's cache folder).
         open_at_once: Images prepared and reviewed at the same time.
+        works_per_task: Work items (a view's phases, a tile's synthesis) one task may ask in turn on one server
+            slot, when more are ready than there are slots: fewer task runs where one costs more than a call.
     """
     logger = get_run_logger()
     settings = load_settings(concurrency=concurrency)
@@ -80,7 +83,7 @@ def review_batch(
     ask = {kind: task.with_options(**retry) for kind, task in ASK.items()}
     batch = Batch(batch_images(images), open_at_once=open_at_once)
     progress = batch_progress(len(batch.jobs))
-    running: dict[PrefectFuture, tuple[ImageJob, Work]] = {}
+    running: dict[PrefectFuture, list[tuple[ImageJob, Work]]] = {}
     # Quoted inputs are not walked for futures on threads; prefect-dask's own walk turns a quote into a tuple.
     wrap = quote if isinstance(FlowRunContext.get().task_runner, ThreadPoolTaskRunner) else (lambda value: value)
 
@@ -142,29 +145,44 @@ def review_batch(
             address = servers.try_acquire() if servers else None
             if servers and address is None:
                 return
-            handed = batch.next_work(1)
+            # several ready items share a slot when there are more than slots: a task run costs a fast server's call
+            handed = batch.next_work(works_per_task if servers else 1)
             if not handed:
                 if address:
                     servers.release(address, None)
                 return
             job, work = handed[0]
-            carried = wrap(carried_images(work, ctx)) if carry_images else None
-            task = ask[work.kind].with_options(task_run_name=f"{job.name}/{work.name}", tags=[f"image:{job.name}"])
-            future = task.submit(wrap(work), wrap(ctx), carried, servers.failover_order(address) if address else None)
-            running[future] = (job, work)
+            if len(handed) == 1:
+                carried = wrap(carried_images(work, ctx)) if carry_images else None
+                task = ask[work.kind].with_options(task_run_name=f"{job.name}/{work.name}", tags=[f"image:{job.name}"])
+                future = task.submit(wrap(work), wrap(ctx), carried, servers.failover_order(address) if address else None)
+            else:
+                works = [w for _, w in handed]
+                carried = wrap({k: v for w in works for k, v in carried_images(w, ctx).items()}) if carry_images else None
+                names = ", ".join(f"{j.name}/{w.name}" for j, w in handed)
+                future = ask_several.with_options(task_run_name=names[:120]).submit(
+                    wrap(works), wrap(ctx), carried, servers.failover_order(address), settings.retries,
+                    settings.retry_delay_s)
+            running[future] = handed
             if address:
                 addressed[future] = address
             future.add_done_callback(lambda f: finished.put(("asked", None, f)))
 
     def asked(future: PrefectFuture) -> None:
         future.wait()
-        job, work = running.pop(future)
+        handed = running.pop(future)
         done = future.state.is_completed()
         replies = future.result() if done else None
         error = None if done else future.result(raise_on_failure=False)
+        if len(handed) > 1 and done:  # ask_several: each item's own outcome
+            outcomes, replies, error = replies, None, None
+        else:
+            outcomes = [(replies, error)]
         if future in addressed:
-            servers.release(addressed.pop(future), error if isinstance(error, BaseException) else None)
-        batch.settle(job, work, replies, error, remember=ctx.memo if carry_images and done else None)
+            down = error if isinstance(error, BaseException) else None
+            servers.release(addressed.pop(future), down)
+        for (job, work), (answers, failure) in zip(handed, outcomes * len(handed) if len(outcomes) == 1 else outcomes):
+            batch.settle(job, work, answers, failure, remember=ctx.memo if carry_images and answers else None)
 
     try:
         with leased_servers(ctx.backend, settings.backend_slots):
@@ -205,7 +223,21 @@ def task_runner(runner: str = "threads", dask_address: str | None = None, concur
         return DaskTaskRunner(address=dask_address)
     workers = max(1, min(os.cpu_count() or 1, 4))
     return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": max(2, concurrency),
-                                          "processes": True, "dashboard_address": None})
+                                          "processes": True, "dashboard_address": None, "env": temporary_server_env()})
+
+
+def temporary_server_env() -> dict[str, str]:
+    """For a local cluster's worker processes: the address of this process's temporary Prefect server, which is not
+    in PREFECT_API_URL (without it each worker would start a temporary server of its own)."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return {}
+    from .server import start_temporary_server
+
+    start_temporary_server(lambda line: None)
+    return {"PREFECT_API_URL": SubprocessASGIServer().api_url}
 
 
 def review_batch_with(runner: str = "threads", dask_address: str | None = None, concurrency: int | None = None):

@@ -12,8 +12,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from .context import RunContext
-from .engine import Review, Work, ask
-from .errors import BackendError, RunFailed
+from .engine import Review, Work, ask, retried, worth_retrying
+from .errors import RunFailed
 from .pipeline import report_dir_name
 from .progress import Progress
 from .report import write_report
@@ -89,19 +89,7 @@ def drive(run: Review, ctx: RunContext, retries: int = 3, retry_delay_s: float =
 
 def ask_with_retries(work: Work, ctx: RunContext, retries: int, delay_s: float) -> list:
     """ask, again after a failure worth retrying (exponential backoff): what Prefect's task retries do."""
-    for attempt in range(retries + 1):
-        try:
-            return ask(work, ctx)
-        except Exception as e:
-            if attempt == retries or not worth_retrying(e):
-                raise
-            time.sleep(delay_s * 2**attempt)
-    raise AssertionError("unreachable")
-
-
-def worth_retrying(error: BaseException) -> bool:
-    """What can pass on a second try (timeouts, 5xx, 429); not a bad request or an unknown model."""
-    return error.retryable if isinstance(error, BackendError) else True
+    return retried(lambda: ask(work, ctx), retries, delay_s)
 
 
 __all__ = ["RunFailed", "drive", "review", "worth_retrying"]

@@ -9,10 +9,11 @@ hook sees every view's answers as they come, so what is asked can depend on what
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -24,6 +25,8 @@ from .schema import CallStats, FinalReport, ModelCall, ModelReply, Observation, 
 from .second_look import SecondLook, verification_boxes, zoom_boxes
 from .settings import load_settings
 from .text_regions import text_regions
+
+T = TypeVar("T")
 
 WorkKind = Literal["orientation", "view", "synthesis", "final"]
 
@@ -55,6 +58,37 @@ def ask_at(work: Work, ctx: RunContext, addresses: list[str], carried: dict[str,
             if i == len(addresses) - 1 or not e.retryable:
                 raise
     raise AssertionError("no address")
+
+
+def ask_several(works: list[Work], ctx: RunContext, addresses: list[str], carried: dict[str, bytes] | None = None,
+                retries: int = 3, delay_s: float = 1.0) -> list[tuple[list[ModelReply] | None, str | None]]:
+    """ask_at for each work item, one after another on one server slot, each retried on its own (exponential
+    backoff): fewer, larger tasks where a task run costs more than a call. Per item (replies, None) or (None, why
+    it failed), so one item's failure does not fail the others'."""
+    outcomes: list[tuple[list[ModelReply] | None, str | None]] = []
+    for work in works:
+        try:
+            outcomes.append((retried(lambda work=work: ask_at(work, ctx, addresses, carried), retries, delay_s), None))
+        except BackendError as e:
+            outcomes.append((None, str(e)))
+    return outcomes
+
+
+def retried(attempt: Callable[[], T], retries: int, delay_s: float) -> T:
+    """attempt(), again after a failure worth retrying (exponential backoff): what Prefect's task retries do."""
+    for n in range(retries + 1):
+        try:
+            return attempt()
+        except Exception as e:
+            if n == retries or not worth_retrying(e):
+                raise
+            time.sleep(delay_s * 2**n)
+    raise AssertionError("unreachable")
+
+
+def worth_retrying(error: BaseException) -> bool:
+    """What can pass on a second try (timeouts, 5xx, 429); not a bad request or an unknown model."""
+    return error.retryable if isinstance(error, BackendError) else True
 
 
 def ask(work: Work, ctx: RunContext,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed, State
 from prefect.tasks import exponential_backoff
@@ -49,6 +49,18 @@ def ask_model(work: engine.Work, ctx: RunContext, carried: dict[str, bytes] | No
     if addresses:
         return engine.ask_at(work, ctx, addresses, carried)
     return engine.ask(work, ctx, lambda server: backend_slot(ctx.backend, server), carried)
+
+
+@task(name="ask-several", cache_policy=NO_CACHE, persist_result=False)
+def ask_several(works: list[engine.Work], ctx: RunContext, carried: dict[str, bytes] | None, addresses: list[str],
+                retries: int, retry_delay_s: float) -> list[tuple[list[ModelReply] | None, str | None]]:
+    """Several work items on the slot of the server the batch chose, each retried on its own (engine.ask_several):
+    per item its replies or why it failed."""
+    outcomes = engine.ask_several(works, ctx, addresses, carried, retries, retry_delay_s)
+    for work, (_, error) in zip(works, outcomes):
+        if error:
+            get_run_logger().warning("%s failed: %s", work.name, error)
+    return outcomes
 
 
 # Named by kind in the UI, as the review's steps: orient, inspect-view, synthesize-tile, write-review.

@@ -167,7 +167,11 @@ def test_a_batch_names_bad_input_in_one_line(tmp_path, capsys):
 
 
 def _dask_worker(scheduler: str, cache: Path) -> subprocess.Popen:
-    env = {**os.environ, "MOSAIC_CACHE_DIR": str(cache)}
+    """A worker as on another machine: its own cache folder, PREFECT_API_URL at the Prefect server the runs use
+    (this process's temporary one, so no worker starts one of its own)."""
+    from flows.batch import temporary_server_env
+
+    env = {**os.environ, "MOSAIC_CACHE_DIR": str(cache), **temporary_server_env()}
     return subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", scheduler, "--nthreads", "2",
                              "--no-dashboard", "--no-nanny"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -258,3 +262,25 @@ def test_a_batch_on_the_local_prefect_server_is_in_history_show_and_rerun(tmp_pa
             assert len(server.requests) == made
     finally:
         LocalServer(port, tmp_path / "prefect-home").stop()
+
+
+def test_a_batch_whose_tasks_ask_several_items_names_the_failed_tile_and_a_rerun_asks_only_it(tmp_path, folder):
+    """Items asked together in one task (works_per_task): a tile that always fails fails its image alone, named;
+    the items answered beside it in the same task are kept, so after the fault the rerun asks only that tile's
+    call and the final review."""
+    with ModelServer(fake_vlm, slots=2) as server:
+        server.add_fault(Fault(status=500, times=-1, match="This crop is tile r1c2 "))
+        args = ["batch", str(folder), "--model", "openai/fake-vl", "--api-base", server.openai_base, "--grid", "2x2",
+                "--phases", "text", "--no-second-look", "--json", "--out", str(tmp_path / "out")]
+        code, out = run_cli(*args)
+        summary = json.loads(out)
+        assert code == 1 and summary["totals"]["failed"] == 3
+        assert all("r1c2" in image["error"] for image in summary["images"]), summary["images"]
+        answered = len([r for r in server.requests if r.status == 200])
+        server.clear_faults()
+        code, out = run_cli(*args)
+        again = json.loads(out)
+        assert code == 0 and again["totals"]["reviewed"] == 3
+        # per image (10 calls: orientation, 4 tiles, 4 seams, review; one phase needs no synthesis): r1c2's view, the review
+        assert again["totals"]["calls_made"] == 3 * (1 + 1)
+        assert len([r for r in server.requests if r.status == 200]) == answered + again["totals"]["calls_made"]
