@@ -22,7 +22,7 @@ from bench.backend import BackendProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "bench"
-LATENCY_S, SLOTS, IMAGES = 0.5, 2, 6
+LATENCY_S, SLOTS, IMAGES, REPEATS = 0.5, 2, 6, 3
 PREFECT_PORT = 4293
 
 
@@ -59,13 +59,16 @@ def batch_on_dask(work: Path) -> dict:
     span = max(r.finished for r in every) - min(r.started for r in every)
     bound = calls * LATENCY_S / (2 * SLOTS)
     peak = {name: peak_in_flight(rs) for name, rs in answered.items()}
+    start = min(r.started for r in every)
+    busy = [round(sum(max(0.0, min(r.finished, start + t + 1) - max(r.started, start + t)) for r in every), 1)
+            for t in range(int(span) + 1)]  # slots busy in each second of the span
     return {
         "images": len(images), "reviewed": summary["totals"]["reviewed"], "failed": summary["totals"]["failed"],
         "calls": calls, "calls_by_server": {k: len(v) for k, v in answered.items()},
         "share_by_server": {k: round(len(v) / calls, 3) for k, v in answered.items()},
         "peak_in_flight_by_server": peak, "latency_s": LATENCY_S, "slots_per_server": SLOTS,
         "backend_span_s": round(span, 2), "bound_s": round(bound, 2), "span_over_bound": round(span / bound, 3),
-        "command_s": round(elapsed, 1), "batch_s": summary["totals"]["seconds"],
+        "command_s": round(elapsed, 1), "batch_s": summary["totals"]["seconds"], "busy_slots_by_second": busy,
     }
 
 
@@ -136,8 +139,15 @@ def render(result: dict) -> str:
         f"| most calls in flight at one server | a {d['peak_in_flight_by_server']['a']}, b "
         f"{d['peak_in_flight_by_server']['b']} | ≤ {d['slots_per_server']} |",
         f"| span of backend work / its bound (calls × latency / 4 slots = {d['bound_s']} s) | {d['backend_span_s']} s: "
-        f"**{d['span_over_bound']}×** | ≤ 1.3 {'✓' if d['span_over_bound'] <= 1.3 else '✗'} |",
-        f"| whole command (Dask cluster start, Prefect, 6 images) | {d['command_s']} s | |", "",
+        f"**{d['span_over_bound']}×** (median of {len(d['span_over_bound_runs'])} runs: "
+        f"{', '.join(map(str, d['span_over_bound_runs']))}) | ≤ 1.3 {'✓' if d['span_over_bound'] <= 1.3 else '✗'} |",
+        f"| whole command (Dask cluster start, Prefect, {d['images']} images) | {d['command_s']} s | |", "",
+        f"Busy slots of 4 in each second of the median run's span (servers' logs): {' '.join(map(str, d['busy_slots_by_second']))}. "
+        "The rest of the span is slots waiting for work: at the start, while the first images are cut into views on "
+        "this machine's two cores; in dips while the next images are cut; at the end, when only the last image's "
+        "final steps are left, each a Prefect task run on a Dask worker. Several ready items are asked "
+        "in turn by one task on one slot (`works_per_task`, 8): a Prefect task run on a Dask worker costs this "
+        "machine ~0.9 s, more than the call (2.4-2.8x the bound with one item per task).", "",
         "## Choosing the server of each call (one process, 4 threads, 2 servers × 2 slots, 0.2 s per call)", "",
         "| chooser | calls per server | span / bound |", "|---|---|---|",
     ]
@@ -151,8 +161,14 @@ def render(result: dict) -> str:
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mosaic-bench-scale-"))
     try:
+        runs = []
+        for i in range(REPEATS):
+            runs.append(batch_on_dask(work / f"run{i}"))
+            subprocess.run([sys.executable, "-m", "mosaic_cli", "server", "stop"], cwd=ROOT, env=env(work / f"run{i}"),
+                           capture_output=True)
+        median = sorted(runs, key=lambda r: r["span_over_bound"])[len(runs) // 2]
         result = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "spreading": spreading(),
-                  "dask_batch": batch_on_dask(work)}
+                  "dask_batch": {**median, "span_over_bound_runs": [r["span_over_bound"] for r in runs]}}
     finally:
         subprocess.run([sys.executable, "-m", "mosaic_cli", "server", "stop"], cwd=ROOT, env=env(work),
                        capture_output=True)

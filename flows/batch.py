@@ -141,32 +141,37 @@ def review_batch(
     addressed: dict[PrefectFuture, str] = {}
 
     def submit() -> None:
-        while len(running) < in_flight:
-            address = servers.try_acquire() if servers else None
-            if servers and address is None:
-                return
-            # several ready items share a slot when there are more than slots: a task run costs a fast server's call
-            handed = batch.next_work(works_per_task if servers else 1)
-            if not handed:
-                if address:
-                    servers.release(address, None)
-                return
+        if not servers:  # the offline reader: one item per task, as many as the concurrency
+            for job, work in batch.next_work(in_flight - len(running)):
+                send(None, [(job, work)])
+            return
+        free = []
+        while len(running) + len(free) < in_flight and (address := servers.try_acquire()) is not None:
+            free.append(address)
+        # several ready items share a slot when there are more than slots: a task run costs a fast server's call
+        groups = batch.next_groups(len(free), in_flight, works_per_task)
+        for address, group in zip(free, groups):
+            send(address, group)
+        for address in free[len(groups):]:
+            servers.release(address, None)
+
+    def send(address: str | None, handed: list[tuple[ImageJob, Work]]) -> None:
+        addresses = servers.failover_order(address) if address else None
+        if len(handed) == 1:
             job, work = handed[0]
-            if len(handed) == 1:
-                carried = wrap(carried_images(work, ctx)) if carry_images else None
-                task = ask[work.kind].with_options(task_run_name=f"{job.name}/{work.name}", tags=[f"image:{job.name}"])
-                future = task.submit(wrap(work), wrap(ctx), carried, servers.failover_order(address) if address else None)
-            else:
-                works = [w for _, w in handed]
-                carried = wrap({k: v for w in works for k, v in carried_images(w, ctx).items()}) if carry_images else None
-                names = ", ".join(f"{j.name}/{w.name}" for j, w in handed)
-                future = ask_several.with_options(task_run_name=names[:120]).submit(
-                    wrap(works), wrap(ctx), carried, servers.failover_order(address), settings.retries,
-                    settings.retry_delay_s)
-            running[future] = handed
-            if address:
-                addressed[future] = address
-            future.add_done_callback(lambda f: finished.put(("asked", None, f)))
+            carried = wrap(carried_images(work, ctx)) if carry_images else None
+            task = ask[work.kind].with_options(task_run_name=f"{job.name}/{work.name}", tags=[f"image:{job.name}"])
+            future = task.submit(wrap(work), wrap(ctx), carried, addresses)
+        else:
+            works = [w for _, w in handed]
+            carried = wrap({k: v for w in works for k, v in carried_images(w, ctx).items()}) if carry_images else None
+            names = ", ".join(f"{j.name}/{w.name}" for j, w in handed)
+            future = ask_several.with_options(task_run_name=names[:120]).submit(
+                wrap(works), wrap(ctx), carried, addresses, settings.retries, settings.retry_delay_s)
+        running[future] = handed
+        if address:
+            addressed[future] = address
+        future.add_done_callback(lambda f: finished.put(("asked", None, f)))
 
     def asked(future: PrefectFuture) -> None:
         future.wait()

@@ -59,6 +59,7 @@ class ImageJob:
 class Batch:
     images: list[Path]
     open_at_once: int = 4
+    low_water: int = 8  # work items ready to hand out, below which the next image is prepared ahead
     jobs: list[ImageJob] = field(init=False)
     started: float = field(default_factory=time.monotonic)
 
@@ -66,19 +67,19 @@ class Batch:
         names = [p.name for p in self.images]
         unique = len(set(names)) == len(names)
         self.jobs = [ImageJob(str(p), p.name if unique else str(p)) for p in self.images]
-        self._turn = 0
 
     @property
     def running(self) -> list[ImageJob]:
         return [j for j in self.jobs if j.state == "running"]
 
     def to_open(self) -> list[ImageJob]:
-        """Pending images to prepare now: while fewer than open_at_once are running, or every running one has all
-        its work in flight (a review waiting on its last answers leaves the backend idle otherwise)."""
+        """Pending images to prepare now: while fewer than open_at_once are running, or one ahead when the running
+        ones have little work left to hand out (preparing an image takes seconds, and a review waiting on its last
+        answers leaves the backend idle meanwhile)."""
         pending = [j for j in self.jobs if j.state == "pending"]
         running = self.running
         opening = sum(j.state == "opening" for j in self.jobs)
-        starved = (bool(running) and not opening and not any(j.review.waiting for j in running)
+        starved = (bool(running) and not opening and sum(j.review.waiting for j in running) < self.low_water
                    and len(running) < 2 * self.open_at_once)
         chosen = pending[:max(0, self.open_at_once - len(running) - opening) or int(starved)]
         for job in chosen:
@@ -93,21 +94,29 @@ class Batch:
         job.state, job.error = "failed", _one_line(error)
 
     def next_work(self, limit: int) -> list[tuple[ImageJob, Work]]:
-        """Up to `limit` work items, taken from the running reviews in turn (each image progresses)."""
+        """Up to `limit` work items, the images opened first first: each image is finished as soon as it can be,
+        and the later ones' work fills the slots while the first ones wait on their last answers (in turn, all
+        would wait on their last answers together at the end)."""
         handed: list[tuple[ImageJob, Work]] = []
-        running = self.running
-        idle = 0
-        while len(handed) < limit and running and idle < len(running):
-            job = running[self._turn % len(running)]
-            self._turn += 1
-            work = job.review.next_work(1)
-            if work:
+        for job in self.running:
+            for work in job.review.next_work(limit - len(handed)):
                 job.in_flight += 1
-                handed.append((job, work[0]))
-                idle = 0
-            else:
-                idle += 1
+                handed.append((job, work))
         return handed
+
+    def next_groups(self, free: int, slots: int, most: int) -> list[list[tuple[ImageJob, Work]]]:
+        """Work for `free` server slots of `slots` in all: per slot a group of ready items asked in turn by one
+        task, as many as an even share of what is ready over all the slots (at least one, at most `most`), so a
+        slot that frees first does not take the work of the others."""
+        waiting = sum(job.review.waiting for job in self.running)
+        size = max(1, min(most, -(-waiting // max(slots, 1))))
+        groups = []
+        for _ in range(free):
+            group = self.next_work(size)
+            if not group:
+                break
+            groups.append(group)
+        return groups
 
     def settle(self, job: ImageJob, work: Work, replies: list | None = None, error: BaseException | str | None = None,
                remember: Memo | None = None) -> None:

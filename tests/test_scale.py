@@ -284,3 +284,36 @@ def test_a_batch_whose_tasks_ask_several_items_names_the_failed_tile_and_a_rerun
         # per image (10 calls: orientation, 4 tiles, 4 seams, review; one phase needs no synthesis): r1c2's view, the review
         assert again["totals"]["calls_made"] == 3 * (1 + 1)
         assert len([r for r in server.requests if r.status == 200]) == answered + again["totals"]["calls_made"]
+
+
+class _Queue:
+    """Stands for a Review in Batch's bookkeeping: work items waiting to be handed out."""
+
+    def __init__(self, names):
+        self.items = list(names)
+
+    @property
+    def waiting(self):
+        return len(self.items)
+
+    def next_work(self, n):
+        taken, self.items = self.items[:n], self.items[n:]
+        return taken
+
+
+def test_ready_items_are_shared_evenly_over_free_slots_and_the_first_images_go_first():
+    from mosaic.batch import Batch
+
+    batch = Batch([Path(f"{name}.png") for name in "abc"])
+    for job, items in zip(batch.jobs, (["a1", "a2", "a3"], ["b1", "b2", "b3", "b4", "b5"], [])):
+        job.state, job.review = "running", _Queue(items)
+    # 8 ready over 4 slots: 2 per slot; 2 slots free now get 2 each, the first image's first
+    groups = batch.next_groups(free=2, slots=4, most=8)
+    assert [[w for _, w in g] for g in groups] == [["a1", "a2"], ["a3", "b1"]]
+    assert [j.in_flight for j in batch.jobs] == [3, 1, 0]
+    # 4 left over 4 slots: one each, never more than there is, never more than `most`
+    assert [[w for _, w in g] for g in batch.next_groups(free=3, slots=4, most=8)] == [["b2"], ["b3"], ["b4"]]
+    assert [[w for _, w in g] for g in batch.next_groups(free=3, slots=4, most=8)] == [["b5"]]
+    assert batch.next_groups(free=3, slots=4, most=8) == []
+    batch.jobs[2].review.items = [f"c{i}" for i in range(40)]
+    assert [len(g) for g in batch.next_groups(free=2, slots=4, most=8)] == [8, 8]
