@@ -36,6 +36,7 @@ from tasks.artifacts import batch_progress, batch_summary
 from tasks.limits import leased_servers
 
 from .review import TASK_WORKERS
+from .temporary_server import temporary_server_env
 
 
 def _run_name() -> str:
@@ -229,20 +230,6 @@ def task_runner(runner: str = "threads", dask_address: str | None = None, concur
     workers = max(1, min(os.cpu_count() or 1, 4))
     return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": max(2, concurrency),
                                           "processes": True, "dashboard_address": None, "env": temporary_server_env()})
-
-
-def temporary_server_env() -> dict[str, str]:
-    """For a local cluster's worker processes: the address of this process's temporary Prefect server, which is not
-    in PREFECT_API_URL (without it each worker would start a temporary server of its own)."""
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL
-
-    if PREFECT_API_URL.value():
-        return {}
-    from .server import start_temporary_server
-
-    start_temporary_server(lambda line: None)
-    return {"PREFECT_API_URL": SubprocessASGIServer().api_url}
 
 
 def review_batch_with(runner: str = "threads", dask_address: str | None = None, concurrency: int | None = None):

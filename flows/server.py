@@ -32,34 +32,6 @@ def client() -> SyncPrefectClient:
     return get_client(sync_client=True)
 
 
-def start_temporary_server(say=print) -> None:
-    """With no PREFECT_API_URL: start Prefect's temporary server now, saying so and for how long it is waited for
-    (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS), so a slow start is not a traceback in the middle of a run."""
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
-
-    if PREFECT_API_URL.value() or SubprocessASGIServer().running:
-        return
-    limit = PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
-    say(f"mosaic: starting Prefect's temporary server (waiting up to {limit} s; set PREFECT_API_URL to use a running one)")
-    try:
-        SubprocessASGIServer().start(timeout=limit)
-    except RuntimeError as e:
-        SubprocessASGIServer().stop()
-        reason = str(e).split(". ")[0].split(" stdout:")[0]
-        raise BackendError(f"Prefect's temporary server did not start within {limit} s ({reason}): raise "
-                           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start a server (prefect server start) "
-                           "and set PREFECT_API_URL", retryable=False) from None
-
-
-def stop_temporary_servers() -> None:
-    """Stop the temporary servers this process started (Prefect does it at exit; a process leaving at once must)."""
-    from prefect.server.api.server import SubprocessASGIServer
-
-    for server in list(SubprocessASGIServer._instances.values()):
-        server.stop()  # one that never answered too: its process is still there
-
-
 def serve_inbox(name: str, parameters: dict, cron: str | None, interval_min: float | None, paused: bool = False) -> None:
     """Register the recurring `review-inbox/NAME` deployment and run its runs in this process until stopped."""
     from prefect.deployments.runner import EntrypointType

@@ -87,7 +87,7 @@ def connect_prefect(settings: Settings, say) -> str:
             return "local"
         except NotStarted as e:
             say(f"mosaic: note: Mosaic's local Prefect server did not start ({e}); this command uses a temporary one")
-    from flows.server import start_temporary_server
+    from flows.temporary_server import start_temporary_server
 
     start_temporary_server(say)
     return "temporary"

@@ -147,7 +147,7 @@ def entry() -> None:
             APILogWorker.drain_all(timeout=5)
             EventsWorker.drain_all(timeout=5)
             if "prefect.server.api.server" in sys.modules:
-                from flows.server import stop_temporary_servers
+                from flows.temporary_server import stop_temporary_servers
 
                 stop_temporary_servers()
         except Exception:  # noqa: BLE001 - whatever is left unsent, the run's files are written

@@ -169,7 +169,7 @@ def test_a_batch_names_bad_input_in_one_line(tmp_path, capsys):
 def _dask_worker(scheduler: str, cache: Path) -> subprocess.Popen:
     """A worker as on another machine: its own cache folder, PREFECT_API_URL at the Prefect server the runs use
     (this process's temporary one, so no worker starts one of its own)."""
-    from flows.batch import temporary_server_env
+    from flows.temporary_server import temporary_server_env
 
     env = {**os.environ, "MOSAIC_CACHE_DIR": str(cache), **temporary_server_env()}
     return subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", scheduler, "--nthreads", "2",
