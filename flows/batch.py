@@ -167,7 +167,8 @@ def review_batch(
             works = [w for _, w in handed]
             carried = wrap({k: v for w in works for k, v in carried_images(w, ctx).items()}) if carry_images else None
             names = ", ".join(f"{j.name}/{w.name}" for j, w in handed)
-            future = ask_several.with_options(task_run_name=names[:120]).submit(
+            images = sorted({f"image:{j.name}" for j, _ in handed})
+            future = ask_several.with_options(task_run_name=names[:120], tags=images).submit(
                 wrap(works), wrap(ctx), carried, addresses, settings.retries, settings.retry_delay_s)
         running[future] = handed
         if address:
