@@ -181,14 +181,11 @@ def review_batch(
         done = future.state.is_completed()
         replies = future.result() if done else None
         error = None if done else future.result(raise_on_failure=False)
-        if len(handed) > 1 and done:  # ask_several: each item's own outcome
-            outcomes, replies, error = replies, None, None
-        else:
-            outcomes = [(replies, error)]
         if future in addressed:
-            down = error if isinstance(error, BaseException) else None
-            servers.release(addressed.pop(future), down)
-        for (job, work), (answers, failure) in zip(handed, outcomes * len(handed) if len(outcomes) == 1 else outcomes):
+            servers.release(addressed.pop(future), error if isinstance(error, BaseException) else None)
+        # ask_several gives each item its own outcome; one item, or a task that failed whole, gives one for all
+        outcomes = replies if done and len(handed) > 1 else [(replies, error)] * len(handed)
+        for (job, work), (answers, failure) in zip(handed, outcomes):
             batch.settle(job, work, answers, failure, remember=ctx.memo if carry_images and answers else None)
 
     try:

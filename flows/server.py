@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from pathlib import Path
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
