@@ -26,8 +26,8 @@ STARTUP_S = 60
 class BackendProcess:
     """`with BackendProcess(latency=0.5, slots=4) as b:` b.openai_base to call; b.requests once the block has ended."""
 
-    def __init__(self, latency: float = 0.0, slots: int | None = None):
-        self.latency, self.slots = latency, slots
+    def __init__(self, latency: float = 0.0, slots: int | None = None, spec: str | None = None):
+        self.latency, self.slots, self.spec = latency, slots, spec
         self.requests: list[SimpleNamespace] = []
 
     def __enter__(self) -> BackendProcess:
@@ -36,6 +36,8 @@ class BackendProcess:
         command = [sys.executable, "-m", "bench.backend", "--latency", str(self.latency), "--log", str(self._log)]
         if self.slots:
             command += ["--slots", str(self.slots)]
+        if self.spec:
+            command += ["--spec", self.spec]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         self._process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
         try:
@@ -73,12 +75,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--slots", type=int, default=None)
     ap.add_argument("--log", required=True)
+    ap.add_argument("--spec", help="a small-VLM stand-in (bench.stand_ins), e.g. reader=tesseract,style=prose; "
+                                   "default: the fake VLM")
     a = ap.parse_args(argv)
     from mosaic.offline.server import ModelServer
     from mosaic.offline.stand_in import fake_vlm
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    server = ModelServer(fake_vlm, latency=a.latency, slots=a.slots).start()
+    if a.spec:
+        from bench.stand_ins import StandIn
+
+        stand_in = StandIn.from_spec(a.spec)
+        server = ModelServer(stand_in.answer_http, latency=a.latency, slots=a.slots, listed=["stand-in"],
+                             encoder_px=lambda model: stand_in.budget).start()
+    else:
+        server = ModelServer(fake_vlm, latency=a.latency, slots=a.slots).start()
     print(server.url, flush=True)
     try:
         while True:
