@@ -168,3 +168,13 @@ def test_a_new_port_replaces_the_old_server_instead_of_leaving_two_on_one_databa
         assert _alive(old_pid) is False and not first.healthy()
     finally:
         moved.stop()
+
+
+def test_the_ui_of_a_local_server_on_another_port_asks_its_own_api(local):
+    """The UI reads its API's address from /ui-settings: on a port other than 4200 it must be this server's."""
+    import urllib.request
+
+    env, server = local
+    server.ensure(120, lambda line: None)
+    with urllib.request.urlopen(f"{server.url}/ui-settings", timeout=30) as response:
+        assert json.loads(response.read())["api_url"] == server.api_url
