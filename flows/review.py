@@ -1,30 +1,28 @@
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from prefect import flow, tags
-from prefect.futures import PrefectFuture, as_completed
+from prefect import flow, get_run_logger, tags
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
 
 from mosaic.backend import Backend
 from mosaic.context import RunContext
-from mosaic.driver import planned_line
-from mosaic.engine import Review, Work
-from mosaic.pipeline import report_dir_name
+from mosaic.driver import Job, drive, planned_line, servers_for
+from mosaic.errors import RunFailed
 from mosaic.progress import Progress
 from mosaic.schema import DEFAULT_PHASES
-from mosaic.second_look import for_run
-from mosaic.servers import ServerPool
 from mosaic.settings import load_settings
-from tasks import ASK, prepare_image, save_report, synthesis_not_attempted
+from tasks import prepare_image, synthesis_not_attempted
 from tasks.artifacts import RunArtifacts, retry_hint
 from tasks.limits import leased_servers
+
+from .executor import PrefectExecutor
 
 
 def _run_name() -> str:
@@ -35,8 +33,7 @@ def _run_name() -> str:
     return f"review-{image}-{datetime.now():%Y%m%d-%H%M%S}-{str(flow_run.id or '')[:4]}"
 
 
-# A task is submitted only when a backend slot is free (at most `concurrency` at once, each making one call at a
-# time), so a task run's duration in the UI is its calls'. The pool has room for more than that.
+# The driver keeps `concurrency` steps in flight, each a task; the pool has room for more (reports, a look).
 TASK_WORKERS = 16
 
 
@@ -56,64 +53,43 @@ def review_image(
     input_px: int | None = None,
     second_look: bool | None = None,
 ) -> dict:
-    """Review one image: orientation, every tile and seam crop (its phases asked one after another), a report per
-    tile, the final review.
+    """Review one image: orientation, every tile and seam crop (its phases asked one after another), the second
+    look, a report per tile, the final review.
     concurrency: model calls in flight at once (default $MOSAIC_CONCURRENCY or 2).
     input_px: the model's encoder size, for density auto when Mosaic cannot size the model ($MOSAIC_INPUT_PX).
     second_look: closer crops of readings seen once, unclear or read differently ($MOSAIC_SECOND_LOOK, on)."""
     started = time.monotonic()
-    settings = load_settings(concurrency=concurrency, input_px=input_px)
+    settings = load_settings(concurrency=concurrency, input_px=input_px, out_dir=out_dir)
     ctx = RunContext.from_settings(settings, model, api_base, use_memo)
-    retry = dict(retries=settings.retries, retry_delay_seconds=exponential_backoff(backoff_factor=settings.retry_delay_s))
-    ask = {kind: task.with_options(**retry) for kind, task in ASK.items()}
+    say = (lambda line: print(line, file=sys.stderr)) if show_progress else get_run_logger().info
     try:
         plan = prepare_image(image_path, density, grid, phases, quote(ctx), quote(settings))
-        folder = str(Path(out_dir) / report_dir_name(plan, ctx.backend))
+        executor = PrefectExecutor(ctx, settings, out_dir, second_look=second_look)
+        review, folder = executor.review_of(plan)
+        job = Job(image_path, Path(image_path).name, state="running", review=review, folder=folder, started=started)
         artifacts = RunArtifacts(plan, Path(folder).name)
         bar = Progress(plan.total_calls, len(plan.tiles), enabled=show_progress)
-        review = Review(plan, ctx, on_call=bar.call_done, on_tile=lambda: (bar.tile_done(), artifacts.tile_done()),
-                        second_look=for_run(settings, ctx.backend, second_look))
         bar.announce(planned_line(review))
-        bar.total_calls = review.stats.planned  # a memoized rerun has settled its second look already
 
-        # Large inputs are quoted: Prefect would otherwise walk every field of each on every task, looking for futures.
-        # Only what the memo does not answer becomes a task: a rerun shows (and runs) only what was missing.
-        # The run holds its share of each server's Prefect limit (leased_servers) and gives every call its server
-        # and slot itself: a slot taken from the Prefect server per call costs more than a fast server's answer.
-        share = min(settings.backend_slots, ctx.concurrency)
-        servers = ServerPool(ctx.backend.addresses, share) if ctx.backend.addresses else None
-        running: dict[PrefectFuture, tuple[Work, str | None]] = {}
-        with leased_servers(ctx.backend, settings.backend_slots, occupy=share):
-            while not review.finished:
-                while len(running) < ctx.concurrency:
-                    address = servers.try_acquire() if servers else None
-                    if servers and address is None:
-                        break
-                    work = next(iter(review.next_work(1)), None)
-                    if work is None:
-                        if address:
-                            servers.release(address)
-                        break
-                    addresses = servers.failover_order(address) if address else None
-                    running[ask[work.kind].submit(quote(work), quote(ctx), None, addresses)] = (work, address)
-                if not running:
-                    break  # nothing left that can be asked
-                future = next(as_completed(list(running)))
-                future.wait()  # sets the future's final state
-                work, address = running.pop(future)
-                done = future.state.is_completed()
-                error = None if done else future.result(raise_on_failure=False)
-                if address:
-                    servers.release(address, error if isinstance(error, BaseException) else None)
-                review.settle(work, future.result() if done else None, error)
-                while review.blocked:  # a final state in the UI, named after its tile, instead of NotReady
-                    synthesis_not_attempted(*review.blocked.pop(0), return_state=True)
-                bar.total_calls = review.stats.planned
+        def on_change(job: Job) -> None:
+            bar.show(job.review)
+            artifacts.tiles_done(len(job.review.reports))
+
+        # The run holds its share of each server's Prefect limit and gives every call its server and slot itself:
+        # a slot taken from the Prefect server per call costs more than a fast server's answer.
+        slots = ctx.concurrency if not ctx.backend.pooled else ctx.server_slots
+        with leased_servers(ctx.backend, slots, say) as held:
+            in_flight = held if not ctx.backend.pooled else min(ctx.concurrency, held * len(ctx.backend.addresses))
+            drive([job], executor, in_flight=in_flight, servers=servers_for(ctx, held), memo=ctx.memo,
+                  on_change=on_change)
+        for tile, views in review.blocked:  # a final state in the UI, named after its tile, instead of NotReady
+            synthesis_not_attempted(tile, views, return_state=True)
         bar.close()
-        report = review.report(time.monotonic() - started)
-        report.report_dir = save_report(quote(report), quote(plan), folder, quote(ctx))
     finally:
         ctx.discard_scratch()
+    if job.report is None:
+        raise RunFailed(job.error or "the report could not be written", report_dir=folder)
+    report = job.report
     if not report.complete:
         failure = review.failure(folder, retry_hint())
         artifacts.finish(report, folder, str(failure))

@@ -19,7 +19,6 @@ from pydantic import BaseModel, Field
 from .backend import Backend
 from .memo import BlobStore, Memo
 from .schema import Plan
-from .servers import ServerPool, server_pool
 from .settings import Settings
 
 
@@ -29,12 +28,18 @@ class RunContext(BaseModel):
     use_memo: bool = True  # off: the run keeps its answers and crops in its own scratch folder, removed at the end
     memo_size_mb: int = 2048
     concurrency: int = 2  # calls in flight at the backend
-    server_slots: int = 2  # calls in flight at each of several servers, in this process
+    server_slots: int = 2  # calls in flight at each of several servers
+    retries: int = 3  # a step's tries after the first (mosaic.steps.ask)
+    retry_delay_s: float = 1.0
+    retry_limit_s: float = 600.0
     completion: str | None = None  # "module:factory", see complete
     run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     @classmethod
     def from_settings(cls, settings: Settings, model: str, api_base: str | None, use_memo: bool = True) -> RunContext:
+        from .checks import checked_backend
+
+        checked_backend(settings, model, api_base)
         backend = Backend.create(model, api_base, settings.offline_budget, temperature=settings.temperature,
                                  max_tokens=settings.max_tokens, num_ctx=settings.num_ctx, timeout_s=settings.timeout_s,
                                  structured_output=settings.structured_output, same_weights=settings.same_weights)
@@ -43,6 +48,7 @@ class RunContext(BaseModel):
             concurrency = max(concurrency, settings.backend_slots * len(backend.servers))
         return cls(backend=backend, cache_dir=str(settings.cache_dir), use_memo=use_memo,
                    memo_size_mb=settings.cache_size_mb, concurrency=concurrency, server_slots=settings.backend_slots,
+                   retries=settings.retries, retry_delay_s=settings.retry_delay_s, retry_limit_s=settings.retry_limit_s,
                    completion=settings.completion)
 
     @property
@@ -63,29 +69,25 @@ class RunContext(BaseModel):
         return BlobStore(self.store_dir / "blobs")
 
     @property
-    def in_flight(self) -> threading.BoundedSemaphore:
-        return in_flight_limit(self.backend.model, self.backend.api_base, self.concurrency)
-
-    @property
-    def server_pool(self) -> ServerPool | None:
-        """What chooses the server of each call, when the backend has several (or the same weights at one)."""
-        if not self.backend.pooled:
-            return None
-        return server_pool(tuple(self.backend.addresses), self.server_slots)
-
-    @property
     def complete(self) -> Callable:
         """The completion function (the call seam): `completion` names a factory that, given the Backend, returns
         it (tests and benchmarks); by default the built-in reader for the offline backend, else LiteLLM."""
         return completion_for(self.completion or "", self.backend.model_dump_json())
 
     def prepare(self, image_path: str, density: str, grid: str | None, phases: list[str], settings: Settings) -> Plan:
+        """The one door into a review: the request checked (mosaic.checks), the image cut into its plan, the plan's
+        size checked against MOSAIC_MAX_CALLS, before any call."""
+        from .checks import checked_call_count, checked_out_dir, checked_phases
         from .images import set_pixel_limit
         from .pipeline import prepare
 
+        phases = checked_phases(phases)
+        checked_out_dir(settings.out_dir)
         set_pixel_limit(settings.max_image_mp)
-        return prepare(image_path, density, grid, phases, self.backend, self.blobs, settings.orientation_px,
+        plan = prepare(image_path, density, grid, phases, self.backend, self.blobs, settings.orientation_px,
                        settings.view_px, settings.skip_blank, settings.input_px)
+        checked_call_count(plan, settings)
+        return plan
 
     def discard_scratch(self) -> None:
         """Remove a use_memo-off run's scratch folder (a no-op otherwise)."""
@@ -112,12 +114,6 @@ def scratch_memo(directory: str) -> Memo:
         if directory not in _scratch_memos:
             _scratch_memos[directory] = Memo(Path(directory))
         return _scratch_memos[directory]
-
-
-@lru_cache(maxsize=32)
-def in_flight_limit(model: str, api_base: str | None, calls: int) -> threading.BoundedSemaphore:
-    """One per backend and limit in a process: runs of the same process share it."""
-    return threading.BoundedSemaphore(calls)
 
 
 @lru_cache(maxsize=16)

@@ -20,9 +20,12 @@ class BackendError(MosaicError):
 
     exit_code = 3
 
-    def __init__(self, message: str, retryable: bool = True):
+    def __init__(self, message: str, retryable: bool = True, retry_after: float | None = None):
         super().__init__(message)
-        self.retryable = retryable
+        self.retryable, self.retry_after = retryable, retry_after  # retry_after: seconds the server asked to wait
+
+    def __reduce__(self):  # across processes (Dask workers) with its fields
+        return type(self), (str(self), self.retryable, self.retry_after)
 
 
 class RunFailed(MosaicError):

@@ -11,7 +11,6 @@ import os
 import re
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
@@ -85,32 +84,25 @@ def _complete(request: dict) -> Completion:
 
 
 def call_model(call: ModelCall, blobs: BlobStore, memo: Memo | None, timeout_s: float = 300.0,
-               backend_slot: Callable[[], AbstractContextManager] = nullcontext,
-               complete: CompleteFn = litellm_completion) -> ModelReply:
-    """backend_slot is held around the network call only (a memo hit needs none), e.g. a concurrency limit; what
-    it yields, if not None, is the address the call goes to (one of several servers; the memo key keeps
-    call.api_base). complete: what answers the call (LiteLLM, the offline reader, a test's fake)."""
+               address: str | None = None, complete: CompleteFn = litellm_completion) -> ModelReply:
+    """One call, once (retries belong to mosaic.steps): the memo's answer, else the backend's, kept in the memo.
+    address: the server it goes to, when the backend has several (the memo key keeps call.api_base).
+    complete: what answers the call (LiteLLM, the offline reader, a test's fake)."""
     hit = cached_reply(call, memo)
     if hit is not None:
         return hit
     key = call.key()
-    sent, api_key = call, api_key_for(call)
+    sent = call if address is None or address == call.api_base else call.model_copy(update={"api_base": address})
+    api_key = api_key_for(sent)
     started = time.monotonic()
     try:
-        messages = build_messages(call, blobs)  # before taking a slot: encoding a view needs no backend
-        with backend_slot() as address:
-            if address is not None and address != call.api_base:
-                sent = call.model_copy(update={"api_base": address})
-                api_key = api_key_for(sent)
-            answer = complete(sent, messages, api_key, timeout_s)
+        answer = complete(sent, build_messages(call, blobs), api_key, timeout_s)
         content = answer.content
     except BackendError:
         raise
     except Exception as e:  # LiteLLM wraps every provider's failure differently; classify once, here
         failure = classify(e, sent, api_key)
-        wait = retry_after(e)
-        if failure.retryable and wait:
-            time.sleep(min(wait, MAX_RETRY_AFTER_S))  # the server said when; the task's retry comes after
+        failure.retry_after = retry_after(e)  # the server said when; mosaic.steps waits that long, once
         raise failure from None
     if not content.strip():
         where = backend_address(sent.model, sent.api_base)
@@ -130,8 +122,6 @@ def cached_reply(call: ModelCall, memo: Memo | None) -> ModelReply | None:
     hit = memo.get(call.key()) if memo is not None else None
     return ModelReply(content=hit["content"], cached=True, usage=hit.get("usage") or {}) if hit is not None else None
 
-
-MAX_RETRY_AFTER_S = 60.0
 
 
 def backend_address(model: str, api_base: str | None) -> str:

@@ -33,6 +33,18 @@ class Progress:
         if self._tty or self.calls % max(1, self.total_calls // 10) == 0:
             self._draw()
 
+    def show(self, review) -> None:
+        """Where a review stands (mosaic.engine.Review): its calls answered and failed, its tiles reported."""
+        stats = review.stats
+        with self._lock:
+            tenth = max(1, self.total_calls // 10)
+            crossed = (stats.total + stats.failed) // tenth != self.calls // tenth or len(review.reports) != self.tiles
+            self.calls, self.cached, self.failed = stats.total + stats.failed, stats.cached, stats.failed
+            self.tiles = len(review.reports)
+            self.total_calls = max(self.total_calls, stats.planned)
+        if self._tty or crossed:
+            self._draw()
+
     def tile_done(self) -> None:
         with self._lock:
             self.tiles += 1

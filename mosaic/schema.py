@@ -179,6 +179,7 @@ class CallStats(BaseModel):
     cached: int = 0  # served from the memo
     failed: int = 0
     second_look: int = 0  # calls of the second look's views (planned), part of planned
+    retried: int = 0  # tries after a step's first (mosaic.steps.ask), over all steps
 
 
 class FinalReport(BaseModel):

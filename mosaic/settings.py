@@ -44,7 +44,10 @@ class Settings(BaseSettings):
         2, ge=1, le=1000, description="Model calls in flight at once to one backend address, over all runs that share "
         "a Prefect server (a global concurrency limit Mosaic creates when missing).")
     retries: int = Field(3, ge=0, le=10, description="Retries of a failed model call, with exponential backoff.")
-    retry_delay_s: float = Field(1.0, ge=0, description="First backoff delay; it doubles on each retry.")
+    retry_delay_s: float = Field(1.0, ge=0, description="First backoff delay; it doubles on each retry (±20% jitter).")
+    retry_limit_s: float = Field(
+        600.0, gt=0, description="Most time one step (a view's phases, a synthesis) spends retrying; a Retry-After "
+        "from the server is honoured once within it.")
     timeout_s: float = Field(300.0, gt=0, description="Time limit of one model call.")
     temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 keeps readings reproducible.")
     max_tokens: int = Field(1024, gt=0, description="Upper bound of tokens per answer.")
@@ -70,8 +73,10 @@ class Settings(BaseSettings):
         True, description="After the first wave of views, a closer, enlarged, text-only crop of each reading seen in "
         "one view only, unclear, or read differently by two views: a reading two views agree on is confirmed.")
     max_calls: int = Field(
-        1000, ge=1, description="A `mosaic run` that plans more calls than this (before the second look) is refused "
-        "unless --yes is given: a typo in --grid can plan thousands.")
+        1000, ge=1, description="A review that plans more calls than this (before the second look) is refused before "
+        "its first call unless MOSAIC_YES (--yes) is given, whichever way it is started: a typo in --grid can plan "
+        "thousands.")
+    yes: bool = Field(False, description="Make a review that plans more calls than MOSAIC_MAX_CALLS (`--yes`).")
     second_look_share: float = Field(
         0.3, ge=0, le=5, description="Most calls the second look may add, as a share of the first wave's planned calls.")
     prefect_server: Literal["local", "temporary"] = Field(

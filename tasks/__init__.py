@@ -1,5 +1,5 @@
-"""Prefect tasks: thin typed wrappers of mosaic's plain functions, with retries declared on the decorator."""
+"""Prefect tasks: thin typed wrappers of mosaic's plain functions."""
 
-from .review import ASK, ask_model, ask_several, prepare_image, save_comparison, save_report, synthesis_not_attempted
+from .review import STEP_TASKS, prepare_image, run_steps, save_comparison, save_report, synthesis_not_attempted
 
-__all__ = ["ASK", "ask_model", "ask_several", "prepare_image", "save_comparison", "save_report", "synthesis_not_attempted"]
+__all__ = ["STEP_TASKS", "prepare_image", "run_steps", "save_comparison", "save_report", "synthesis_not_attempted"]

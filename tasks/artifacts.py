@@ -48,9 +48,11 @@ class RunArtifacts:
                 description=f"Tiles of {Path(plan.image_path).name} reviewed ({plan.cols}x{plan.rows} grid)"),
         )
 
-    def tile_done(self) -> None:
+    def tiles_done(self, done: int) -> None:
         with self._lock:
-            self.done += 1
+            if done == self.done:
+                return
+            self.done = done
             now = time.monotonic()
             if now - self._updated < PROGRESS_EVERY_S and self.done < self.total:
                 return  # a memoized rerun finishes every tile at once: one request, not one per tile
@@ -85,8 +87,8 @@ def batch_progress(images: int):
     progress_id = _safe("progress", lambda: _artifacts().create_progress_artifact(
         0.0, description=f"Images of the batch reviewed or failed (of {images})"))
 
-    def update(batch) -> None:
-        done = sum(j.state in ("reviewed", "failed") for j in batch.jobs)
+    def update(jobs) -> None:
+        done = sum(j.ended for j in jobs)
         if progress_id:
             _safe("progress", lambda: _artifacts().update_progress_artifact(progress_id, round(100.0 * done / images, 1)))
 

@@ -1,4 +1,5 @@
-"""The review engine (mosaic.engine): one implementation of what to ask, counting and the report, under two drivers.
+"""The review engine (mosaic.engine): a planner of phases, what to ask, counting and the report; the one driver
+(mosaic.driver) on a thread pool and in a Prefect flow.
 
 The model is the stand-in VLM, called through the call seam (MOSAIC_COMPLETION) as LiteLLM would be."""
 
@@ -15,8 +16,10 @@ import pytest
 from conftest import make_photo
 from mosaic import driver
 from mosaic.context import RunContext
-from mosaic.engine import Review, Work, ask
+from mosaic.engine import Outcome, Review, Work
 from mosaic.errors import RunFailed
+from mosaic.llm import cached_reply
+from mosaic.steps import ask, perform
 from mosaic.schema import View
 from mosaic.settings import load_settings
 
@@ -35,24 +38,46 @@ def context(tmp_path, **overrides) -> tuple[RunContext, object]:
 
 
 def drive_by_hand(review: Review, ctx: RunContext, fail: set[str] = frozenset()) -> list[str]:
-    """The smallest driver: one work item at a time, in this thread; `fail` names work that fails."""
+    """The smallest driver: one step at a time, in this thread; `fail` names steps that fail."""
     asked = []
     while not review.finished:
-        work = review.next_work(1)
-        if not work:
+        steps = review.ready(1)
+        if not steps:
             break
-        asked.append(work[0].name)
-        if work[0].name in fail:
-            review.settle(work[0], error="injected failure")
+        step = steps[0]
+        asked.append(step.name)
+        if step.name in fail:
+            review.done(step, Outcome(replies=[None] * len(step.calls), error=RuntimeError("injected failure")))
         else:
-            review.settle(work[0], ask(work[0], ctx))
+            review.done(step, perform([step], ctx)[0])
     return asked
+
+
+def test_the_engine_does_nothing_in_its_constructor_and_moves_through_its_phases(tmp_path):
+    ctx, settings = context(tmp_path)
+    plan = ctx.prepare(str(make_photo(tmp_path / "p.png")), "light", "2x2", ["text", "subjects"], settings)
+    from mosaic.second_look import SecondLook
+
+    review = Review(plan, ctx.backend, SecondLook())
+    assert review.outcomes == {} and review.phase == "orient" and not review.finished
+    phases = []
+    while not review.finished:
+        steps = review.ready()
+        phases.append((review.phase, sorted({s.kind for s in steps})))
+        for step in steps:
+            review.done(step, perform([step], ctx)[0])
+    kinds = [k for _, ks in phases for k in ks]
+    assert [p for p, _ in phases][:3] == ["orient", "views", "second look"]
+    assert kinds.index("look") > max(i for i, k in enumerate(kinds) if k == "view" and i < kinds.index("look"))
+    assert kinds[-1] == "final" and review.phase == "done"
+    stats = review.stats  # derived from the outcomes: every answered reply counted once
+    assert stats.total == sum(len(o.replies) for o in review.outcomes.values()) == stats.made
 
 
 def test_the_engine_asks_in_order_counts_and_builds_the_report(tmp_path):
     ctx, settings = context(tmp_path)
     plan = ctx.prepare(str(make_photo(tmp_path / "p.png")), "light", "2x2", ["text", "subjects"], settings)
-    review = Review(plan, ctx)
+    review = Review(plan, ctx.backend)
     asked = drive_by_hand(review, ctx)
     assert asked[0] == "orient" and asked[-1] == "write-review"
     # a tile's synthesis is asked as soon as its views have answered, before later rows' views
@@ -64,17 +89,21 @@ def test_the_engine_asks_in_order_counts_and_builds_the_report(tmp_path):
     sign = next(r for r in report.readings if r.views == ["r1c1|r1c2"])  # evidence as data: the view it was read in
     assert sign.text.startswith("SIGN-")
 
-    # the same review again: the memo answers everything, so there is no work at all
-    again = Review(plan, ctx)
-    assert again.finished and again.next_work() == []
-    assert again.report().calls.cached == plan.total_calls and again.report().model_dump(exclude={"calls"}) == \
-        report.model_dump(exclude={"calls"})
+    # the same review again: the memo answers every step the engine hands out, so no call is made
+    again = Review(plan, ctx.backend)
+    while steps := again.ready():
+        for step in steps:
+            hits = [cached_reply(c, ctx.memo) for c in step.calls]
+            assert None not in hits
+            again.done(step, Outcome(replies=hits))
+    assert again.finished and again.report().calls.cached == plan.total_calls
+    assert again.report().model_dump(exclude={"calls"}) == report.model_dump(exclude={"calls"})
 
 
 def test_a_failed_view_fails_its_tiles_and_keeps_the_rest(tmp_path):
     ctx, settings = context(tmp_path)
     plan = ctx.prepare(str(make_photo(tmp_path / "p.png")), "light", "2x2", ["text", "subjects"], settings)
-    review = Review(plan, ctx)
+    review = Review(plan, ctx.backend)
     drive_by_hand(review, ctx, fail={"inspect-r1c2"})
     assert review.finished and review.failed_tiles == ["r1c2"]
     assert review.blocked == [("r1c2", ["r1c2"])]  # the Prefect driver shows it as a failed synthesis task
@@ -97,7 +126,7 @@ def test_more_views_can_be_asked_after_answers_come_in(tmp_path):
             review.add_view(View(id="r1c1+detail", kind="detail", cells=view.cells, box=(x0, y0, (x0 + x1) // 2,
                                  (y0 + y1) // 2), image_sha256=plan.views[-1].image_sha256, phases=["text"]))
 
-    review = Review(plan, ctx, follow_up=closer_look)
+    review = Review(plan, ctx.backend, follow_up=closer_look)
     asked = drive_by_hand(review, ctx)
     assert "inspect-r1c1+detail" in asked and asked.index("inspect-r1c1+detail") < asked.index("write-review")
     report = review.report()
@@ -112,22 +141,22 @@ def test_more_views_can_be_asked_after_answers_come_in(tmp_path):
 def test_a_tasks_inputs_pickle_and_its_body_runs_in_another_process(tmp_path):
     ctx, settings = context(tmp_path)
     plan = ctx.prepare(str(make_photo(tmp_path / "p.png")), "light", "2x2", ["text"], settings)
-    review = Review(plan, ctx)
-    [orientation] = review.next_work()
+    review = Review(plan, ctx.backend)
+    [orientation] = review.ready()
     blob = tmp_path / "work.pickle"
     blob.write_bytes(pickle.dumps((orientation, ctx)))
-    script = ("import pickle, sys, json\nfrom mosaic.engine import ask\n"
+    script = ("import pickle, sys, json\nfrom mosaic.steps import ask\n"
               "work, ctx = pickle.loads(open(sys.argv[1], 'rb').read())\n"
-              "print(json.dumps([r.model_dump() for r in ask(work, ctx)]))\n")
+              "print(json.dumps([r.model_dump() for r in ask(work, ctx).replies]))\n")
     done = subprocess.run([sys.executable, "-c", script, str(blob)], capture_output=True, text=True, cwd=ROOT,
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     [reply] = json.loads(done.stdout)
     assert reply["cached"] is False and reply["content"].startswith("A test scene")
     # the other process answered into the shared memo: here it is a memo hit, and the review goes on from it
-    review.settle(orientation, ask(orientation, ctx))
-    assert review.stats.made == 1 and review.orientation == reply["content"]
-    assert all(isinstance(w, Work) for w in review.next_work())
+    review.done(orientation, ask(orientation, ctx))
+    assert review.stats.cached == 1 and review.orientation == reply["content"]
+    assert all(isinstance(w, Work) for w in review.ready())
 
 
 def test_a_run_without_the_memo_leaves_nothing_in_the_cache(tmp_path, stand_in):
@@ -208,12 +237,11 @@ def test_views_added_from_the_memo_wait_until_the_hook_is_done(tmp_path):
                                      image_sha256=view.image_sha256, phases=["text"]))
 
     for run in ("first", "from the memo"):
-        review = Review(plan.model_copy(deep=True), ctx, follow_up=two_closer_looks)
+        review = Review(plan.model_copy(deep=True), ctx.backend, follow_up=two_closer_looks)
         drive_by_hand(review, ctx)
         report = review.report()
         assert report.complete and report.tiles[0].views == ["detail-0", "detail-1", "r1c1"], run
         assert report.calls.planned == 1 + 3 + 1 == report.calls.total, run
-    assert report.calls.cached == report.calls.total
     with pytest.raises(ValueError, match="not a tile"):
         review.add_view(plan.views[0].model_copy(update={"id": "extra"}))
 
@@ -223,9 +251,10 @@ def test_a_backend_that_refuses_the_orientation_fails_with_its_own_error(tmp_pat
 
     ctx, settings = context(tmp_path)
     plan = ctx.prepare(str(make_photo(tmp_path / "p.png")), "light", "2x2", ["text"], settings)
-    review = Review(plan, ctx)
-    [orientation] = review.next_work()
-    review.settle(orientation, error=BackendError("model 'x' not found at http://127.0.0.1:9/v1", retryable=False))
+    review = Review(plan, ctx.backend)
+    [orientation] = review.ready()
+    review.done(orientation, Outcome(replies=[None], error=BackendError("model 'x' not found at http://127.0.0.1:9/v1",
+                                                                          retryable=False)))
     assert review.finished and review.failed_tiles == ["r1c1", "r1c2", "r2c1", "r2c2"]
     failure = review.failure(None, None)
     assert isinstance(failure, BackendError) and failure.exit_code == 3 and "not found" in str(failure)

@@ -1,0 +1,78 @@
+"""The driver's executor in a flow: each step a Prefect task (named by kind in the UI), each image's preparation
+and report a task, on the flow's task runner (threads, or Dask through prefect-dask)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect.context import FlowRunContext
+from prefect.futures import PrefectFuture
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
+
+from mosaic.context import RunContext
+from mosaic.driver import Job, run_settings
+from mosaic.engine import Review, Work
+from mosaic.pipeline import report_dir_name
+from mosaic.schema import FinalReport
+from mosaic.second_look import for_run
+from mosaic.settings import Settings
+from tasks import STEP_TASKS, prepare_image, save_report
+
+
+class PrefectExecutor:
+    """prepare: (image path, density, grid, phases) of the images it opens; carry_images: each task carries the
+    crops it shows (workers on other machines); tag: a task's tags name its image(s) (a batch)."""
+
+    def __init__(self, ctx: RunContext, settings: Settings, out_dir: str, prepare: tuple = (),
+                 second_look: bool | None = None, carry_images: bool = False, tag: bool = False):
+        self.ctx, self.settings, self.out_dir, self.prepare = ctx, settings, out_dir, prepare
+        self.second_look, self.carry_images, self.tag = second_look, carry_images, tag
+        # Large inputs are quoted: Prefect would otherwise walk every field of each, looking for futures; on threads
+        # only (prefect-dask's own walk turns a quote into a tuple).
+        on_threads = isinstance(FlowRunContext.get().task_runner, ThreadPoolTaskRunner)
+        self.wrap = quote if on_threads else (lambda value: value)
+
+    def review_of(self, plan) -> tuple[Review, str]:
+        review = Review(plan, self.ctx.backend, for_run(self.settings, self.ctx.backend, self.second_look),
+                        run_settings=run_settings(self.ctx))
+        return review, str(Path(self.out_dir) / report_dir_name(plan, self.ctx.backend))
+
+    def open(self, job: Job) -> PrefectFuture:
+        density, grid, phases = self.prepare
+        future = prepare_image.with_options(task_run_name=f"prepare-{job.name}").submit(
+            job.image, density, grid, phases, self.wrap(self.ctx), self.wrap(self.settings))
+        return _Mapped(future, self.review_of)
+
+    def steps(self, works: list[tuple[Job, Work]], addresses: list[str] | None) -> PrefectFuture:
+        steps = [w for _, w in works]
+        names = ", ".join(f"{j.name}/{w.name}" if self.tag else w.name for j, w in works)
+        options = dict(task_run_name=names[:120])
+        if self.tag:
+            options["tags"] = sorted({f"image:{j.name}" for j, _ in works})
+        carried = None
+        if self.carry_images:
+            blobs = self.ctx.blobs
+            carried = self.wrap({sha: blobs.get(sha) for w in steps for call in w.calls for sha in call.images})
+        return STEP_TASKS[steps[0].kind].with_options(**options).submit(
+            self.wrap(steps), self.wrap(self.ctx), addresses, carried)
+
+    def save(self, job: Job, report: FinalReport) -> PrefectFuture:
+        return save_report.with_options(task_run_name=f"save-{job.name}" if self.tag else "save-report").submit(
+            self.wrap(report), self.wrap(job.review.plan), job.folder, self.wrap(self.ctx))
+
+
+class _Mapped:
+    """A future whose result is fn(the task's result), computed in the driver's thread."""
+
+    def __init__(self, future: PrefectFuture, fn):
+        self.future, self.fn = future, fn
+
+    def add_done_callback(self, callback) -> None:
+        self.future.add_done_callback(lambda _: callback(self))
+
+    def result(self):
+        return self.fn(self.future.result())
+
+    def __hash__(self):
+        return id(self)
