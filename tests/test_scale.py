@@ -6,12 +6,15 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import Future
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from conftest import free_port, make_photo, run_cli
 from mosaic.backend import Backend
+from mosaic.engine import Outcome
 from mosaic.errors import BadOption
 from mosaic.memo import Memo, network_filesystem
 from mosaic.offline.server import Fault, ModelServer
@@ -287,33 +290,64 @@ def test_a_batch_whose_tasks_ask_several_items_names_the_failed_tile_and_a_rerun
 
 
 class _Queue:
-    """Stands for a Review in Batch's bookkeeping: work items waiting to be handed out."""
+    """Stands for a Review in the driver's bookkeeping: steps waiting to be handed out."""
 
     def __init__(self, names):
-        self.items = list(names)
+        self.items, self.out = list(names), 0
 
     @property
     def waiting(self):
         return len(self.items)
 
-    def next_work(self, n):
+    @property
+    def finished(self):
+        return not self.items and not self.out
+
+    def ready(self, n=None):
         taken, self.items = self.items[:n], self.items[n:]
-        return taken
+        self.out += len(taken)
+        return [SimpleNamespace(name=t, needs_backend=True, calls=[]) for t in taken]
+
+    def done(self, work, outcome):
+        self.out -= 1
+
+    def report(self, elapsed_s):
+        return SimpleNamespace(complete=True, report_dir=None, calls=None)
 
 
-def test_ready_items_are_shared_evenly_over_free_slots_and_the_first_images_go_first():
-    from mosaic.batch import Batch
+class _Recorder:
+    """An executor whose futures are done at once; it records the groups of steps it was given."""
 
-    batch = Batch([Path(f"{name}.png") for name in "abc"])
-    for job, items in zip(batch.jobs, (["a1", "a2", "a3"], ["b1", "b2", "b3", "b4", "b5"], [])):
+    def __init__(self):
+        self.groups = []
+
+    def steps(self, works, addresses):
+        self.groups.append([w.name for _, w in works])
+        future = Future()
+        future.set_result([Outcome() for _ in works])
+        return future
+
+    def save(self, job, report):
+        future = Future()
+        future.set_result(f"out/{job.name}")
+        return future
+
+
+def test_ready_steps_are_shared_evenly_over_free_slots_and_the_first_images_go_first():
+    from mosaic.driver import drive, jobs_of
+
+    jobs = jobs_of([f"{name}.png" for name in "abc"])
+    for job, items in zip(jobs, (["a1", "a2", "a3"], ["b1", "b2", "b3", "b4", "b5"], [])):
         job.state, job.review = "running", _Queue(items)
-    # 8 ready over 4 slots: 2 per slot; 2 slots free now get 2 each, the first image's first
-    groups = batch.next_groups(free=2, slots=4, most=8)
-    assert [[w for _, w in g] for g in groups] == [["a1", "a2"], ["a3", "b1"]]
-    assert [j.in_flight for j in batch.jobs] == [3, 1, 0]
-    # 4 left over 4 slots: one each, never more than there is, never more than `most`
-    assert [[w for _, w in g] for g in batch.next_groups(free=3, slots=4, most=8)] == [["b2"], ["b3"], ["b4"]]
-    assert [[w for _, w in g] for g in batch.next_groups(free=3, slots=4, most=8)] == [["b5"]]
-    assert batch.next_groups(free=3, slots=4, most=8) == []
-    batch.jobs[2].review.items = [f"c{i}" for i in range(40)]
-    assert [len(g) for g in batch.next_groups(free=2, slots=4, most=8)] == [8, 8]
+    recorder = _Recorder()
+    drive(jobs, recorder, in_flight=4, per_task=8)
+    # 8 ready over 4 slots: 2 per task, the first image's first; then one each as fewer are left
+    assert recorder.groups == [["a1", "a2"], ["a3", "b1"], ["b2"], ["b3"], ["b4"], ["b5"]]
+    assert [j.state for j in jobs] == ["reviewed"] * 3
+    jobs = jobs_of(["c.png"])
+    jobs[0].state, jobs[0].review = "running", _Queue([f"c{i}" for i in range(40)])
+    recorder = _Recorder()
+    drive(jobs, recorder, in_flight=2, per_task=8)
+    assert [len(g) for g in recorder.groups[:2]] == [8, 8]  # never more than per_task
+    with pytest.raises(ValueError, match="at least 1"):
+        drive(jobs, recorder, in_flight=2, open_at_once=0)

@@ -8,7 +8,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm 
 import litellm  # noqa: E402
 import pytest  # noqa: E402
 
-from mosaic.driver import worth_retrying  # noqa: E402
+from mosaic.steps import retry_wait  # noqa: E402
 from mosaic.errors import BackendError  # noqa: E402
 from mosaic.llm import classify  # noqa: E402
 from mosaic.pipeline import complete_review, make_tile_report, parse_json_object  # noqa: E402
@@ -164,7 +164,7 @@ def test_complete_review_with_no_readings_is_the_models_text():
     assert complete_review("Nothing legible.\n", []) == "Nothing legible."
 
 
-# --- classify and worth_retrying ------------------------------------------------------------------------------
+# --- classify and the retry policy ------------------------------------------------------------------------------
 
 CALL = ModelCall(model="openai/x", api_base="http://127.0.0.1:9/v1", system="s", prompt="p")
 KEY = "sk-test-5ecret-key"
@@ -196,7 +196,13 @@ def test_classify_says_whether_to_retry_names_the_backend_and_hides_the_key(make
     assert KEY not in message
 
 
-def test_worth_retrying_follows_a_backend_errors_flag_and_retries_anything_else():
-    assert worth_retrying(BackendError("model gone", retryable=False)) is False
-    assert worth_retrying(BackendError("timed out", retryable=True)) is True
-    assert worth_retrying(ConnectionResetError("reset")) is True
+def test_one_retry_policy_fails_over_at_once_honours_retry_after_once_and_backs_off_with_jitter():
+    busy = BackendError("429", retryable=True, retry_after=7.0)
+    assert retry_wait(busy, 0, 1.0, failover=True) == 0.0  # another server: at once
+    assert retry_wait(busy, 0, 1.0) == 7.0  # the server said when
+    waits = [retry_wait(busy, 2, 1.0, waited_as_asked=True) for _ in range(50)]  # then backoff: 4 s ± 20%
+    assert all(3.2 <= w <= 4.8 for w in waits) and len(set(waits)) > 1
+    import pickle
+
+    again = pickle.loads(pickle.dumps(BackendError("gone", retryable=False, retry_after=None)))
+    assert again.retryable is False and str(again) == "gone"  # across processes with its flag
