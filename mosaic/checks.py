@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .backend import Backend
 from .errors import BadOption
-from .schema import PHASES, Plan
+from .schema import PHASES
 from .settings import Settings
 
 
@@ -39,10 +39,9 @@ def checked_out_dir(out_dir: str | Path) -> Path:
     return path
 
 
-def checked_call_count(plan: Plan, settings: Settings) -> None:
-    """Refuse a plan of more calls than MOSAIC_MAX_CALLS (before the second look) unless the user said yes (--yes,
-    MOSAIC_YES)."""
-    planned = plan.total_calls
+def checked_call_count(planned: int, cols: int, rows: int, settings: Settings) -> None:
+    """Refuse a review of more calls than MOSAIC_MAX_CALLS (before the second look) unless the user said yes (--yes,
+    MOSAIC_YES). The CLI checks the grid's count before cutting the image; every review checks its plan's."""
     if planned > settings.max_calls and not settings.yes:
-        raise BadOption(f"the {plan.cols}×{plan.rows} grid plans {planned:,} calls, more than {settings.max_calls:,}: "
-                        "pass --yes (MOSAIC_YES=1) to make them, or choose a coarser --grid or --density")
+        raise BadOption(f"the {cols}×{rows} grid plans {planned:,} calls, more than {settings.max_calls:,}: pass --yes "
+                        "(MOSAIC_YES=1) to make them, or choose a coarser --grid or --density")

@@ -86,7 +86,7 @@ class RunContext(BaseModel):
         set_pixel_limit(settings.max_image_mp)
         plan = prepare(image_path, density, grid, phases, self.backend, self.blobs, settings.orientation_px,
                        settings.view_px, settings.skip_blank, settings.input_px)
-        checked_call_count(plan, settings)
+        checked_call_count(plan.total_calls, plan.cols, plan.rows, settings)
         return plan
 
     def discard_scratch(self) -> None:

@@ -9,8 +9,9 @@ import sys
 
 from mosaic.errors import BadOption, BackendError, RunFailed
 from mosaic.schema import DEFAULT_PHASES, PHASES
+from mosaic.checks import checked_backend, checked_phases
 
-from .common import checked_backend, command_seconds, connect_prefect, load, one_line, parse_phases, quiet_prefect, text_table
+from .common import command_seconds, connect_prefect, load, one_line, quiet_prefect, text_table
 
 EXAMPLES = """examples:
   mosaic batch photos/ --model ollama_chat/qwen2.5vl:7b
@@ -66,7 +67,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
                     same_weights=args.same_weights)
     if args.dask_address and args.runner != "dask":
         raise BadOption("--dask-address needs --runner dask")
-    phases = parse_phases(args.phases)
+    phases = checked_phases(args.phases)
     images = batch_images(args.images)
     backend = checked_backend(settings, settings.model, settings.api_base)
     if settings.out_dir.exists() and not settings.out_dir.is_dir():

@@ -6,8 +6,8 @@ import os
 import time
 from pathlib import Path
 
+from mosaic.checks import checked_out_dir
 from mosaic.errors import BadOption
-from mosaic.schema import PHASES
 from mosaic.settings import Settings
 
 _IMPORTED = time.monotonic()
@@ -30,38 +30,16 @@ def load(**overrides) -> Settings:
         raise BadOption(f"invalid setting {name} (MOSAIC_{name.upper()}): {first['msg']}") from None
 
 
-def checked_backend(settings: Settings, model: str, api_base: str | None):
-    """The backend of a model string, or exit 2 with one line: a bad string, or one naming no provider."""
-    from mosaic.backend import Backend
-
-    try:
-        backend = Backend.create(model, api_base, settings.offline_budget)
-    except ValueError as e:
-        raise BadOption(str(e)) from None
-    if "/" not in backend.model and not settings.completion:
-        raise BadOption(f"model {backend.model!r} names no provider: use ollama_chat/{backend.model} (Ollama) or "
-                        f"openai/{backend.model} with --api-base (llama.cpp, vLLM, LM Studio)")
-    return backend
-
-
 def checked_image(path: str, settings: Settings, say) -> tuple[int, int]:
     """The image's size once it is known to load (its notes said), and the report folder known to be usable."""
     from mosaic.images import load_image, set_pixel_limit
 
-    if settings.out_dir.exists() and not settings.out_dir.is_dir():
-        raise BadOption(f"--out {settings.out_dir} is a file, not a folder")
+    checked_out_dir(settings.out_dir)
     set_pixel_limit(settings.max_image_mp)
     loaded = load_image(path)
     for note in loaded.notes:
         say(f"mosaic: note: {note}")
     return loaded.size
-
-
-def parse_phases(text: str) -> list[str]:
-    phases = [p.strip() for p in text.split(",") if p.strip()]
-    if not phases or any(p not in PHASES for p in phases):
-        raise BadOption(f"invalid phases {text!r}: choose from {', '.join(PHASES)}")
-    return phases
 
 
 def quiet_prefect(verbose: bool) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from mosaic.errors import BackendError, BadOption
 from mosaic.schema import DEFAULT_PHASES, PHASES, Comparison, count_calls
+from mosaic.checks import checked_backend, checked_phases
 
-from .common import (checked_backend, checked_image, command_seconds, connect_prefect, load, parse_phases,
-                     quiet_prefect, text_table)
+from .common import checked_image, command_seconds, connect_prefect, load, quiet_prefect, text_table
 
 EXAMPLES = """examples:
   mosaic compare photo.jpg --model ollama_chat/qwen2.5vl:7b --model ollama_chat/gemma3:4b
@@ -71,7 +71,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     models = [{"model": m["model"], "api_base": m["api_base"] or (default_base if m["model"] != "offline" else None)}
               for m in args.models or []]
     pairs = [(m["model"], m["api_base"]) for m in models]
-    phases = parse_phases(args.phases)
+    phases = checked_phases(args.phases)
     backends = [checked_backend(settings, model, base) for model, base in pairs]
     check_models(backends)
     width, height = checked_image(args.image, settings, lambda line: print(line, file=sys.stderr))

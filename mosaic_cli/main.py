@@ -11,13 +11,14 @@ import threading
 from pathlib import Path
 
 import mosaic
+from mosaic.checks import checked_backend, checked_call_count, checked_phases
 from mosaic.errors import BackendError, BadOption, MosaicError, RunFailed
 from mosaic.schema import DEFAULT_PHASES, PHASES, count_calls
 
 from . import batch_command, compare_command, open_command, server_commands
 from .common import load as _settings
 from .common import one_line as _one_line
-from .common import checked_backend, checked_image, command_seconds, connect_prefect, parse_phases, quiet_prefect
+from .common import checked_image, command_seconds, connect_prefect, quiet_prefect
 
 EXAMPLES = """examples:
   mosaic run photo.jpg                                   # the built-in offline reader
@@ -168,7 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.image = str(SAMPLE)
     if not args.image:
         raise BadOption("no image given: mosaic run IMAGE (or --sample for the bundled one)")
-    phases = parse_phases(args.phases)
+    phases = checked_phases(args.phases)
     backend = checked_backend(settings, settings.model, settings.api_base)
     model = backend.model
     width, height = checked_image(args.image, settings, lambda line: print(line, file=sys.stderr))
@@ -177,10 +178,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         cols, rows, density = choose_grid(width, height, args.density, args.grid, model, input_px)
     except ValueError as e:
         raise BadOption(str(e)) from None
-    planned = count_calls(cols, rows, phases)
-    if planned > settings.max_calls and not args.yes:
-        raise BadOption(f"the {cols}×{rows} grid plans {planned:,} calls, more than {settings.max_calls:,}: pass --yes to "
-                        "make them, or choose a coarser --grid or --density")
+    if args.yes:
+        os.environ["MOSAIC_YES"] = "1"  # the flow reads its settings too
+        settings = settings.model_copy(update={"yes": True})
+    checked_call_count(count_calls(cols, rows, phases), cols, rows, settings)
     backend.check_reachable()
     print(f"mosaic: {Path(args.image).name} {width}×{height}, {cols}×{rows} grid ({density}), phases {','.join(phases)}: "
           f"at most {count_calls(cols, rows, phases)} calls to {model}" + (f" at {settings.api_base}" if settings.api_base else ""),

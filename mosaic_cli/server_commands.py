@@ -10,8 +10,9 @@ import time
 
 from mosaic.errors import BackendError, BadOption
 from mosaic.schema import DEFAULT_PHASES
+from mosaic.checks import checked_phases
 
-from .common import connect_prefect, load, parse_phases, quiet_prefect, text_table
+from .common import connect_prefect, load, quiet_prefect, text_table
 from .local_server import LocalServer, NotStarted, configured_api_url
 
 OPS_EXAMPLES = """examples:
@@ -116,7 +117,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     _need_server(quiet=False, lasting=True)
     settings = load(model=args.model, api_base=args.api_base)
-    phases = parse_phases(args.phases)
+    phases = checked_phases(args.phases)
     if args.every is not None and args.every <= 0:
         raise BadOption("--every must be a positive number of minutes")
     if args.dask_address and args.runner != "dask":
