@@ -169,8 +169,9 @@ def drive(jobs: Sequence[Job], executor: Executor, *, in_flight: int, servers: S
         busy -= counted
         if kind == "steps":
             outcomes = outcomes_of(future, [w for _, w in payload])
-            if address is not None:
-                servers.release(address, next((o.error for o in outcomes if o.error is not None), None))
+            if address is not None:  # a server that failed on the way is cooled down, even when another answered
+                trouble = any(address in o.troubled for o in outcomes)
+                servers.release(address, BackendError(f"{address} failed", retryable=True) if trouble else None)
             for (job, work), outcome in zip(payload, outcomes):
                 settle(job, work, outcome)
         elif kind == "open":

@@ -52,6 +52,7 @@ class Outcome:
     views: list[View] = field(default_factory=list)
     error: BaseException | None = None
     retries: int = 0
+    troubled: list[str] = field(default_factory=list)  # servers that failed as down ones do, on the way
 
     @property
     def ok(self) -> bool:

@@ -51,7 +51,7 @@ def ask(work: Work, ctx: RunContext, addresses: list[str] | None = None,
     memo, blobs, complete = ctx.memo, ctx.blobs, ctx.complete
     servers = addresses or [None]
     replies = [None] * len(work.calls)
-    started, waited_as_asked, attempt = time.monotonic(), False, 0
+    started, waited_as_asked, attempt, troubled = time.monotonic(), False, 0, []
     while True:
         address = servers[attempt % len(servers)]
         errors = []
@@ -62,13 +62,15 @@ def ask(work: Work, ctx: RunContext, addresses: list[str] | None = None,
                 except BackendError as e:
                     errors.append(e)
         if not errors:
-            return Outcome(replies=replies, retries=attempt)
+            return Outcome(replies=replies, retries=attempt, troubled=troubled)
         error = next((e for e in errors if e.retryable), errors[0])
+        if error.retryable and address is not None:
+            troubled.append(address)
         then = servers[(attempt + 1) % len(servers)]
         wait = retry_wait(error, attempt, ctx.retry_delay_s, failover=then != address, waited_as_asked=waited_as_asked)
         waited_as_asked |= error.retry_after is not None and then == address
         if not error.retryable or attempt >= ctx.retries or time.monotonic() - started + wait > ctx.retry_limit_s:
-            return Outcome(replies=replies, error=error, retries=attempt)
+            return Outcome(replies=replies, error=error, retries=attempt, troubled=troubled)
         attempt += 1
         where = f" at {then}" if then != address else ""
         say(f"{work.name}: {error}; try {attempt + 1} of {ctx.retries + 1}{where} in {wait:.1f} s")

@@ -67,13 +67,26 @@ def test_fault_is_classified_named_and_not_memoized(server, stores, fault, retry
     assert memo.get(call.key()) is not None
 
 
-def test_retry_after_is_honoured_before_the_retry(server, stores):
-    blobs, memo = stores
+def test_retry_after_is_honoured_before_the_retry(server, tmp_path):
+    """One try is one request (call_model); the retry layer (mosaic.steps.ask) waits what the server asked, once."""
+    from mosaic.context import RunContext
+    from mosaic.engine import Work
+    from mosaic.settings import load_settings
+    from mosaic.steps import ask
+
+    settings = load_settings(cache_dir=tmp_path / "memo", retries=2, retry_delay_s=0)
+    ctx = RunContext.from_settings(settings, "openai/fake-vl", server.openai_base)
     server.add_fault(Fault(status=429, retry_after=1.0))
+    with pytest.raises(BackendError) as failure:
+        call_model(calls_for(server, "openai"), ctx.blobs, ctx.memo, timeout_s=10)
+    assert failure.value.retry_after == 1.0 and failure.value.retryable
+    server.add_fault(Fault(status=429, retry_after=1.0, times=2))
+    said = []
     started = time.monotonic()
-    with pytest.raises(BackendError):
-        call_model(calls_for(server, "openai"), blobs, memo, timeout_s=10)
-    assert time.monotonic() - started >= 0.9
+    outcome = ask(Work(kind="view", name="inspect-x", calls=[calls_for(server, "openai")]), ctx, log=said.append)
+    waited = time.monotonic() - started
+    assert outcome.ok and outcome.retries == 2 and len(said) == 2
+    assert 0.9 <= waited < 1.9  # 1 s as asked, then backoff (0 here): Retry-After is honoured once, not twice
 
 
 @pytest.mark.parametrize("style", ["openai", "ollama"])

@@ -80,4 +80,4 @@ def test_the_graph_sees_imports_inside_functions():
     """The check above is only worth something if it sees deferred imports: mosaic_cli imports flows lazily."""
     graph = project_graph()
     assert "flows.server" in graph["mosaic_cli.server_commands"]
-    assert "mosaic.engine" in graph["flows.review"]
+    assert "mosaic.driver" in graph["flows.review"]
