@@ -160,7 +160,7 @@ def entry() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from mosaic.pipeline import encoder_px
-    from mosaic.tiles import choose_grid
+    from mosaic.tiles import choose_grid, coarsened_note
 
     settings = _settings(model=args.model, api_base=batch_command.joined_api_base(args), concurrency=args.concurrency,
                          out_dir=args.out, input_px=args.input_px, same_weights=args.same_weights)
@@ -177,6 +177,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         cols, rows, density = choose_grid(width, height, args.density, args.grid, model, input_px)
     except ValueError as e:
         raise BadOption(str(e)) from None
+    if coarsened_note(width, height, density, cols, rows):
+        print(f"mosaic: note: {coarsened_note(width, height, density, cols, rows)}", file=sys.stderr)
     planned = count_calls(cols, rows, phases)
     if planned > settings.max_calls and not args.yes:
         raise BadOption(f"the {cols}×{rows} grid plans {planned:,} calls, more than {settings.max_calls:,}: pass --yes to "
