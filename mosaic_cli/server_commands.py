@@ -133,11 +133,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                   "api_base": settings.api_base, "density": args.density, "grid": args.grid, "phases": phases,
                   "runner": args.runner, "dask_address": args.dask_address}
     cron, every = (None, None) if args.no_schedule else (args.cron, None if args.cron else (args.every or 10))
-    print(f"mosaic: serving review-inbox/{args.name} "
-          f"({'cron ' + cron if cron else f'every {every:g} min' if every else 'no schedule'}); Ctrl-C stops", file=sys.stderr)
     from flows.server import serve_inbox
 
-    serve_inbox(args.name, parameters, cron, every, paused=args.paused)
+    serve_inbox(args.name, parameters, cron, every, paused=args.paused, say=lambda line: print(line, file=sys.stderr))
     return 0
 
 

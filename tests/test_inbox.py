@@ -85,3 +85,17 @@ def test_a_claim_is_held_by_one_sweep_and_let_go_after(tmp_path):
             assert first and not second
     with claim(tmp_path / "outbox", image) as again:
         assert again
+
+
+def test_the_work_pool_deployments_inbox_and_outbox_are_ignored_by_git():
+    import subprocess
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    parameters = yaml.safe_load((root / "deployments" / "prefect.yaml").read_text())["deployments"][0]["parameters"]
+    folders = [parameters["inbox"], parameters["outbox"], str(rejected_folder(root / parameters["outbox"]).relative_to(root))]
+    for folder in folders:
+        done = subprocess.run(["git", "check-ignore", "-q", f"{folder}/photo.jpg"], cwd=root)
+        assert done.returncode == 0, f"{folder}/ would show as untracked in the checkout"
