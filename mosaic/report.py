@@ -101,7 +101,8 @@ def readings_section(report: FinalReport) -> list[str]:
     """The readings, confirmed ones apart from the rest, each with its tiles and the views that read it, numbered as
     on the overview picture."""
     number = {id(r): n for n, r in enumerate(report.readings, 1)}
-    line = lambda r: f"{number[id(r)]}." + reading_line(r)[1:] + f" [{', '.join(r.views)}]"  # noqa: E731
+    # a bullet with the number in it, not an ordered list: Markdown renumbers those from their first number
+    line = lambda r: f"- **{number[id(r)]}.**" + reading_line(r)[1:] + f" [{', '.join(r.views)}]"  # noqa: E731
     confirmed = [r for r in report.readings if r.confirmed]
     others = [r for r in report.readings if not r.confirmed]
     how = ("a second look (a closer crop) or two views" if report.second_look else "two views (no second look was "

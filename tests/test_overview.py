@@ -200,3 +200,20 @@ def test_the_made_by_command_names_the_server_without_its_secrets():
     assert address_without_secrets("http://user:sk-123@10.0.0.5:8080/v1?key=sk-9") == "http://10.0.0.5:8080/v1"
     assert address_without_secrets("http://a:1/v1, https://b/v1") == "http://a:1/v1,https://b/v1"
     assert address_without_secrets("http://127.0.0.1:11434") == "http://127.0.0.1:11434"
+
+
+def test_reading_numbers_past_nine_render_as_the_picture_numbers_them():
+    """Not an ordered list: Markdown renumbers one from its first item (and the UI showed 10+ as 0., 1.)."""
+    from markdown_it import MarkdownIt
+
+    from types import SimpleNamespace
+
+    from mosaic.report import readings_section
+    from mosaic.schema import Reading
+
+    readings = [Reading(text=f"SIGN{n}", views=["r1c1"], tiles=["r1c1"], confirmed=n % 3 == 0) for n in range(1, 13)]
+    report = SimpleNamespace(readings=readings, second_look=False)
+    html = MarkdownIt().render("\n".join(readings_section(report)))
+    assert "<ol" not in html
+    for n in range(1, 13):
+        assert f"<strong>{n}.</strong> &quot;SIGN{n}&quot;" in html, n
