@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from bench.inbox_files import bad_files, good_photo
 from conftest import free_port
 from mosaic.inbox import ATTEMPTS_DIR, claim, failures, rejected_folder
@@ -99,3 +101,15 @@ def test_the_work_pool_deployments_inbox_and_outbox_are_ignored_by_git():
     for folder in folders:
         done = subprocess.run(["git", "check-ignore", "-q", f"{folder}/photo.jpg"], cwd=root)
         assert done.returncode == 0, f"{folder}/ would show as untracked in the checkout"
+
+
+@pytest.mark.slow
+def test_a_short_soak_of_the_served_inbox(tmp_path):
+    """bench/soak.py, short: `mosaic serve --every 1` on Mosaic's local server, good and bad files in the inbox."""
+    from bench.soak import run
+
+    result = run(minutes=2.5, outage_at=0, outage=0, good=3, base=tmp_path, say=lambda line: None)
+    assert result["reviewed_once"] and result["left_in_inbox"] == [], result
+    assert result["rejected_with_reason"], result["reasons"]
+    assert result["sweeps"] >= 1 and result["failed_sweeps_outside_outage"] == [], result
+    assert result["tracebacks_in_serve_log"] == 0
