@@ -72,19 +72,3 @@ def test_characteristics_are_measured():
     reddish = characteristics(Image.new("RGB", (200, 200), (200, 90, 80)))
     assert "dark" in dark and "bright" in bright and "red cast" in reddish and "soft or blurred" in dark
 
-
-def test_the_reader_keeps_the_spaces_between_words_of_mid_sized_text():
-    from PIL import Image, ImageDraw, ImageFont
-
-    from mosaic.offline.reader import read_text, with_word_spaces
-
-    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", 40)
-    sign = Image.new("RGB", (520, 120), "white")
-    ImageDraw.Draw(sign).text((20, 30), "OPEN 24 HOURS", fill="black", font=font)
-    for height in (60, 40):  # sizes at which the recogniser alone reads "OPEN24HOURS"
-        canvas = Image.new("RGB", (448, 200), "white")
-        canvas.paste(sign.resize((sign.width * height // 120, height)), (30, 60))
-        assert [t[0] for t in read_text(canvas, 448)] == ["OPEN 24 HOURS"], height
-    square = lambda x0, x1: [[x0, 0], [x1, 0], [x1, 9], [x0, 9]]  # noqa: E731
-    assert with_word_spaces([square(0, 8), square(8, 16), square(24, 32)], list("ABC")) == "AB C"
-    assert with_word_spaces([square(0, 8), square(20, 28)], list("山川")) == "山川"  # not between CJK characters

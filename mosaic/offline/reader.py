@@ -109,36 +109,14 @@ def read_text(image: Image.Image, budget: int) -> list[TextLine]:
     """(text, confidence, box as fractions of the image) for each text line OCR finds at the budget size."""
     small = shrink(image, budget)
     with _engine_lock:
-        result, _ = _ocr()(np.asarray(small), return_word_box=True)
+        result, _ = _ocr()(np.asarray(small))
     found = []
-    for quad, text, conf, *chars in result or []:
-        text = with_word_spaces(chars[0], chars[1]) if len(chars) >= 2 else text
+    for quad, text, conf in result or []:
         xs, ys = [p[0] for p in quad], [p[1] for p in quad]
         box = (min(xs) / small.width, min(ys) / small.height, max(xs) / small.width, max(ys) / small.height)
         if text.strip():
             found.append((text.strip(), float(conf), box))
     return found
-
-
-def with_word_spaces(boxes: list, chars: list[str]) -> str:
-    """A line's text from its characters and their boxes, a space put back where the gap between two Latin
-    characters is wider than usual by a quarter of a character: the recogniser drops spaces in mid-sized text
-    ("OPEN24HOURS"). A line read with spaces, in other scripts, or not left to right, is kept as read."""
-    lefts, rights = [min(p[0] for p in box) for box in boxes], [max(p[0] for p in box) for box in boxes]
-    if len(chars) != len(boxes) or lefts != sorted(lefts) or " " in chars:
-        return "".join(chars)
-    gaps = [lefts[i + 1] - rights[i] for i in range(len(chars) - 1)]
-    if not gaps:
-        return "".join(chars)
-    width = float(np.median([r - left for left, r in zip(lefts, rights)]))
-    wide = float(np.median(gaps)) + width / 4
-    text = chars[0]
-    for i, gap in enumerate(gaps):
-        a, b = chars[i], chars[i + 1]
-        if gap > wide and a.isascii() and b.isascii() and a.strip() and b.strip():
-            text += " "
-        text += b
-    return " ".join(text.split())
 
 
 def orientation(image: Image.Image, budget: int, prompt: str, texts: list[TextLine]) -> str:
