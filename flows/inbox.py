@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 
@@ -11,10 +12,11 @@ from flows.batch import review_batch_with
 from flows.review import review_image
 from mosaic.backend import Backend
 from mosaic.errors import BadOption, RunFailed
-from mosaic.inbox import file_sha256, inbox_images, review_marker, write_marker
+from mosaic.images import set_pixel_limit
+from mosaic.inbox import (check_grid_options, claim, clear_failures, count_failure, file_sha256, inbox_images, reject,
+                          review_marker, unreviewable, write_marker)
 from mosaic.schema import DEFAULT_PHASES
 from mosaic.settings import load_settings
-from tasks.artifacts import retry_hint
 
 
 RUNNERS = ("images", "threads", "dask")
@@ -55,32 +57,54 @@ def review_inbox(
         dask_address: With runner dask: the scheduler, e.g. tcp://10.0.0.5:8786; empty starts a local cluster.
     """
     logger = get_run_logger()
-    backend = Backend.create(model, api_base, load_settings().offline_budget)
+    config = load_settings()
+    backend = Backend.create(model, api_base, config.offline_budget)
+    set_pixel_limit(config.max_image_mp)
     settings = {"model": backend.model, "api_base": backend.api_base, "density": density, "grid": grid or None,
                 "phases": list(phases)}
-    reviewed, skipped, failed = [], [], []
+    reviewed, skipped, failed, rejected = [], [], [], []
     if not Path(inbox).is_dir():
         Path(inbox).mkdir(parents=True)
         logger.info("created the inbox folder %s: put images there", Path(inbox).resolve())
     if runner not in RUNNERS:
         raise BadOption(f"runner must be one of {', '.join(RUNNERS)}, not {runner!r}")
+    check_grid_options(density, grid)
     images = inbox_images(inbox)
     new: list[tuple[Path, Path]] = []
-    for image in images:
-        marker = review_marker(outbox, file_sha256(image), settings)
-        (skipped.append(image.name) if marker.exists() else new.append((image, marker)))
     parameters = {"model": model, "api_base": api_base or None, "density": density, "grid": grid or None,
                   "phases": list(phases)}
+
+    def set_aside(image: Path, reason: str) -> None:  # said once: the file leaves the inbox
+        where = reject(image, outbox, reason)
+        rejected.append(image.name)
+        logger.warning("%s cannot be reviewed, set aside as %s: %s", image.name, where, reason)
 
     def record(image: Path, marker: Path, report_dir: str | None, error: str | None) -> None:
         if error is None:
             write_marker(marker, {"image": image.name, "settings": settings, "report_dir": report_dir})
+            clear_failures(outbox, image)
             reviewed.append(image.name)
             logger.info("%s reviewed: %s", image.name, report_dir)
-        else:  # one image's failure does not stop the others
+        elif count_failure(outbox, image, error) >= config.inbox_max_failures:
+            set_aside(image, f"failed in {config.inbox_max_failures} sweeps, last: {error}")
+        else:  # one image's failure does not stop the others; the next sweep tries it again
             failed.append(f"{image.name} ({error})")
 
-    with tags(*backend.tags(model)):
+    with ExitStack() as held, tags(*backend.tags(model)):
+        for image in images:
+            if not held.enter_context(claim(outbox, image)) or not image.exists():
+                continue  # another sweep has it (or had it and is done)
+            try:
+                marker = review_marker(outbox, file_sha256(image), settings)
+            except OSError as e:
+                set_aside(image, f"cannot read {image.name}: {e.strerror or e}")
+                continue
+            if marker.exists():
+                skipped.append(image.name)
+            elif reason := unreviewable(image, density, grid):
+                set_aside(image, reason)
+            else:
+                new.append((image, marker))
         if runner == "images":
             for image, marker in new:
                 record(image, marker, *_review_alone(image, outbox, parameters))
@@ -88,10 +112,12 @@ def review_inbox(
             outcomes = _review_together([image for image, _ in new], outbox, parameters, runner, dask_address)
             for (image, marker), outcome in zip(new, outcomes):
                 record(image, marker, *outcome)
-    logger.info("inbox %s: %d reviewed, %d already reviewed, %d failed", inbox, len(reviewed), len(skipped), len(failed))
+    logger.info("inbox %s: %d reviewed, %d already reviewed, %d set aside, %d failed", inbox, len(reviewed),
+                len(skipped), len(rejected), len(failed))
     if failed:
-        raise RunFailed(f"{len(failed)} of {len(images)} images failed: " + "; ".join(failed), retry=retry_hint())
-    return {"reviewed": reviewed, "skipped": skipped, "outbox": str(Path(outbox).resolve())}
+        raise RunFailed(f"{len(failed)} of {len(images)} images failed: " + "; ".join(failed),
+                        retry="the next sweep tries them again")
+    return {"reviewed": reviewed, "skipped": skipped, "rejected": rejected, "outbox": str(Path(outbox).resolve())}
 
 
 def _review_alone(image: Path, outbox: str, parameters: dict) -> tuple[str | None, str | None]:

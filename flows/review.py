@@ -68,7 +68,7 @@ def review_image(
         review, folder = executor.review_of(plan)
         job = Job(image_path, Path(image_path).name, state="running", review=review, folder=folder, started=started)
         artifacts = RunArtifacts(plan, Path(folder).name)
-        bar = Progress(plan.total_calls, len(plan.tiles), enabled=show_progress)
+        bar = Progress(review.first_wave_calls + review.second_look_cap, len(plan.tiles), enabled=show_progress)
         bar.announce(planned_line(review))
 
         def on_change(job: Job) -> None:

@@ -32,8 +32,10 @@ def client() -> SyncPrefectClient:
     return get_client(sync_client=True)
 
 
-def serve_inbox(name: str, parameters: dict, cron: str | None, interval_min: float | None, paused: bool = False) -> None:
-    """Register the recurring `review-inbox/NAME` deployment and run its runs in this process until stopped."""
+def serve_inbox(name: str, parameters: dict, cron: str | None, interval_min: float | None, paused: bool = False,
+                say=lambda line: None) -> None:
+    """Register the recurring `review-inbox/NAME` deployment and run its runs in this process until stopped.
+    say: told what is served once the name is known to be free to serve here."""
     from prefect.deployments.runner import EntrypointType
 
     from flows.inbox import review_inbox
@@ -47,6 +49,8 @@ def serve_inbox(name: str, parameters: dict, cron: str | None, interval_min: flo
     if existing is not None and existing.work_pool_name:
         raise BadOption(f"{INBOX_FLOW}/{name} is a deployment of work pool {existing.work_pool_name!r} (made by prefect "
                         "deploy); serving it here would take it over: choose another --name")
+    when = f"cron {cron}" if cron else f"every {interval_min:g} min" if interval_min else "no schedule"
+    say(f"mosaic: serving {INBOX_FLOW}/{name} ({when}); Ctrl-C stops")
     review_inbox.serve(
         name=name, parameters=parameters, paused=paused, tags=["mosaic"], limit=1,
         description="Review every new image in the inbox (same content and settings are not reviewed twice); "

@@ -275,7 +275,7 @@ def review(image_path: str, model: str | None = None, api_base: str | None = Non
         job = Job(image_path, Path(image_path).name, state="running", started=started,
                   review=Review(plan, ctx.backend, for_run(settings, ctx.backend, second_look), run_settings=run_settings(ctx)),
                   folder=str(Path(settings.out_dir) / report_dir_name(plan, ctx.backend)))
-        bar = Progress(plan.total_calls, len(plan.tiles), enabled=show_progress)
+        bar = Progress(job.review.first_wave_calls + job.review.second_look_cap, len(plan.tiles), enabled=show_progress)
         bar.announce(planned_line(job.review))
         with ThreadPoolExecutor(max_workers=ctx.concurrency + 1, thread_name_prefix="mosaic") as pool:
             drive([job], ThreadExecutor(pool, ctx, None), in_flight=ctx.concurrency, servers=servers_for(ctx),

@@ -19,7 +19,7 @@ from .memo import BlobStore
 from .readings import box_in_image, group_readings, in_reading_order, place_box, readings_in_prose, squash, tiles_of
 from .schema import (ModelCall, ModelReply, Observation, Plan, Reading, TileReport, View, ViewAnswer,
                      canonical_sha256, phases_for)
-from .tiles import Box, cell_label, choose_grid, input_px_for, neighbor_pairs, seam_box, tile_boxes
+from .tiles import Box, cell_label, choose_grid, coarsened_note, input_px_for, neighbor_pairs, seam_box, tile_boxes
 
 
 def encoder_px(backend: Backend, density: str, stated: int | None = None) -> int | None:
@@ -52,6 +52,7 @@ def prepare(image_path: str, density: str, grid: str | None, phases: list[str], 
         cols, rows, density = choose_grid(width, height, density, grid, model, input_px)
     except ValueError as e:
         raise BadOption(str(e)) from None
+    notes = loaded.notes + [note for note in [coarsened_note(width, height, density, cols, rows)] if note]
     boxes = tile_boxes(width, height, cols, rows)
     crops = [(cell_label(cell), "tile", [cell], box) for cell, box in boxes.items()]
     crops += [("|".join(map(cell_label, (a, b))), "seam", [a, b], seam_box(boxes[a], boxes[b], height))
@@ -59,7 +60,7 @@ def prepare(image_path: str, density: str, grid: str | None, phases: list[str], 
     views = [_view(blobs, image, *crop, view_px, phases, skip_blank) for crop in crops]
     overview = blobs.put(encode_view(shrink(image, orientation_px)))
     plan = Plan(
-        image_path=str(image_path), image_sha256=loaded.sha256, width=width, height=height, notes=loaded.notes,
+        image_path=str(image_path), image_sha256=loaded.sha256, width=width, height=height, notes=notes,
         cols=cols, rows=rows, density=density, phases=list(phases), overview_sha256=overview, views=views,
     )
     blobs.put_plan(key, plan.model_dump_json())

@@ -16,6 +16,15 @@ class Progress:
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._started = False  # calls the memo answers while the review is set up are counted, drawn after the plan
 
+    @property
+    def total_calls(self) -> int:
+        return self._total_calls
+
+    @total_calls.setter
+    def total_calls(self, value: int) -> None:
+        """Never lowered: a bar whose total shrinks (or jumps back) says less than it knows."""
+        self._total_calls = max(value, getattr(self, "_total_calls", 0))
+
     def announce(self, text: str) -> None:
         """The plan's line; the bar is drawn from here on."""
         if self.enabled:
@@ -62,10 +71,9 @@ class Progress:
         self.stream.flush()
 
     def close(self) -> None:
-        """The last line says N/N: the calls made, of the calls there were to make (the second look's cap is an upper
-        bound, not a promise)."""
+        """The last line: the calls made, of the calls planned (the second look's cap is an upper bound, not a
+        promise: fewer may have been needed)."""
         self._started = True
-        self.total_calls = self.calls
         self._draw()
         if self.enabled and self._tty:
             self.stream.write("\n")

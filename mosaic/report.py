@@ -67,11 +67,24 @@ def render_markdown(report: FinalReport, overview: str = "overview.jpg", message
     return "\n".join(lines)
 
 
+def address_without_secrets(address: str) -> str:
+    """A server address as a report may show it: no user, password or query (where API keys hide)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    def one(url: str) -> str:
+        parts = urlsplit(url.strip())
+        return urlunsplit((parts.scheme, parts.hostname + (f":{parts.port}" if parts.port else ""), parts.path, "", "")) \
+            if parts.hostname else url.strip()
+
+    return ",".join(one(url) for url in address.split(","))
+
+
 def settings_lines(report: FinalReport) -> list[str]:
     """Which settings made this report: the command that makes it again, and the knobs that are not options."""
     s = report.settings
-    command = f"mosaic run {shlex.quote(Path(report.image).name)} --model {s['model']}"
-    command += (f" --api-base {s['api_base']}" if s.get("api_base") else "") + f" --grid {s['grid']}"
+    command = f"mosaic run {shlex.quote(str(Path(report.image).resolve()))} --model {shlex.quote(s['model'])}"
+    command += (f" --api-base {shlex.quote(address_without_secrets(s['api_base']))}" if s.get("api_base") else "")
+    command += f" --grid {s['grid']}"
     command += f" --phases {','.join(s['phases'])}" + ("" if s.get("second_look") else " --no-second-look")
     command += "" if s.get("memo", True) else " --no-cache"
     look = s.get("second_look")
@@ -88,7 +101,8 @@ def readings_section(report: FinalReport) -> list[str]:
     """The readings, confirmed ones apart from the rest, each with its tiles and the views that read it, numbered as
     on the overview picture."""
     number = {id(r): n for n, r in enumerate(report.readings, 1)}
-    line = lambda r: f"{number[id(r)]}." + reading_line(r)[1:] + f" [{', '.join(r.views)}]"  # noqa: E731
+    # a bullet with the number in it, not an ordered list: Markdown renumbers those from their first number
+    line = lambda r: f"- **{number[id(r)]}.**" + reading_line(r)[1:] + f" [{', '.join(r.views)}]"  # noqa: E731
     confirmed = [r for r in report.readings if r.confirmed]
     others = [r for r in report.readings if not r.confirmed]
     how = ("a second look (a closer crop) or two views" if report.second_look else "two views (no second look was "

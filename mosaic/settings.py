@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     max_image_mp: float | None = Field(
         None, gt=0, description="Largest image accepted, in megapixels (default: Pillow's limit, ~179 MP); every run "
         "reads it, also deployments and `mosaic serve`.")
+    inbox_max_failures: int = Field(
+        5, ge=1, description="Sweeps of an inbox in which one image may fail for a reason that may pass (its model server "
+        "down) before it is set aside in rejected/ with the last error.")
     completion: str | None = Field(
         None, description="module:factory of the completion function (the call seam): given the Backend, it returns "
         "what answers a call instead of LiteLLM or the offline reader. For tests and benchmarks.")

@@ -134,14 +134,23 @@ def check_grid_fits(width: int, height: int, cols: int, rows: int, min_px: int =
     tw, th = width // cols, height // rows
     if tw < min_px or th < min_px:
         raise ValueError(
-            f"the image ({width}×{height}) is too small for a {cols}×{rows} grid: tiles would be {tw}×{th} px, "
-            f"at least {min_px}×{min_px} are needed; choose a coarser --grid or --density"
+            f"the image ({width}×{height}) is too small for a {cols}×{rows} grid: it needs at least "
+            f"{cols * min_px}×{rows * min_px} px (tiles of {min_px} px); choose a coarser --grid, or leave --grid out"
         )
 
 
 def fit_grid(width: int, height: int, cols: int, rows: int, min_px: int = MIN_TILE_PX) -> tuple[int, int]:
     """The grid, made coarser until tiles are at least min_px (used by automatic choices, never by --grid)."""
     return max(1, min(cols, width // min_px)), max(1, min(rows, height // min_px))
+
+
+def coarsened_note(width: int, height: int, density: str, cols: int, rows: int) -> str | None:
+    """One line when a named density's grid was made coarser to fit a small image (choose_grid), else None."""
+    if density not in DENSITY_SIDE or grid_for_density(width, height, density) == (cols, rows):
+        return None
+    wanted = "×".join(map(str, grid_for_density(width, height, density)))
+    return (f"the image ({width}×{height}) is too small for {density}'s {wanted} grid (tiles under {MIN_TILE_PX} px): "
+            f"reviewed as {cols}×{rows}")
 
 
 # Long side each model's image encoder works at, where known. The offline reader's is its budget.
@@ -173,8 +182,9 @@ def input_px_for(model: str, offline_budget: int | None = None, stated: int | No
 
 def choose_grid(width: int, height: int, density: str, grid: str | None, model: str,
                 input_px: int | None = None) -> tuple[int, int, str]:
-    """(cols, rows, density label). --grid wins; 'auto' picks a density and coarsens to fit a small image;
-    a named density or grid that leaves tiles under MIN_TILE_PX is an error."""
+    """(cols, rows, density label). --grid wins, or is an error when it leaves tiles under MIN_TILE_PX; a density's
+    grid is made coarser (down to 1×1) to fit a small image (coarsened_note says so); under MIN_TILE_PX a side is
+    an error."""
     if width < MIN_TILE_PX or height < MIN_TILE_PX:
         raise ValueError(f"the image ({width}×{height}) is too small: Mosaic needs at least {MIN_TILE_PX} px on each side")
     if grid:
@@ -187,6 +197,5 @@ def choose_grid(width: int, height: int, density: str, grid: str | None, model: 
         chosen = auto_density(width, height, model, input_px)
         cols, rows = fit_grid(width, height, *grid_for_density(width, height, chosen))
         return cols, rows, f"auto:{chosen}"
-    cols, rows = grid_for_density(width, height, density)
-    check_grid_fits(width, height, cols, rows)
+    cols, rows = fit_grid(width, height, *grid_for_density(width, height, density))
     return cols, rows, density

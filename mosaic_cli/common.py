@@ -57,14 +57,19 @@ def connect_prefect(settings: Settings, say) -> str:
     Returns which: "configured", "local" or "temporary"."""
     from .local_server import LocalServer, NotStarted, configured_api_url
 
-    if configured_api_url():
+    local = LocalServer(settings.server_port)
+    if configured_api_url() and configured_api_url() != local.api_url:  # Mosaic's own is started when it is down
         return "configured"
     if settings.prefect_server == "local":
         try:
-            os.environ["PREFECT_API_URL"] = LocalServer(settings.server_port).ensure(settings.server_wait_s, say)
+            os.environ["PREFECT_API_URL"] = local.ensure(settings.server_wait_s, say)
             return "local"
         except NotStarted as e:
             say(f"mosaic: note: Mosaic's local Prefect server did not start ({e}); this command uses a temporary one")
+    if os.environ.get("PREFECT_API_URL") == local.api_url:  # the temporary server stands in for Mosaic's own
+        del os.environ["PREFECT_API_URL"]
+    if configured_api_url() == local.api_url:  # from the profile `mosaic`
+        os.environ["PREFECT_PROFILE"] = "ephemeral"
     from flows.temporary_server import start_temporary_server
 
     start_temporary_server(say)

@@ -4,6 +4,12 @@ A temporary Prefect server costs each run ~6 s to start and ~2 s to stop (and mo
 stays up costs that once. It is a plain `prefect server start` on loopback with the user's PREFECT_HOME, so its
 database is the one the temporary servers wrote: `mosaic history` shows the runs made before it too. Nothing here
 imports Prefect: a command that finds the server up pays an HTTP request, not Prefect's server modules.
+
+Prefect's own tools see it: it is recorded in Prefect's PID file (`prefect server stop` stops it, `prefect server
+start --background` knows one runs), and a Prefect profile `mosaic` points Prefect's CLI at it. It is not started
+with `prefect server start --background` (Prefect 3.8.8): that leaves the server writing to a pipe nobody reads once
+the command returns (its log is lost) and in the terminal's session; Mosaic starts the same server in a session of
+its own with its log in PREFECT_HOME/mosaic-server.log.
 """
 
 from __future__ import annotations
@@ -29,17 +35,45 @@ def prefect_home() -> Path:
     return Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
 
 
+def profiles_path() -> Path:
+    return Path(os.environ.get("PREFECT_PROFILES_PATH") or prefect_home() / "profiles.toml").expanduser()
+
+
 def configured_api_url() -> str | None:
     """PREFECT_API_URL from the environment or the active Prefect profile, read without importing Prefect."""
     if os.environ.get("PREFECT_API_URL"):
         return os.environ["PREFECT_API_URL"]
-    path = Path(os.environ.get("PREFECT_PROFILES_PATH") or prefect_home() / "profiles.toml").expanduser()
     try:
-        profiles = tomllib.loads(path.read_text())
+        profiles = tomllib.loads(profiles_path().read_text())
     except (OSError, ValueError):
         return None
     active = os.environ.get("PREFECT_PROFILE") or profiles.get("active") or "ephemeral"
     return (profiles.get("profiles", {}).get(active) or {}).get("PREFECT_API_URL") or None
+
+
+MOSAIC_PROFILE = "mosaic"
+
+
+def point_prefect_cli(api_url: str) -> bool:
+    """Prefect profile `mosaic` with this PREFECT_API_URL, made the active one when the active profile names no
+    server: Prefect's CLI in any shell with this PREFECT_HOME then reads Mosaic's server instead of starting a
+    temporary one over the same database. True when `mosaic` is the active profile."""
+    path = profiles_path()
+    try:
+        profiles = tomllib.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        return False  # not a file to rewrite
+    entries = profiles.setdefault("profiles", {})
+    entries.setdefault(MOSAIC_PROFILE, {})["PREFECT_API_URL"] = api_url
+    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active") or "ephemeral"
+    if not (entries.get(active) or {}).get("PREFECT_API_URL"):
+        profiles["active"] = active = MOSAIC_PROFILE
+    lines = [f"active = {json.dumps(profiles['active'])}"] if profiles.get("active") else []
+    for name, values in entries.items():  # Prefect's profiles: tables of plain values, written as TOML
+        lines += ["", f"[profiles.{json.dumps(name)}]"] + [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in values.items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return active == MOSAIC_PROFILE
 
 
 class NotStarted(Exception):
@@ -69,6 +103,13 @@ class LocalServer:
     @property
     def _state_path(self) -> Path:
         return self.home / "mosaic-server.json"
+
+    @property
+    def _prefect_pid_path(self) -> Path:  # Prefect's own: `prefect server stop` stops the process it names
+        return self.home / "server.pid"
+
+    def env_line(self) -> str:
+        return f"export PREFECT_API_URL={self.api_url}"
 
     def state(self) -> dict | None:
         """{pid, port, started} of the server Mosaic started, if its process is still there."""
@@ -114,12 +155,19 @@ class LocalServer:
             if not self._wait(wait_s, pid):
                 self.stop()
                 raise self._too_slow(wait_s)
+            if point_prefect_cli(self.api_url):
+                say(f"mosaic: Prefect's CLI reads it too (active Prefect profile '{MOSAIC_PROFILE}'); in another "
+                    f"PREFECT_HOME: {self.env_line()}")
+            else:
+                say(f"mosaic: for Prefect's CLI to read it: {self.env_line()}")
             return self.api_url
 
     def stop(self, wait_s: float = 15.0) -> bool:
         """Stop the server Mosaic started; False when none was running."""
         state = self.state()
         self._state_path.unlink(missing_ok=True)
+        if state and self._prefect_pid_path.exists() and self._prefect_pid_path.read_text().strip() == str(state["pid"]):
+            self._prefect_pid_path.unlink()
         if not state:
             return False
         self._kill(int(state["pid"]), wait_s)
@@ -137,6 +185,7 @@ class LocalServer:
                 start_new_session=True,  # not stopped by Ctrl-C in, or the closing of, the terminal that started it
             )
         self._state_path.write_text(json.dumps({"pid": process.pid, "port": self.port, "started": time.time()}))
+        self._prefect_pid_path.write_text(str(process.pid))
         self._process = process  # reaped in _wait when it exits early
         return process.pid
 

@@ -161,7 +161,7 @@ def entry() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from mosaic.pipeline import encoder_px
-    from mosaic.tiles import choose_grid
+    from mosaic.tiles import choose_grid, coarsened_note
 
     settings = _settings(model=args.model, api_base=batch_command.joined_api_base(args), concurrency=args.concurrency,
                          out_dir=args.out, input_px=args.input_px, same_weights=args.same_weights)
@@ -178,6 +178,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         cols, rows, density = choose_grid(width, height, args.density, args.grid, model, input_px)
     except ValueError as e:
         raise BadOption(str(e)) from None
+    if note := coarsened_note(width, height, density, cols, rows):
+        print(f"mosaic: note: {note}", file=sys.stderr)
     if args.yes:
         os.environ["MOSAIC_YES"] = "1"  # the flow reads its settings too
         settings = settings.model_copy(update={"yes": True})

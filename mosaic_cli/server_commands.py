@@ -17,6 +17,7 @@ from .local_server import LocalServer, NotStarted, configured_api_url
 
 OPS_EXAMPLES = """examples:
   mosaic server status                                   # Mosaic's local Prefect server (the first run starts it)
+  eval "$(mosaic server env)"; prefect flow-run ls        # Prefect's CLI on it (the profile 'mosaic' does it too)
   mosaic serve --inbox ~/inbox --outbox ~/outbox --cron '*/10 * * * *' --model openai/qwen2.5-vl --api-base http://127.0.0.1:8080/v1
   prefect deployment run review-inbox/inbox              # a run now, besides the schedule
   mosaic history
@@ -28,8 +29,9 @@ OPS_EXAMPLES = """examples:
 def register(commands) -> None:
     fmt = dict(epilog=OPS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     server = commands.add_parser("server", help="Mosaic's local Prefect server: start, stop or status", **fmt)
-    server.add_argument("action", choices=["start", "stop", "status"],
-                        help="start: start it (a run starts it too, when no PREFECT_API_URL is set); stop; status")
+    server.add_argument("action", choices=["start", "stop", "status", "env"],
+                        help="start: start it (a run starts it too, when no PREFECT_API_URL is set); stop; status; "
+                             "env: the export line that points Prefect's CLI at it")
     server.set_defaults(func=cmd_server)
     serve = commands.add_parser("serve", help="serve the recurring review-inbox deployment on a Prefect server", **fmt)
     serve.add_argument("--name", default="inbox", help="deployment name: review-inbox/NAME (default: inbox)")
@@ -91,7 +93,10 @@ def _need_server(quiet: bool = True, lasting: bool = False) -> None:
 def cmd_server(args: argparse.Namespace) -> int:
     settings = load()
     server = LocalServer(settings.server_port)
-    configured = configured_api_url()
+    configured = configured_api_url() if configured_api_url() != server.api_url else None
+    if args.action == "env":
+        print(server.env_line())
+        return 0
     if args.action == "stop":
         stopped = server.stop()
         print(f"mosaic: stopped the local Prefect server at {server.url}" if stopped
@@ -129,11 +134,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                   "api_base": settings.api_base, "density": args.density, "grid": args.grid, "phases": phases,
                   "runner": args.runner, "dask_address": args.dask_address}
     cron, every = (None, None) if args.no_schedule else (args.cron, None if args.cron else (args.every or 10))
-    print(f"mosaic: serving review-inbox/{args.name} "
-          f"({'cron ' + cron if cron else f'every {every:g} min' if every else 'no schedule'}); Ctrl-C stops", file=sys.stderr)
     from flows.server import serve_inbox
 
-    serve_inbox(args.name, parameters, cron, every, paused=args.paused)
+    serve_inbox(args.name, parameters, cron, every, paused=args.paused, say=lambda line: print(line, file=sys.stderr))
     return 0
 
 

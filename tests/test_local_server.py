@@ -78,6 +78,21 @@ def test_the_first_run_starts_the_server_later_runs_reuse_it_and_history_reads_i
 
     status = cli(env, "server", "status")
     assert status.returncode == 0 and f"running: {server.url}" in status.stdout and str(pid) in status.stdout
+
+    # Prefect's own CLI, in the same environment (no PREFECT_API_URL), reads this server through the profile 'mosaic'
+    assert "active Prefect profile 'mosaic'" in starting[0]
+    assert cli(env, "server", "env").stdout.strip() == f"export PREFECT_API_URL={server.api_url}"
+    assert (server.home / "server.pid").read_text().strip() == str(pid)  # Prefect's own: `prefect server stop` sees it
+    prefect = [os.path.join(os.path.dirname(sys.executable), "prefect")]
+    listed = {}
+    for listing in ("flow-run", "deployment", "artifact"):
+        done = subprocess.run(prefect + [listing, "ls"], capture_output=True, text=True, env={**env, "COLUMNS": "300"},
+                              timeout=120)
+        assert done.returncode == 0 and "ERROR" not in done.stdout + done.stderr, (listing, done.stdout, done.stderr)
+        assert "temporary server" not in done.stdout + done.stderr
+        listed[listing] = done.stdout
+    assert all(row["run"] in listed["flow-run"] for row in rows), listed["flow-run"]
+    assert "review-summary" in listed["artifact"] or "review" in listed["artifact"], listed["artifact"]
     stop = cli(env, "server", "stop")
     assert stop.returncode == 0 and "stopped" in stop.stderr
     deadline = time.monotonic() + 20
@@ -85,6 +100,7 @@ def test_the_first_run_starts_the_server_later_runs_reuse_it_and_history_reads_i
         time.sleep(0.2)
     assert not os.path.exists(f"/proc/{pid}") and not server.healthy()
     assert cli(env, "server", "status").returncode == 1
+    assert not (server.home / "server.pid").exists()
 
 
 def test_a_port_in_use_falls_back_to_a_temporary_server_with_a_note(local, tmp_path):

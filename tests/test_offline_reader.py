@@ -71,3 +71,4 @@ def test_characteristics_are_measured():
     bright = characteristics(Image.new("RGB", (200, 200), (230, 230, 230)))
     reddish = characteristics(Image.new("RGB", (200, 200), (200, 90, 80)))
     assert "dark" in dark and "bright" in bright and "red cast" in reddish and "soft or blurred" in dark
+

@@ -186,9 +186,34 @@ def test_a_report_folder_keeps_the_image_name_and_report_md_says_which_settings_
     folder = tmp_path / "out" / report.report_dir.rsplit("/", 1)[-1]
     assert folder.name.startswith("看板-1-"), folder.name
     markdown = (folder / "report.md").read_text()
-    assert "- Made by: `mosaic run '看板 1.png' --model mosaic_offline/ocr-448 --grid 2x1 --phases text " \
-           "--no-second-look`" in markdown
+    assert f"- Made by: `mosaic run '{photo.resolve()}' --model mosaic_offline/ocr-448 --grid 2x1 --phases text " \
+           "--no-second-look`" in markdown  # the whole path: the command runs again from any folder
     assert "- Settings: no second look; structured output asked; temperature 0.0" in markdown
     settings = json.loads((folder / "report.json").read_text())["settings"]
     assert settings["grid"] == "2x1" and settings["phases"] == ["text"] and settings["second_look"] is None
     assert settings["memo"] is True and settings["model"] == "mosaic_offline/ocr-448"
+
+
+def test_the_made_by_command_names_the_server_without_its_secrets():
+    from mosaic.report import address_without_secrets
+
+    assert address_without_secrets("http://user:sk-123@10.0.0.5:8080/v1?key=sk-9") == "http://10.0.0.5:8080/v1"
+    assert address_without_secrets("http://a:1/v1, https://b/v1") == "http://a:1/v1,https://b/v1"
+    assert address_without_secrets("http://127.0.0.1:11434") == "http://127.0.0.1:11434"
+
+
+def test_reading_numbers_past_nine_render_as_the_picture_numbers_them():
+    """Not an ordered list: Markdown renumbers one from its first item (and the UI showed 10+ as 0., 1.)."""
+    from markdown_it import MarkdownIt
+
+    from types import SimpleNamespace
+
+    from mosaic.report import readings_section
+    from mosaic.schema import Reading
+
+    readings = [Reading(text=f"SIGN{n}", views=["r1c1"], tiles=["r1c1"], confirmed=n % 3 == 0) for n in range(1, 13)]
+    report = SimpleNamespace(readings=readings, second_look=False)
+    html = MarkdownIt().render("\n".join(readings_section(report)))
+    assert "<ol" not in html
+    for n in range(1, 13):
+        assert f"<strong>{n}.</strong> &quot;SIGN{n}&quot;" in html, n

@@ -446,9 +446,10 @@ def test_progress_in_a_log_file_comes_from_the_start_not_only_when_tiles_finish(
     assert log.getvalue().count("\n") == 3 and "calls 4/40" in log.getvalue() and "calls 8/40" in log.getvalue()
 
 
-def test_the_bar_starts_after_the_plan_line_and_ends_at_n_of_n():
+def test_the_bar_starts_after_the_plan_line_and_its_total_never_goes_down():
     """A memoized rerun settles calls while the review is set up, before the second look's total is known: they
-    are not drawn against the first wave's total (today's `calls 63/54`), and the last line is N/N."""
+    are not drawn against the first wave's total (today's `calls 63/54`); the total is never lowered, not at the end
+    either (the second look's cap is an upper bound)."""
     import io
 
     from mosaic.progress import Progress
@@ -465,5 +466,9 @@ def test_the_bar_starts_after_the_plan_line_and_ends_at_n_of_n():
     bar.close()
     lines = log.getvalue().splitlines()
     assert lines[0].startswith("mosaic: 54 calls planned")
+    totals = [int(d) for _, d in re.findall(r"calls (\d+)/(\d+)", log.getvalue())]
     assert all(int(n) <= int(d) for n, d in re.findall(r"calls (\d+)/(\d+)", log.getvalue()))
-    assert "calls 64/64, 64 from memo" in lines[-1]
+    assert totals == sorted(totals)  # the total never goes down, not even at the end
+    bar.total_calls = 60  # a caller's lower figure does not lower it either
+    assert bar.total_calls == 70
+    assert "calls 64/70, 64 from memo" in lines[-1]

@@ -3,7 +3,7 @@ import pytest
 from mosaic.backend import Backend
 from mosaic.schema import count_calls
 from mosaic.tiles import (
-    auto_density, cell_label, check_grid_fits, choose_grid, grid_for_density, model_billions, neighbor_pairs,
+    auto_density, cell_label, check_grid_fits, choose_grid, coarsened_note, grid_for_density, model_billions, neighbor_pairs,
     parse_grid, seam_box, tile_boxes,
 )
 
@@ -141,14 +141,20 @@ def test_the_encoder_size_is_read_from_an_ollama_show_answer():
     assert ollama_encoder_px("ollama_chat/gemma3", "http://127.0.0.1:9", timeout_s=2) is None  # nobody there
 
 
-def test_too_small_for_the_grid_is_an_error_but_auto_adapts():
-    with pytest.raises(ValueError, match="too small for a 3×3 grid"):
+def test_a_density_is_coarsened_to_fit_a_small_image_and_says_so_but_a_grid_is_refused_with_the_size_it_needs():
+    with pytest.raises(ValueError, match="too small for a 3×3 grid: it needs at least 192×192 px"):
         check_grid_fits(150, 150, 3, 3)
-    with pytest.raises(ValueError, match="too small"):
-        choose_grid(100, 100, "light", None, "offline", None)
+    with pytest.raises(ValueError, match="too small for a 4×2 grid: it needs at least 256×128 px"):
+        choose_grid(200, 200, "light", "4x2", "x", None)
+    assert choose_grid(100, 100, "light", None, "offline", None) == (1, 1, "light")
+    assert choose_grid(160, 120, "quick", None, "x", None) == (2, 1, "quick")
+    assert coarsened_note(160, 120, "quick", 2, 1) == ("the image (160×120) is too small for quick's 2×2 grid "
+                                                       "(tiles under 64 px): reviewed as 2×1")
+    assert coarsened_note(3000, 2000, "quick", *choose_grid(3000, 2000, "quick", None, "x", None)[:2]) is None
+    assert coarsened_note(100, 100, "auto:quick", 1, 1) is None
     assert choose_grid(100, 100, "auto", None, "x", None)[:2] == (1, 1)
-    for width, height in ((1, 1), (3, 3000), (63, 500)):  # no grid fits: the message does not suggest one
-        for density in ("auto", "quick"):
+    for width, height in ((1, 1), (3, 3000), (63, 500), (20, 20)):  # no grid fits: the message does not suggest one
+        for density in ("auto", "quick", "max"):
             with pytest.raises(ValueError, match=f"image \\({width}×{height}\\) is too small: Mosaic needs at least 64 px"):
                 choose_grid(width, height, density, None, "x", None)
     assert choose_grid(64, 64, "auto", None, "x", None)[:2] == (1, 1)
