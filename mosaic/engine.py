@@ -17,7 +17,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel
 
-from . import pipeline
+from . import evidence, pipeline
 from .context import RunContext
 from .errors import BackendError, BadImage, RunFailed
 from .llm import cached_reply, call_model
@@ -255,7 +255,7 @@ class Review:
             "second_look": look.model_dump() | {"calls_cap": self.second_look_cap} if look else None,
             "structured_output": backend.structured_output, "temperature": backend.temperature,
             "max_tokens": backend.max_tokens, "num_ctx": backend.num_ctx, "timeout_s": backend.timeout_s,
-            "memo": self.ctx.use_memo, "concurrency": self.ctx.concurrency,
+            "memo": self.ctx.use_memo, "concurrency": self.ctx.concurrency, "witnesses": evidence.run_settings(),
         }
 
     def _tile_reports(self, readings: list[Reading]) -> list[TileReport]:
@@ -265,8 +265,9 @@ class Review:
                 for t in self.plan.tiles if t.id in self.reports]
 
     def readings(self) -> list[Reading]:
-        """Every reading the views made so far, one per sign with its evidence, confirmed first."""
-        return pipeline.run_readings(self.plan, [o for v in self.plan.views for o in self.observed.get(v.id, [])])
+        """Every reading the views made so far, one per sign with its witnesses (mosaic.evidence), confirmed first."""
+        readings = pipeline.run_readings(self.plan, [o for v in self.plan.views for o in self.observed.get(v.id, [])])
+        return evidence.witness_run(readings, self.plan, self.ctx.blobs)
 
     def failure(self, report_dir: str | None, retry: str | None) -> RunFailed | BackendError:
         """What failed, for a review that did not finish: the tiles, or the final review. When the orientation or
