@@ -67,8 +67,9 @@ class Settings(BaseSettings):
         "Schema: Ollama's format, llama.cpp, vLLM, LM Studio); a server that refuses it is asked again without, and not "
         "asked again in this process.")
     second_look: bool = Field(
-        True, description="After the first wave of views, a closer, enlarged, text-only crop of each reading seen in "
-        "one view only, unclear, or read differently by two views: a reading two views agree on is confirmed.")
+        True, description="After the first wave of views, a closer, enlarged, text-only crop of each reading not "
+        "confirmed, unclear, or read differently (none where the detector sees no text: the model would only repeat "
+        "itself).")
     witnesses: str = Field(
         "detector,reader", description="Local witnesses asked about every reading, comma-separated (none: ''): "
         "'detector' (RapidOCR's text detector: is there text-like detail where the model read text?) and 'reader' "
