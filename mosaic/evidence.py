@@ -188,9 +188,11 @@ def zoom_for(r: Reading) -> float:
     return round(min(MAX_ZOOM, max(1.0, TEXT_PX / short)), 3)
 
 
+# Canvas sides are multiples of 32 within RapidOCR's limits, so it looks at every canvas as it is (no resizing): what
+# it finds at a place does not depend on which other places share its canvas, and a rerun finds the same.
 CANVAS_WIDTH = 1024
-CANVAS_MIN = 736  # RapidOCR enlarges a smaller short side to this: a canvas at least this size is seen as it is
-CANVAS_MAX = 2000  # and shrinks a larger long side to this
+CANVAS_MIN = 736  # RapidOCR enlarges a smaller short side to this
+CANVAS_MAX = 1984  # and shrinks a long side over 2000
 GAP = 48  # grey between places on a canvas: the detector's boxes grow by ~half a text height, so they never meet
 
 
@@ -213,6 +215,10 @@ def pack(sizes: Sequence[tuple[int, int]]) -> list[list[tuple[int, int, int]]]:
     return canvases
 
 
+def _by32(side: int) -> int:
+    return -(-side // 32) * 32
+
+
 def look_locally(image: Image.Image, places: Sequence[tuple[Box, float]], which: str) -> list[list[tuple]]:
     """What one witness finds at each place (box, zoom): the places enlarged, packed on a few canvases, and each
     canvas looked at once. which: 'detector' (per place, the boxes of text-like regions, image pixels) or 'reader'
@@ -227,8 +233,8 @@ def look_locally(image: Image.Image, places: Sequence[tuple[Box, float]], which:
                                   Image.Resampling.LANCZOS) if fit != 1 else crop, fit))
     found: list[list[tuple]] = [[] for _ in places]
     for canvas_items in pack([c.size for c, _ in crops]):
-        width = max(CANVAS_WIDTH, *(x + crops[i][0].width + GAP for i, x, _ in canvas_items))
-        height = max(CANVAS_MIN, *(y + crops[i][0].height + GAP for i, _, y in canvas_items))
+        width = _by32(max(CANVAS_WIDTH, *(x + crops[i][0].width + GAP for i, x, _ in canvas_items)))
+        height = _by32(max(CANVAS_MIN, *(y + crops[i][0].height + GAP for i, _, y in canvas_items)))
         canvas = Image.new("RGB", (width, height), (127, 127, 127))
         for i, x, y in canvas_items:
             canvas.paste(crops[i][0], (x, y))
@@ -256,7 +262,7 @@ def looks(image: Callable[[], Image.Image], image_sha256: str, places: Sequence[
     by the image, the place and the zoom), else looked at now, all missing places at once per witness."""
     found: dict[str, list] = {}
     for which in on:
-        keys = [canonical_sha256(["witness", 1, which, image_sha256, list(p), z]) for p, z in places]
+        keys = [canonical_sha256(["witness", 2, which, image_sha256, list(p), z]) for p, z in places]
         kept = [blobs.get_plan(k) for k in keys]
         missing = [i for i, k in enumerate(kept) if k is None]
         fresh = look_locally(image(), [places[i] for i in missing], which) if missing else []
