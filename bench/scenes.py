@@ -133,6 +133,7 @@ class Scene:
     signs: list[Sign]
     image: Image.Image  # RGB
     grids: tuple[tuple[int, int], ...] = field(default=DEFAULT_GRIDS)
+    blanks: list[tuple[int, int, int, int]] = field(default_factory=list)  # boards with no text (their text area)
 
     def ground_truth(self) -> dict[str, Any]:
         """JSON-safe ground truth: seed, size, the grids checked, and the signs."""
@@ -141,7 +142,7 @@ class Scene:
             "size": [self.width, self.height],
             "grids": [grid_name(g) for g in self.grids],
             "signs": [s.to_dict() for s in self.signs],
-        }
+        } | ({"blanks": [list(b) for b in self.blanks]} if self.blanks else {})
 
 
 def signs_from_ground_truth(gt: dict[str, Any] | str | os.PathLike) -> list[Sign]:
@@ -568,20 +569,24 @@ def _place(
     )
 
 
-def _draw_sign(img: Image.Image, rng: random.Random, plan: _Plan, box: tuple[int, int, int, int]) -> None:
-    d = ImageDraw.Draw(img)
-    h = plan.h
+def _draw_board(d: ImageDraw.ImageDraw, box: tuple[int, int, int, int], h: int, bg: tuple[int, int, int]) -> None:
+    """A sign board (with its shadow and border) around a text box of height h."""
     px, py = max(3, round(0.45 * h)), max(3, round(0.4 * h))
     board = (box[0] - px, box[1] - py, box[2] + px - 1, box[3] + py - 1)
     sh = max(1, round(0.12 * h))
     d.rectangle((board[0] + sh, board[1] + sh, board[2] + sh, board[3] + sh), fill=(35, 35, 38))
+    border = tuple(max(0, c - 60) for c in bg) if sum(bg) > 300 else tuple(min(255, c + 70) for c in bg)
+    d.rectangle(board, fill=bg, outline=border, width=max(1, round(0.08 * h)))
+
+
+def _draw_sign(img: Image.Image, rng: random.Random, plan: _Plan, box: tuple[int, int, int, int]) -> None:
+    d = ImageDraw.Draw(img)
     bg, fg = rng.choice(_PAIRS)
     if plan.dim_mode in ("contrast", "both"):
         # Low contrast: text colour moved most of the way towards the board colour.
         k = rng.uniform(0.55, 0.7)
         fg = tuple(round(b + (f - b) * (1 - k)) for b, f in zip(bg, fg))
-    border = tuple(max(0, c - 60) for c in bg) if sum(bg) > 300 else tuple(min(255, c + 70) for c in bg)
-    d.rectangle(board, fill=bg, outline=border, width=max(1, round(0.08 * h)))
+    _draw_board(d, box, plan.h, bg)
     font = _font(plan.script, plan.size)
     d.text((box[0] - plan.ink[0], box[1] - plan.ink[1]), plan.text, font=font, fill=fg)
 
@@ -621,12 +626,14 @@ def make_scene(
     straddle_frac: float = 1 / 3,
     dim_frac: float = 0.25,
     noise: float = 3.0,
+    n_blanks: int = 0,
 ) -> Scene:
     """Paint a street scene with ``n_signs`` small signs and return it with ground truth.
 
     Sign text ink height is log-uniform in ``[min_height_frac, max_height_frac] * height``
     (never under ``MIN_TEXT_PX``).  ``round(n_signs * straddle_frac)`` signs are centred on
-    a tile line of one of ``straddle_grids``; ``round(n_signs * dim_frac)`` are dim.
+    a tile line of one of ``straddle_grids``; ``round(n_signs * dim_frac)`` are dim. ``n_blanks`` sign boards
+    carry no text at all (Scene.blanks): a model that reads something there invents it.
     """
     if width < 64 or height < 64:
         raise ValueError("scene must be at least 64x64")
@@ -657,6 +664,7 @@ def make_scene(
         _draw_sign(img, rng, p, boxes[i])
         if p.dim_mode in ("shadow", "both"):
             shadowed.append(i)
+    blanks = _blank_boards(img, rng, n_blanks, width, height, min_height_frac, max_height_frac, taken)
 
     arr = np.asarray(img).copy()
     for i in shadowed:
@@ -674,7 +682,22 @@ def make_scene(
         )
         for i, p in enumerate(plans)
     ]
-    return Scene(seed=seed, width=width, height=height, signs=signs, image=image, grids=grids)
+    return Scene(seed=seed, width=width, height=height, signs=signs, image=image, grids=grids, blanks=blanks)
+
+
+def _blank_boards(img: Image.Image, rng: random.Random, n: int, W: int, H: int, min_frac: float, max_frac: float,
+                  taken: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """n sign boards with no text (plain coloured rectangles, sized like the signs' boards), where nothing else is;
+    the box of each is where its text would be. Drawn after the signs, so a scene without them is unchanged."""
+    boxes = []
+    for _ in range(n):
+        h = max(MIN_TEXT_PX, round(math.exp(rng.uniform(math.log(min_frac * H), math.log(max_frac * H)))))
+        plan = _Plan("", "latin", 0, (0, 0, 0, 0), round(h * rng.uniform(3, 7)), h, False, False)
+        box = _place(rng, plan, W, H, (), taken)
+        taken.append(_reserve(box, h))
+        _draw_board(ImageDraw.Draw(img), box, h, rng.choice(_PAIRS)[0])
+        boxes.append(box)
+    return boxes
 
 
 # ------------------------------------------------------------------------ scene sets

@@ -13,7 +13,10 @@ or over HTTP (OpenAI and Ollama APIs):
 Spec keys (comma-separated key=value): reader (rapidocr | tesseract), budget (px, long side), invent, misread, drop
 (fractions 0-1), style (json | fenced | prose | mixed), positions (box | words | none), seed, misread_by (call | text:
 with text, whether and how a text is misread depends on the reader and the text alone, so stand-ins of one "family"
-misread the same signs the same way, as models of one family share errors). Everything random is drawn from the
+misread the same signs the same way, as models of one family share errors, and one model misreads a word the same
+way every time it sees it), boards (a scene's ground-truth JSON: on each of its blank sign boards, "blanks", the
+stand-in reads a made-up text, the same in every view that shows the board, whatever the crop — as a small VLM at
+temperature 0 repeats an invention wherever it sees the same thing). Everything random is drawn from the
 call itself and the seed, so the same call always gets the same answer.
 """
 
@@ -220,6 +223,7 @@ class StandIn:
     drop: float = 0.0
     seed: int = 0
     misread_by: str = "call"
+    boards: str = ""
     _ocr: offline.PixelCache = field(default_factory=offline.PixelCache, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -284,6 +288,8 @@ class StandIn:
             return "I cannot see an image in this message."
         image = images[0]
         seen = self.seen(image, rng, invent=task in ("text", "inspect"))
+        if self.boards and task in ("text", "inspect"):
+            seen += board_readings(blank_boards(self.boards), crop_box(prompt), rng)
         if task == "orientation":
             return orientation(seen, rng)
         if task == "text":
@@ -371,6 +377,40 @@ class StandIn:
         lines = [f'- "{t}" in {", ".join(dict.fromkeys(tiles[t]))}' for t in texts] or ["- none"]
         return "\n".join([opening, "", "Text read:", *lines, "", "Subjects: buildings, signs.",
                           "Characteristics: evenly lit, sharp."])
+
+
+@functools.lru_cache(maxsize=64)
+def blank_boards(path: str) -> tuple[tuple[int, int, int, int], ...]:
+    """The blank boards of a scene's ground truth (image pixels)."""
+    data = json.loads(open(path, encoding="utf-8").read())
+    return tuple(tuple(b) for b in data.get("blanks", []))
+
+
+def board_text(box: tuple[int, int, int, int]) -> str:
+    """The made-up text a stand-in reads on a blank board: fixed by the board alone."""
+    return invented_text(random.Random(f"board {list(box)}"))
+
+
+def crop_box(prompt: str) -> tuple[int, int, int, int] | None:
+    """The crop's place in the image as the prompt states it ("pixels [x0, y0, x1, y1]"); None for the whole image."""
+    m = re.search(r"pixels \[(\d+), (\d+), (\d+), (\d+)\]", prompt)
+    return tuple(int(v) for v in m.groups()) if m else None  # type: ignore[return-value]
+
+
+def board_readings(boards, crop: tuple[int, int, int, int] | None, rng: random.Random) -> list[Seen]:
+    """What the stand-in reads on the blank boards the crop shows (most of the board in it): each board's made-up
+    text, with its box in thousandths of the crop."""
+    if crop is None:
+        return []
+    cx0, cy0, cx1, cy1 = crop
+    w, h = cx1 - cx0, cy1 - cy0
+    out = []
+    for b in boards:
+        inside = max(0, min(b[2], cx1) - max(b[0], cx0)) * max(0, min(b[3], cy1) - max(b[1], cy0))
+        if inside >= 0.6 * (b[2] - b[0]) * (b[3] - b[1]):
+            frac = ((b[0] - cx0) / w, (b[1] - cy0) / h, (b[2] - cx0) / w, (b[3] - cy0) / h)
+            out.append(Seen(board_text(b), False, thousandths(tuple(min(1.0, max(0.0, v)) for v in frac), rng)))
+    return out
 
 
 def orientation(seen: list[Seen], rng: random.Random) -> str:

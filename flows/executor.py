@@ -10,6 +10,7 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
+from mosaic import evidence
 from mosaic.context import RunContext
 from mosaic.driver import Job, run_settings
 from mosaic.engine import Review, Work
@@ -35,7 +36,7 @@ class PrefectExecutor:
 
     def review_of(self, plan) -> tuple[Review, str]:
         review = Review(plan, self.ctx.backend, for_run(self.settings, self.ctx.backend, self.second_look),
-                        run_settings=run_settings(self.ctx))
+                        run_settings=run_settings(self.ctx), witnesses=evidence.run_settings())
         return review, str(Path(self.out_dir) / report_dir_name(plan, self.ctx.backend))
 
     def open(self, job: Job) -> PrefectFuture:

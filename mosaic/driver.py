@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from . import evidence
 from .context import RunContext
 from .engine import Outcome, Review, StepsFailed, Work
 from .errors import BackendError, RunFailed
@@ -272,8 +273,9 @@ def review(image_path: str, model: str | None = None, api_base: str | None = Non
     ctx = RunContext.from_settings(settings, settings.model, settings.api_base, use_memo)
     try:
         plan = ctx.prepare(image_path, density, grid, list(phases), settings)
-        job = Job(image_path, Path(image_path).name, state="running", started=started,
-                  review=Review(plan, ctx.backend, for_run(settings, ctx.backend, second_look), run_settings=run_settings(ctx)),
+        review = Review(plan, ctx.backend, for_run(settings, ctx.backend, second_look), run_settings=run_settings(ctx),
+                        witnesses=evidence.run_settings())
+        job = Job(image_path, Path(image_path).name, state="running", review=review, started=started,
                   folder=str(Path(settings.out_dir) / report_dir_name(plan, ctx.backend)))
         bar = Progress(job.review.first_wave_calls + job.review.second_look_cap, len(plan.tiles), enabled=show_progress)
         bar.announce(planned_line(job.review))

@@ -1,6 +1,6 @@
 """The review as a planner of explicit phases: what to ask next, what the answers mean, when a tile is ready.
 
-    ORIENT → VIEWS (tiles and seams) → SECOND LOOK (closer crops) → TILES (syntheses) → FINAL
+    ORIENT → VIEWS (tiles and seams) → SECOND LOOK (closer crops) → TILES (syntheses) → EVIDENCE → FINAL
 
 Like graphlib.TopologicalSorter: `ready()` hands out the steps whose inputs are in, `done(step, outcome)` takes
 what a step came to. The review does no I/O and no work in its constructor; counts and its phase are derived from
@@ -23,12 +23,13 @@ from .errors import BackendError, RunFailed
 from .schema import CallStats, FinalReport, ModelCall, ModelReply, Observation, Plan, Reading, TileReport, View
 from .second_look import SecondLook
 
-StepKind = Literal["orientation", "view", "look", "synthesis", "final"]
+StepKind = Literal["orientation", "view", "look", "synthesis", "evidence", "final"]
 
 
 class Work(BaseModel):
     """One step: the calls one task makes one after another (the orientation, a view's phases, a tile's synthesis,
-    the final review), or the second look's planning (kind "look": no call; the closer crops it cuts)."""
+    the final review), or local work with no call: the second look's planning (its closer crops) and the evidence
+    (the readings' independent witnesses)."""
 
     kind: StepKind
     name: str  # e.g. inspect-r1c2: the task run's name in Prefect
@@ -38,6 +39,8 @@ class Work(BaseModel):
     readings: list[Reading] = []
     look: SecondLook | None = None
     room: int = 0  # a look's calls at most
+    witnesses: list[str] = []  # a look's or the evidence step's local witnesses (mosaic.evidence)
+    similarity: float = 1.0
 
     @property
     def needs_backend(self) -> bool:
@@ -46,10 +49,12 @@ class Work(BaseModel):
 
 @dataclass
 class Outcome:
-    """What a step came to: a reply per call (None where it failed) or a look's closer views; error when it failed."""
+    """What a step came to: a reply per call (None where it failed), a look's closer views or the readings with
+    their witnesses; error when it failed."""
 
     replies: list[ModelReply | None] = field(default_factory=list)
     views: list[View] = field(default_factory=list)
+    readings: list[Reading] = field(default_factory=list)
     error: BaseException | None = None
     retries: int = 0
     troubled: list[str] = field(default_factory=list)  # servers that failed as down ones do, on the way
@@ -81,7 +86,7 @@ class Review:
 
     def __init__(self, plan: Plan, backend: Backend, second_look: SecondLook | None = None,
                  follow_up: Callable[[Review, View, list[Observation]], None] | None = None,
-                 run_settings: dict | None = None):
+                 run_settings: dict | None = None, witnesses: dict | None = None):
         self.plan = plan.model_copy(deep=True)  # views are added to it: the caller's plan stays as it was
         self.backend = backend
         self.second_look = second_look if {"text", "inspect"} & set(plan.phases) else None  # it looks at text
@@ -97,6 +102,7 @@ class Review:
         self.review: str | None = None
         self.notes: list[str] = []
         self.run_settings = run_settings or {}  # the driver's own, for the report: memo, concurrency
+        self.witnesses = witnesses or {"on": [], "similarity": 1.0}  # mosaic.evidence.run_settings()
 
     # --- what a driver calls -----------------------------------------------------------------------------------
 
@@ -125,7 +131,7 @@ class Review:
 
     @property
     def phase(self) -> str:
-        """orient, views, second look, tiles, final or done: where the review stands."""
+        """orient, views, second look, tiles, evidence, final or done: where the review stands."""
         if self.orientation is None:
             return "orient"
         if not self._first_wave_settled:
@@ -134,6 +140,8 @@ class Review:
             return "second look"
         if len(self.reports) < len(self.plan.tiles):
             return "tiles"
+        if WITNESS not in self.outcomes:
+            return "evidence"
         return "final" if self.review is None else "done"
 
     @property
@@ -212,10 +220,22 @@ class Review:
             "second_look": look.model_dump() | {"calls_cap": self.second_look_cap} if look else None,
             "structured_output": backend.structured_output, "temperature": backend.temperature,
             "max_tokens": backend.max_tokens, "num_ctx": backend.num_ctx, "timeout_s": backend.timeout_s,
+            "witnesses": self.witnesses,
         } | self.run_settings
 
     def readings(self) -> list[Reading]:
-        """Every reading the views made so far, one per sign with its evidence, confirmed first."""
+        """Every reading, one per sign, confirmed first: with its witnesses once the evidence is in; before (or in
+        a review that did not get that far) as the views read it, none confirmed."""
+        witnessed = self.outcomes.get(WITNESS)
+        if witnessed is not None and witnessed.ok:
+            return witnessed.readings
+        readings = self._grouped_readings()
+        if not self.witnesses["on"]:
+            return readings  # no independent witness asked: the views alone decide
+        return [r.model_copy(update={"confirmed": False, "status": "unconfirmed",
+                                     "reason": "not witnessed: the review did not get that far"}) for r in readings]
+
+    def _grouped_readings(self) -> list[Reading]:
         return pipeline.run_readings(self.plan, [o for v in self.plan.views for o in self.observed.get(v.id, [])])
 
     def failure(self, report_dir: str | None, retry: str | None) -> RunFailed | BackendError:
@@ -255,11 +275,19 @@ class Review:
                 calls = [pipeline.view_call(self.plan, view, p, self.orientation, self.backend) for p in view.phases]
                 yield Work(kind="view", name=view_step(view.id), target=view.id, calls=calls)
         if self._look_due and LOOK not in self._handed:
-            yield Work(kind="look", name=LOOK, plan=self.plan, readings=self.readings(), look=self.second_look,
-                       room=self.second_look_cap)
-        if len(self.reports) == len(self.plan.tiles) and FINAL not in self._handed:
+            yield Work(kind="look", name=LOOK, plan=self.plan, readings=self._grouped_readings(), look=self.second_look,
+                       room=self.second_look_cap, **self._witness_options)
+        all_reported = len(self.reports) == len(self.plan.tiles)
+        if all_reported and WITNESS not in self._handed:
+            yield Work(kind="evidence", name=WITNESS, plan=self.plan, readings=self._grouped_readings(),
+                       **self._witness_options)
+        if all_reported and WITNESS in self.outcomes and FINAL not in self._handed:
             call = pipeline.final_call(self.plan, self.orientation, self._tile_reports(self.readings()), self.backend)
             yield Work(kind="final", name=FINAL, calls=[call])
+
+    @property
+    def _witness_options(self) -> dict:
+        return {"witnesses": list(self.witnesses["on"]), "similarity": self.witnesses.get("similarity", 1.0)}
 
     @property
     def _first_wave_settled(self) -> bool:
@@ -322,12 +350,16 @@ class Review:
             self.reports[tile.id] = pipeline.make_tile_report(self.plan, tile, self._observations(tile),
                                                               outcome.replies[0])
 
+    def _settle_evidence(self, step: Work, outcome: Outcome) -> None:
+        if not outcome.ok:
+            self.notes.append(f"no witnesses: {outcome.error}")
+
     def _settle_final(self, step: Work, outcome: Outcome) -> None:
         if outcome.ok:
             self.review = outcome.replies[0].content
 
     _SETTLE = {"orientation": _settle_orientation, "view": _settle_view, "look": _settle_look,
-               "synthesis": _settle_synthesis, "final": _settle_final}
+               "synthesis": _settle_synthesis, "evidence": _settle_evidence, "final": _settle_final}
 
     # --- inside ------------------------------------------------------------------------------------------------
 
@@ -347,7 +379,7 @@ class Review:
                 for t in self.plan.tiles if t.id in self.reports]
 
 
-ORIENT, LOOK, FINAL = "orient", "second-look", "write-review"
+ORIENT, LOOK, WITNESS, FINAL = "orient", "second-look", "witness", "write-review"
 
 
 def view_step(view_id: str) -> str:

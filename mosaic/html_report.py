@@ -17,6 +17,7 @@ from PIL import Image
 
 from .images import shrink
 from .memo import BlobStore
+from .pipeline import status_of
 from .readings import hull
 from .schema import Comparison, ComparedReading, FinalReport, Plan, Reading, View
 from .tiles import Box
@@ -50,9 +51,10 @@ table { border-collapse: collapse; width: 100%; background: #fff; }
 th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #eef1f5; }
 tr.confirmed td.state { color: var(--ok); font-weight: 600; } tr.unconfirmed td.state { color: var(--check); }
+tr.probably_absent td.state, tr.probably_absent td.text { color: var(--soft); text-decoration: line-through; }
 tr[data-reading] { cursor: pointer; } tr[data-reading]:hover { background: #fffbe0; }
 .tag { display: inline-block; padding: 0 6px; border-radius: 8px; font-size: 12px; background: #eef1f5; }
-.tag.ok { background: #d9f2de; } .tag.check { background: #fde7cc; }
+.tag.ok { background: #d9f2de; } .tag.check { background: #fde7cc; } .tag.absent { background: #e4e4e4; }
 pre.text { white-space: pre-wrap; font: inherit; background: #fff; border: 1px solid var(--line); padding: 10px; }
 @media (max-width: 900px) { .layout { grid-template-columns: 1fr; } #detail { position: static; } }
 """
@@ -143,6 +145,27 @@ def _pct(box: Box, width: int, height: int) -> str:
             f"width:{100 * (x1 - x0) / width:.3f}%;height:{100 * (y1 - y0) / height:.3f}%")
 
 
+TAGS = {"confirmed": ("ok", "confirmed"), "unconfirmed": ("check", "not confirmed: check it in the picture"),
+        "probably_absent": ("absent", "probably not in the image")}
+
+
+def witness_lines(r: Reading) -> str:
+    """What each witness independent of the model said about a reading."""
+    w = r.witnesses
+    if w is None:
+        return ""
+    said = []
+    if w.detector:
+        said.append("detector: " + ("text-like detail here" if w.detector == "text" else "no text here"))
+    if w.reader:
+        said.append(f"reader ({w.reader.name}): " + (f"“{w.reader.text}”" + (" (agrees)" if w.reader.agrees else
+                                                                                 " (reads it differently)")
+                                                      if w.reader.text else "reads nothing here"))
+    if w.models:
+        said += [f"{m}: " + (f"“{t}”" if t else "read nothing here") for m, t in w.models.items()]
+    return "".join(f"<p>{e(line)}</p>" for line in said)
+
+
 def render_report_html(report: FinalReport, overview: bytes, crops: dict[int, bytes]) -> str:
     """The review page. overview: the photo with grid and numbered boxes (report.overview_jpeg); crops: a JPEG per
     reading index (reading_crops)."""
@@ -151,7 +174,7 @@ def render_report_html(report: FinalReport, overview: bytes, crops: dict[int, by
     calls = report.calls
     marks, panels, rows = [], [], []
     for n, r in enumerate(report.readings, 1):
-        state = "confirmed" if r.confirmed else "unconfirmed"
+        state = status_of(r)
         rid = f"reading-{n}"
         title = e(f"{n}. {r.text}")
         if r.box:
@@ -168,19 +191,20 @@ def render_report_html(report: FinalReport, overview: bytes, crops: dict[int, by
         panels.append(
             f'<section class="panel" id="{rid}" data-reading-panel="{n}"><h3>{n}. {e(r.text)}</h3>'
             + (f'<img alt="crop of reading {n}" src="{data_url(crop)}">' if crop else "")
-            + f'<p><span class="tag {"ok" if r.confirmed else "check"}">'
-            + ("confirmed" if r.confirmed else "not confirmed: check it in the picture") + "</span>"
+            + f'<p><span class="tag {TAGS[state][0]}">{TAGS[state][1]}</span>'
             + (" <span class=tag>unclear</span>" if r.unclear else "") + "</p>"
             + (f"<p>Romanized: {e(r.romanized)}</p>" if r.romanized else "")
             + (f"<p>Translation: {e(r.translation)}</p>" if r.translation else "")
             + f"<p>Tiles: {e(', '.join(r.tiles) or '?')}" + (" (on a tile line)" if r.on_tile_line else "") + "</p>"
-            + f"<p>Read in {len(r.views)} view(s): {e(', '.join(r.views))}</p>"
+            + (f"<p>Why: {e(r.reason)}</p>" if r.reason else "")
+            + f"<p>Read in {len(r.views)} view(s) of the model: {e(', '.join(r.views))}</p>"
+            + witness_lines(r)
             + (f"<p>Also read as: {e(', '.join(r.variants))}</p>" if r.variants else "")
             + (f"<p>Box: pixels {list(r.box)}</p>" if r.box else "") + "</section>")
         rows.append(
             f'<tr class="{state}" data-reading="{n}" data-show="{rid}"><td>{n}</td><td class="text">{e(r.text)}</td>'
             f"<td>{e(r.romanized)}</td><td>{e(r.translation)}</td><td>{e(', '.join(r.tiles))}</td>"
-            f'<td class="state">{"yes" if r.confirmed else "no"}</td><td>{e(", ".join(r.variants))}</td>'
+            f'<td class="state">{TAGS[state][1]}</td><td>{e(r.reason)}</td><td>{e(", ".join(r.variants))}</td>'
             f"<td>{e(', '.join(r.views))}</td></tr>")
     for t in report.tiles:
         tid = f"tile-{t.tile}"
@@ -207,11 +231,12 @@ def render_report_html(report: FinalReport, overview: bytes, crops: dict[int, by
 <section class="layout"><div class="photo" id="photo"><img id="overview" alt="the photo with the grid and a box
 where each reading lies" src="{data_url(overview)}">{"".join(marks)}</div>
 <aside id="detail"><p class="hint" id="hint">Point at a box on the photo (or a row below) to see what was read there;
-click a tile for its report. Green: confirmed (read in two or more views); orange: check it.</p>{"".join(panels)}</aside>
+click a tile for its report. Green: confirmed (a witness independent of the model read the same text there);
+orange: check it.</p>{"".join(panels)}</aside>
 </section>
-<section><h2>Readings ({len(report.readings)}, confirmed first)</h2>
+<section><h2>Readings ({len(report.readings)}: confirmed, then unconfirmed, then probably not in the image)</h2>
 <table id="readings"><thead><tr><th>#</th><th>text</th><th>romanized</th><th>translation</th><th>tiles</th>
-<th>confirmed</th><th>variants</th><th>views</th></tr></thead><tbody>{"".join(rows)}</tbody></table></section>
+<th>status</th><th>why</th><th>variants</th><th>views</th></tr></thead><tbody>{"".join(rows)}</tbody></table></section>
 <section><h2>Review</h2><pre class="text" id="review">{e(report.review or "(not written: the run is incomplete)")}</pre>
 <h2>Orientation</h2><pre class="text">{e(report.orientation)}</pre>
 {"<h2>Characteristics</h2><table><tr><th>tile</th><th>characteristics</th></tr>" + characteristics + "</table>"

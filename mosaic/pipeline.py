@@ -144,7 +144,10 @@ def model_call(backend: Backend, prompt: str, images: list[str], task: str | Non
 
 
 def _reading_data(r: Reading) -> dict:
+    """A reading as the final review sees it; a doubtful one says so, and why (its status and reason)."""
     data = r.model_dump(include={"text", "romanized", "translation", "unclear", "confirmed", "tiles"}, exclude_none=True)
+    if r.status and r.status != "confirmed":
+        data |= {"doubtful": r.status, "reason": r.reason}
     return {k: v for k, v in data.items() if v not in ([], False) or k == "unclear"}
 
 
@@ -269,17 +272,31 @@ def answers(plan: Plan, observed: dict[str, list[Observation]]) -> list[ViewAnsw
 
 
 def complete_review(review: str, readings: list[Reading]) -> str:
-    """The model's review, and after it every reading of the run, confirmed ones first, each with its tiles: none
-    is lost, whatever the model wrote, and a reader sees which to trust."""
-    confirmed = [r for r in readings if r.confirmed]
-    others = [r for r in readings if not r.confirmed]
+    """The model's review, and after it every reading of the run, confirmed ones first, then the unconfirmed, then
+    those probably not in the image, each with its tiles and reason: none is lost, whatever the model wrote, and a
+    reader sees which to trust."""
     parts = [review.rstrip()]
-    if confirmed:
-        parts.append("Readings confirmed (the same text read in two or more views):\n" + "\n".join(map(reading_line, confirmed)))
-    if others:
-        parts.append("Readings not confirmed (read once, or not read again by a second look):\n"
-                     + "\n".join(map(reading_line, others)))
+    for title, group in reading_groups(readings):
+        if group:
+            parts.append(f"{title}:\n" + "\n".join(map(reading_line, group)))
     return "\n\n".join(parts)
+
+
+READING_GROUPS = (
+    ("confirmed", "Readings confirmed (a witness independent of the model read the same text there)"),
+    ("unconfirmed", "Readings not confirmed (no independent witness agreed: check them)"),
+    ("probably_absent", "Probably not in the image (no text where the model read it)"),
+)
+
+
+def status_of(r: Reading) -> str:
+    """confirmed, unconfirmed or probably_absent; a reading no witness judged: by its confirmed flag."""
+    return r.status or ("confirmed" if r.confirmed else "unconfirmed")
+
+
+def reading_groups(readings: list[Reading]) -> list[tuple[str, list[Reading]]]:
+    """(title, its readings) for confirmed, unconfirmed and probably absent readings, in that order."""
+    return [(title, [r for r in readings if status_of(r) == status]) for status, title in READING_GROUPS]
 
 
 def reading_line(r: Reading) -> str:
@@ -287,7 +304,8 @@ def reading_line(r: Reading) -> str:
     extra = (f" ({r.romanized})" if r.romanized else "") + (f" — {r.translation}" if r.translation else "")
     flags = (" (unclear)" if r.unclear else "") + (f"; also read as {', '.join(repr(v) for v in r.variants)}"
                                                    if r.variants else "")
-    return f'- "{r.text}"{extra} in {where or "?"}{flags}'
+    reason = f" — {r.reason}" if r.reason and status_of(r) != "confirmed" else ""
+    return f'- "{r.text}"{extra} in {where or "?"}{flags}{reason}'
 
 
 # --- the second look's views -----------------------------------------------------------------------------------

@@ -183,8 +183,9 @@ def is_tile_view(view_id: str) -> bool:
 def group_readings(readings: list[Reading], tiles: dict[str, Box]) -> list[Reading]:
     """One reading per sign: what the views read at one place, alike in text, grouped. Its text is the one most
     views read (the longer when as many: a whole sign over its parts), the others are its variants; it is confirmed
-    when two or more views read that same text. Where no view said where, the tile views that read it name its
-    tiles; read only in a crop across a tile line, it lies on that line."""
+    when two or more views read that same text (until mosaic.evidence asks witnesses independent of the model).
+    Where no view said where, the tile views that read it name its tiles; read only in a crop across a tile line,
+    it lies on that line."""
     items = [r for r in readings if group_key(r.text)]
     keys = [group_key(r.text) for r in items]
     linked = lambda i, j: alike(keys[i], keys[j]) and _same_place(items[i], items[j])  # noqa: E731

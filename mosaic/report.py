@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .html_report import crop_jpeg, reading_crops, render_comparison_html, render_report_html
 from .images import shrink
 from .memo import BlobStore, write_atomically
-from .pipeline import reading_line
+from .pipeline import reading_groups, reading_line, status_of
 from .readings import hull
 from .schema import ComparedReading, Comparison, FinalReport, Plan, Reading
 
@@ -98,29 +98,26 @@ def settings_lines(report: FinalReport) -> list[str]:
 
 
 def readings_section(report: FinalReport) -> list[str]:
-    """The readings, confirmed ones apart from the rest, each with its tiles and the views that read it, numbered as
-    on the overview picture."""
+    """The readings, confirmed ones, then unconfirmed ones, then those probably not in the image, each with its
+    tiles, the views that read it and (when not confirmed) why, numbered as on the overview picture."""
     number = {id(r): n for n, r in enumerate(report.readings, 1)}
     # a bullet with the number in it, not an ordered list: Markdown renumbers those from their first number
     line = lambda r: f"- **{number[id(r)]}.**" + reading_line(r)[1:] + f" [{', '.join(r.views)}]"  # noqa: E731
-    confirmed = [r for r in report.readings if r.confirmed]
-    others = [r for r in report.readings if not r.confirmed]
-    how = ("a second look (a closer crop) or two views" if report.second_look else "two views (no second look was "
-           "asked)")
-    lines = ["## Readings", "", f"**Confirmed** ({len(confirmed)}): the same text read in two or more views, by {how}.",
-             "Numbers are those of the boxes on the picture.", ""]
-    lines += [line(r) for r in confirmed] or ["- none"]
-    lines += ["", f"**Not confirmed** ({len(others)}): read once, or not read again by the second look — "
-              "check these in the picture.", ""]
-    lines += [line(r) for r in others] or ["- none"]
-    return lines + [""]
+    on = (report.settings.get("witnesses") or {}).get("on")
+    witnesses = (f"witnesses asked: {', '.join(on)}" if on else "no independent witness was asked: two views "
+                 "reading the same text confirm it") if on is not None else "witnesses not recorded"
+    lines = ["## Readings", "", f"Numbers are those of the boxes on the picture; {witnesses}.", ""]
+    for title, group in reading_groups(report.readings):
+        lines += [f"**{title}** ({len(group)}):", ""] + ([line(r) for r in group] or ["- none"]) + [""]
+    return lines
 
 
 GRID_RGB = (255, 230, 0)  # the tile grid and its labels
 GRID_ALPHA = 110  # the grid is translucent: text it crosses stays readable through it
 LABEL_BG = (0, 0, 0, 150)  # behind a tile's label, translucent too
 CONFIRMED_RGB = (40, 220, 60)  # a confirmed reading's box
-UNCONFIRMED_RGB = (255, 140, 0)  # a reading not confirmed (read once, or not read again)
+UNCONFIRMED_RGB = (255, 140, 0)  # a reading no independent witness confirmed
+ABSENT_RGB = (150, 150, 150)  # a reading probably not in the image (no text where it was read)
 
 
 def overview_jpeg(plan: Plan, blobs: BlobStore, readings: Sequence[Reading] = ()) -> bytes:
@@ -191,7 +188,7 @@ def _draw_readings(base: Image.Image, readings: Sequence[Reading], plan: Plan, s
             continue
         outline = (max(0, round(x0 * sx) - width), max(0, round(y0 * sy) - width),
                    min(base.width - 1, round(x1 * sx) - 1 + width), min(base.height - 1, round(y1 * sy) - 1 + width))
-        colour = CONFIRMED_RGB if reading.confirmed else UNCONFIRMED_RGB
+        colour = {"confirmed": CONFIRMED_RGB, "probably_absent": ABSENT_RGB}.get(status_of(reading), UNCONFIRMED_RGB)
         draw.rectangle(outline, outline=colour, width=width)
         labels.append((str(number), outline, colour))
     for text, (ox0, oy0, ox1, oy1), colour in labels:  # after every box, so no box crosses a number

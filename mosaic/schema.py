@@ -123,9 +123,34 @@ def count_calls(cols: int, rows: int, phases: list[str] | tuple[str, ...]) -> in
     return calls_for(per_view, tiles if len(phases) > 1 else 0)
 
 
+ReadingStatus = Literal["confirmed", "unconfirmed", "probably_absent"]
+
+
+class ReaderWitness(BaseModel):
+    """What an independent reader (not the model) reads at a reading's place."""
+
+    name: str  # e.g. "rapidocr"
+    text: str | None = None  # its line closest to the reading; None: it read nothing there
+    agrees: bool = False
+    similarity: float = 0.0  # 0-1, of its closest line to the reading's text (1: the same, or the reading a part)
+
+
+class Witnesses(BaseModel):
+    """Who saw a reading, beside the model that read it. views: the same model's other framings (weak evidence:
+    a model repeats its own mistakes). detector: a local text detector found text-like strokes at its place ("text")
+    or none ("none"); None when not asked. reader: an independent reader's text there. models: other models'
+    readings of the same place (label -> text, None: read nothing there), when a comparison provides them."""
+
+    views: list[str] = Field(default_factory=list)
+    detector: Literal["text", "none"] | None = None
+    reader: ReaderWitness | None = None
+    models: dict[str, str | None] | None = None
+
+
 class Reading(BaseModel):
     """A text read in the image, with its evidence. As a view reports it: one view, the box the view gives. In a
-    report: near-identical readings of one place grouped (variants), the tiles it lies in, whether it is confirmed."""
+    report: near-identical readings of one place grouped (variants), the tiles it lies in, its witnesses and whether
+    one independent of the model agrees (confirmed)."""
 
     text: str
     romanized: str | None = None
@@ -135,9 +160,14 @@ class Reading(BaseModel):
     tiles: list[str] = Field(default_factory=list)  # the tile(s) it lies in
     on_tile_line: bool = False  # it crosses a tile line (or was read only in a crop across one)
     box: Box | None = None  # where it lies, in pixels of the image, when a view said where
-    confirmed: bool | None = None  # the same text read in two or more views; None: not judged (one view's reading)
+    # an independent witness agrees with the text (mosaic.evidence); before witnesses are asked: two or more views
+    # read it; None: not judged (one view's reading)
+    confirmed: bool | None = None
     variants: list[str] = Field(default_factory=list)  # other readings of the same place (a character apart, a part)
     source: Literal["json", "prose"] = "json"  # prose: taken from quoted or listed text of an answer not in JSON
+    witnesses: Witnesses | None = None  # who saw it (mosaic.evidence); None: not witnessed
+    status: ReadingStatus | None = None  # confirmed, unconfirmed, or probably_absent (no text where the model said)
+    reason: str | None = None  # why it has that status, in words
 
 
 class Observation(BaseModel):

@@ -1,7 +1,7 @@
 """The second look: from what the first wave of views read, the closer crops worth one more, text-only call.
 
-A reading that two views read alike is confirmed already. One read in a single view, unclear, or read differently
-by two views gets a crop centred on where it was read, small enough that the model's encoder sees its text larger
+A reading an independent witness confirmed (mosaic.evidence) needs none. One not confirmed, unclear, or read
+differently gets a crop centred on where it was read, small enough that the model's encoder sees its text larger
 than in the tile. Pure functions on boxes; the engine cuts the crops and asks them."""
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ MIN_SIDE = 160  # px of the image: a smaller crop only enlarges blur
 
 
 def worth_a_second_look(r: Reading) -> bool:
-    return not r.confirmed or r.unclear or bool(r.variants)
+    """Not confirmed, unclear or read differently; not where the detector saw no text (the model would only repeat
+    itself there)."""
+    return r.status != "probably_absent" and (not r.confirmed or r.unclear or bool(r.variants))
 
 
 def crop_around(box: Box, width: int, height: int, max_side: int) -> Box:

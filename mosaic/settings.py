@@ -73,8 +73,17 @@ class Settings(BaseSettings):
         "Schema: Ollama's format, llama.cpp, vLLM, LM Studio); a server that refuses it is asked again without, and not "
         "asked again in this process.")
     second_look: bool = Field(
-        True, description="After the first wave of views, a closer, enlarged, text-only crop of each reading seen in "
-        "one view only, unclear, or read differently by two views: a reading two views agree on is confirmed.")
+        True, description="After the first wave of views, a closer, enlarged, text-only crop of each reading not "
+        "confirmed, unclear, or read differently (none where the detector sees no text: the model would only repeat "
+        "itself).")
+    witnesses: str = Field(
+        "detector,reader", description="Local witnesses asked about every reading, comma-separated (none: ''): "
+        "'detector' (RapidOCR's text detector: is there text-like detail where the model read text?) and 'reader' "
+        "(RapidOCR's recognizer on that place: does it read the same text?). A reading is confirmed only when one "
+        "independent of the model agrees; with none on, two views of the model reading the same text confirm it.")
+    witness_similarity: float = Field(
+        1.0, ge=0, le=1, description="How alike the reader's text and a reading must be for the reader to agree "
+        "(1: the same letters and digits, or the reading a part of what it read; see docs/bench/witness.md).")
     max_calls: int = Field(
         1000, ge=1, description="A review that plans more calls than this (before the second look) is refused before "
         "its first call unless MOSAIC_YES (--yes) is given, whichever way it is started: a typo in --grid can plan "

@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Callable
 
-from . import pipeline
+from . import evidence, pipeline
 from .context import RunContext
 from .engine import Outcome, StepsFailed, Work
 from .errors import BackendError, BadImage
@@ -36,7 +36,8 @@ def perform(works: list[Work], ctx: RunContext, addresses: list[str] | None = No
         for sha, data in carried.items():
             if not blobs.has(sha):
                 blobs.put(data)
-    outcomes = [closer_look(w, ctx.blobs) if w.kind == "look" else ask(w, ctx, addresses, log) for w in works]
+    local = {"look": closer_look, "evidence": witnessed}
+    outcomes = [local[w.kind](w, ctx.blobs) if w.kind in local else ask(w, ctx, addresses, log) for w in works]
     if any(not o.ok for o in outcomes):
         raise StepsFailed(outcomes)
     return outcomes
@@ -89,11 +90,23 @@ def retry_wait(error: BackendError, attempt: int, delay_s: float, failover: bool
 
 
 def closer_look(work: Work, blobs: BlobStore) -> Outcome:
-    """The second look's views: first of the readings worth one more look, then, within the cap, of text-like
-    regions no view read; each crop cut, stored and named (d1, d2, …)."""
+    """The second look's views: first of the readings worth one more look (witnessed first: one probably not in
+    the image is not looked at again), then, within the cap, of text-like regions no view read; each crop cut,
+    stored and named (d1, d2, …)."""
     try:
-        return Outcome(views=closer_views(work.plan, work.readings, work.look, work.room, blobs))
+        readings = evidence.witness(work.readings, pipeline.original_image(work.plan), work.plan, blobs,
+                                    work.witnesses, work.similarity)
+        return Outcome(views=closer_views(work.plan, readings, work.look, work.room, blobs))
     except BadImage as e:  # the file changed or went away since the plan was made
+        return Outcome(error=e)
+
+
+def witnessed(work: Work, blobs: BlobStore) -> Outcome:
+    """The readings with their independent witnesses (mosaic.evidence); looks are kept, so a rerun redoes none."""
+    try:
+        return Outcome(readings=evidence.witness(work.readings, pipeline.original_image(work.plan), work.plan, blobs,
+                                                 work.witnesses, work.similarity))
+    except BadImage as e:
         return Outcome(error=e)
 
 

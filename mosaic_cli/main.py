@@ -12,6 +12,7 @@ from pathlib import Path
 
 import mosaic
 from mosaic.checks import checked_backend, checked_call_count, checked_phases
+from mosaic.evidence import witnesses_on
 from mosaic.errors import BackendError, BadOption, MosaicError, RunFailed
 from mosaic.schema import DEFAULT_PHASES, PHASES, count_calls
 
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-second-look", action="store_true",
                      help="skip the second look: no closer crops of readings seen once, unclear or read differently, "
                           "so fewer readings are confirmed (default: $MOSAIC_SECOND_LOOK, on)")
+    run.add_argument("--witnesses", default=None, metavar="LIST",
+                     help="local witnesses asked about every reading: detector,reader (or none: two views of the "
+                          "model reading the same text then confirm it) (default: $MOSAIC_WITNESSES, both)")
     run.set_defaults(func=cmd_run)
 
     cache = commands.add_parser("cache", help="the call memo: stats, clear or prune")
@@ -170,6 +174,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.image:
         raise BadOption("no image given: mosaic run IMAGE (or --sample for the bundled one)")
     phases = checked_phases(args.phases)
+    # checked here, not at the end of the review; the review reads it where it witnesses the readings
+    witnesses = witnesses_on(settings.witnesses if args.witnesses is None else args.witnesses)
+    os.environ["MOSAIC_WITNESSES"] = ",".join(witnesses) or "none"
     backend = checked_backend(settings, settings.model, settings.api_base)
     model = backend.model
     width, height = checked_image(args.image, settings, lambda line: print(line, file=sys.stderr))

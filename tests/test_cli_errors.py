@@ -35,6 +35,7 @@ def images(tmp_path):
     (["run", "{d}/ok.png", "--density", "huge"], "invalid density"),
     (["run", "{d}/ok.png", "--grid", "3by3"], "invalid grid"),
     (["run", "{d}/ok.png", "--phases", "text,colour"], "invalid phases"),
+    (["run", "{d}/ok.png", "--witnesses", "detector,oracle"], "unknown witness oracle"),
     (["run", "{d}/ok.png", "--model", "offline:abc"], "invalid offline budget"),
     (["run", "{d}/ok.png", "--concurrency", "0"], "invalid setting concurrency"),
     (["run", "{d}/ok.png", "--input-px", "5"], "invalid setting input_px"),

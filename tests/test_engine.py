@@ -93,6 +93,9 @@ def test_the_engine_asks_in_order_counts_and_builds_the_report(tmp_path):
     again = Review(plan, ctx.backend)
     while steps := again.ready():
         for step in steps:
+            if not step.needs_backend:  # local work (the witnesses): kept in the blob store, nothing to ask
+                again.done(step, perform([step], ctx)[0])
+                continue
             hits = [cached_reply(c, ctx.memo) for c in step.calls]
             assert None not in hits
             again.done(step, Outcome(replies=hits))

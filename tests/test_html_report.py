@@ -60,8 +60,8 @@ def test_report_html_holds_every_reading_on_the_picture_offline(reviewed):
     for n, r in enumerate(readings, 1):
         row = re.search(rf'<tr class="(\w+)" data-reading="{n}"[^>]*>.*?</tr>', dom, re.S)
         assert row and f'<td class="text">{escape(r["text"])}</td>' in row[0], r["text"]
-        assert row[1] == ("confirmed" if r["confirmed"] else "unconfirmed")
-        mark = re.search(rf'<a class="(box|pin) [a-z]+" href="#reading-{n}"[^>]*>', dom)
+        assert row[1] == r["status"]  # confirmed, unconfirmed or probably_absent (issue 26: by witness)
+        mark = re.search(rf'<a class="(box|pin) [a-z_]+" href="#reading-{n}"[^>]*>', dom)
         assert mark, f"reading {n} {r['text']!r} has no mark on the picture"
         assert (mark[1] == "box") == bool(r["box"])
     assert [int(m) for m in re.findall(r'<tr class="\w+" data-reading="(\d+)"', dom)] == list(

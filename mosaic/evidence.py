@@ -1,0 +1,301 @@
+"""Evidence by witness: is a reading really in the image? A model that reads the same text in three framings of a
+blank sign board has only repeated itself, so views of one model are weak evidence. Witnesses independent of the
+model look at the reading's place in the original image:
+
+- detector: RapidOCR's text detector (ships with Mosaic) — is there text-like detail there at all?
+- reader: RapidOCR's recognizer on that place — does it read the same text, another one, or nothing?
+
+A reading is confirmed when an independent witness agrees with its text; probably absent when the detector finds no
+text where the model said (and the reader reads none); else unconfirmed, with the reader's text as a variant. What
+the witnesses found is kept by (image sha256, place), so a rerun asks them nothing.
+
+`witness(readings, image, plan, blobs, on)` is the one entry point; the rest are its pure parts (judge, similarity)
+and the local looks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image
+
+from .errors import BadImage, BadOption
+from .memo import BlobStore
+from .readings import area, group_key, grown, hull, intersection
+from .schema import Plan, ReaderWitness, Reading, Witnesses, canonical_sha256
+from .settings import load_settings
+from .tiles import Box
+
+WITNESSES = ("detector", "reader")
+READER = "rapidocr"
+STATUS_ORDER = {"confirmed": 0, "unconfirmed": 1, "probably_absent": 2}
+NO_TEXT = "no text at this place"
+
+
+def witnesses_on(value: str | Sequence[str]) -> tuple[str, ...]:
+    """The witnesses named in 'detector,reader' ('' or 'none': none), in their fixed order; BadOption for others."""
+    names = [n.strip().lower() for n in (value.split(",") if isinstance(value, str) else value)]
+    names = [n for n in names if n and n != "none"]
+    unknown = sorted(set(names) - set(WITNESSES))
+    if unknown:
+        raise BadOption(f"unknown witness {', '.join(unknown)}: choose from {', '.join(WITNESSES)} (or none)")
+    return tuple(w for w in WITNESSES if w in names)
+
+
+# --- comparing texts (pure) -----------------------------------------------------------------------------------
+
+def edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def similarity(reading: str, read: str) -> float:
+    """How alike a reading and a text the reader read are, 0-1, on their letters and digits: 1 when the same or
+    when the reading is a part of what the reader read (a sign cut by a tile line), else 1 - edit distance / length."""
+    a, b = group_key(reading), group_key(read)
+    if not a or not b:
+        return 0.0
+    if a == b or (len(a) >= 2 and a in b):
+        return 1.0
+    return round(1 - edit_distance(a, b) / max(len(a), len(b)), 3)
+
+
+# --- what the local witnesses found at one place -----------------------------------------------------------------
+
+class Line(NamedTuple):
+    text: str
+    score: float
+    box: Box  # in pixels of the image
+
+
+class Look(NamedTuple):
+    """The local witnesses' findings at one place: the text-like regions the detector found (None: not asked), the
+    lines the reader read (None: not asked); boxes in pixels of the image."""
+
+    regions: list[Box] | None
+    lines: list[Line] | None
+
+    def at(self, box: Box | None) -> Look:
+        """What of it touches the box (None: all of it): a neighbour's text in the margin is not at the reading."""
+        if box is None:
+            return self
+        near = grown(box, GROW / 2)
+        return Look(None if self.regions is None else [b for b in self.regions if area(intersection(b, near))],
+                    None if self.lines is None else [l for l in self.lines if area(intersection(l.box, near))])
+
+
+def closest(text: str, lines: Sequence[Line]) -> tuple[Line | None, float]:
+    """The reader's line most like the text (the lines joined count too: one sign read as two lines)."""
+    candidates = list(lines)
+    if len(lines) > 1:
+        candidates.append(Line(" ".join(l.text for l in lines), min(l.score for l in lines),
+                               hull(l.box for l in lines)))
+    best = max(candidates, key=lambda l: similarity(text, l.text), default=None)
+    return best, similarity(text, best.text) if best else 0.0
+
+
+def judge(r: Reading, look: Look | None, threshold: float = 1.0) -> Reading:
+    """The reading with its witnesses, status and reason. look: what the local witnesses found at its place (None:
+    it has no place to look at). r.confirmed as grouping set it (two or more views read its text) is what counts
+    when no independent witness was asked."""
+    views_agree = bool(r.confirmed)
+    w = Witnesses(views=list(r.views))
+    update: dict = {"witnesses": w}
+    if look is None:
+        return r.model_copy(update=update | _status("unconfirmed", "no place to check: the model did not say where it "
+                                                                   "read it"))
+    look = look.at(r.box)
+    if look.regions is not None:
+        w.detector = "text" if look.regions else "none"
+    if look.lines is not None:
+        line, score = closest(r.text, look.lines)
+        w.reader = ReaderWitness(name=READER, text=line.text if line else None, agrees=score >= threshold,
+                                 similarity=score)
+        if w.reader.agrees:
+            return r.model_copy(update=update | _located(r, line) | _status(
+                "confirmed", f'an independent reader ({READER}) read "{line.text}" here'))
+        for variant in r.variants:
+            v_line, v_score = closest(variant, look.lines)
+            if v_score >= threshold:
+                w.reader = ReaderWitness(name=READER, text=v_line.text, agrees=True, similarity=v_score)
+                others = [x for x in r.variants if x != variant] + [r.text]
+                return r.model_copy(update=update | _located(r, v_line) | {"text": variant, "variants": others} |
+                                    _status("confirmed", f'an independent reader ({READER}) read "{v_line.text}" '
+                                                         f'here, as a view did; "{r.text}" kept as a variant'))
+    reader_read = w.reader.text if w.reader else None
+    if w.detector == "none" and not reader_read:
+        return r.model_copy(update=update | _status("probably_absent", NO_TEXT))
+    if reader_read:
+        variants = list(dict.fromkeys([*r.variants, reader_read]))
+        return r.model_copy(update=update | {"variants": variants} | _status(
+            "unconfirmed", f'the reader ({READER}) reads "{reader_read}" here'))
+    if w.reader:
+        found = " (the detector sees text-like detail)" if w.detector == "text" else ""
+        return r.model_copy(update=update | _status("unconfirmed", f"the reader reads nothing here{found}"))
+    if w.detector == "text":
+        return r.model_copy(update=update | (_status("confirmed", f"read in {len(r.views)} views, and the detector "
+                                                                  "sees text here") if views_agree else _status(
+            "unconfirmed", "read in one view only; the detector sees text here")))
+    return r.model_copy(update=update | (_status("confirmed", "read in two or more views (no independent witness was "
+                                                              "asked)") if views_agree else _status(
+        "unconfirmed", "read in one view only (no independent witness was asked)")))
+
+
+def _status(status: str, reason: str) -> dict:
+    return {"status": status, "confirmed": status == "confirmed", "reason": reason}
+
+
+def _located(r: Reading, line: Line) -> dict:
+    """A reading the model did not place takes the place where the reader read it."""
+    return {} if r.box else {"box": line.box}
+
+
+# --- where to look ------------------------------------------------------------------------------------------------
+
+TEXT_PX = 40  # a reading's short side is enlarged to about this before the detector looks (at most MAX_ZOOM times)
+MAX_ZOOM = 4.0
+GROW = 0.25  # share of the reading's size added all round: a model's box is a few units off
+
+
+def place_of(r: Reading, tiles: dict[str, Box], width: int, height: int) -> Box | None:
+    """Where to look for a reading: its box grown a little (by at least a quarter of its short side), else the
+    tiles it was read in (a model that said nothing of where); inside the image. None: no place at all."""
+    if r.box:
+        x0, y0, x1, y1 = r.box
+        margin = min(x1 - x0, y1 - y0)
+        dx, dy = max((x1 - x0) * GROW, margin / 4), max((y1 - y0) * GROW, margin / 4)
+        box = (round(x0 - dx), round(y0 - dy), round(x1 + dx), round(y1 + dy))
+    else:
+        box = hull(tiles[t] for t in r.tiles if t in tiles)
+        if box is None:
+            return None
+    box = (max(0, box[0]), max(0, box[1]), min(width, box[2]), min(height, box[3]))
+    return box if box[2] - box[0] >= 4 and box[3] - box[1] >= 4 else None
+
+
+def zoom_for(r: Reading) -> float:
+    """How much a place is enlarged before the witnesses look: small text to about TEXT_PX, large kept as it is."""
+    if not r.box:
+        return 1.0
+    short = max(1, min(r.box[2] - r.box[0], r.box[3] - r.box[1]))
+    return round(min(MAX_ZOOM, max(1.0, TEXT_PX / short)), 3)
+
+
+# Canvas sides are multiples of 32 within RapidOCR's limits, so it looks at every canvas as it is (no resizing): what
+# it finds at a place does not depend on which other places share its canvas, and a rerun finds the same.
+CANVAS_WIDTH = 1024
+CANVAS_MIN = 736  # RapidOCR enlarges a smaller short side to this
+CANVAS_MAX = 1984  # and shrinks a long side over 2000
+GAP = 48  # grey between places on a canvas: the detector's boxes grow by ~half a text height, so they never meet
+
+
+def pack(sizes: Sequence[tuple[int, int]]) -> list[list[tuple[int, int, int]]]:
+    """Rectangles on canvases, shelf by shelf (tallest first): per canvas, (index, x, y) of each. A canvas is
+    CANVAS_WIDTH wide (or as wide as its widest) and at most CANVAS_MAX tall, with GAP around everything."""
+    canvases: list[list[tuple[int, int, int]]] = []
+    width = max([CANVAS_WIDTH, *(w + 2 * GAP for w, _ in sizes)])
+    x = y = shelf = 0
+    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i][1]):
+        w, h = sizes[i]
+        if not canvases or x + w + GAP > width:  # a new shelf
+            y, x, shelf = y + shelf + GAP, GAP, 0
+        if not canvases or y + h + GAP > CANVAS_MAX:  # a new canvas
+            canvases.append([])
+            x = y = GAP
+            shelf = 0
+        canvases[-1].append((i, x, y))
+        x, shelf = x + w + GAP, max(shelf, h)
+    return canvases
+
+
+def _by32(side: int) -> int:
+    return -(-side // 32) * 32
+
+
+def look_locally(image: Image.Image, places: Sequence[tuple[Box, float]], which: str) -> list[list[tuple]]:
+    """What one witness finds at each place (box, zoom): the places enlarged, packed on a few canvases, and each
+    canvas looked at once. which: 'detector' (per place, the boxes of text-like regions, image pixels) or 'reader'
+    (per place, (text, score, box) of each line it reads)."""
+    from .offline.reader import _engine_lock, _ocr
+
+    crops = []
+    for box, zoom in places:
+        crop = image.crop(box).convert("RGB")
+        fit = min(zoom, (CANVAS_MAX - 2 * GAP) / max(crop.size))
+        crops.append((crop.resize((max(1, round(crop.width * fit)), max(1, round(crop.height * fit))),
+                                  Image.Resampling.LANCZOS) if fit != 1 else crop, fit))
+    found: list[list[tuple]] = [[] for _ in places]
+    for canvas_items in pack([c.size for c, _ in crops]):
+        width = _by32(max(CANVAS_WIDTH, *(x + crops[i][0].width + GAP for i, x, _ in canvas_items)))
+        height = _by32(max(CANVAS_MIN, *(y + crops[i][0].height + GAP for i, _, y in canvas_items)))
+        canvas = Image.new("RGB", (width, height), (127, 127, 127))
+        for i, x, y in canvas_items:
+            canvas.paste(crops[i][0], (x, y))
+        with _engine_lock:
+            result, _ = _ocr()(np.asarray(canvas), use_det=True, use_cls=False, use_rec=which == "reader")
+        for item in result or []:
+            quad = item[0] if which == "reader" else item
+            xs, ys = [p[0] for p in quad], [p[1] for p in quad]
+            cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+            for i, x, y in canvas_items:
+                crop, fit = crops[i]
+                if x <= cx < x + crop.width and y <= cy < y + crop.height:
+                    px, py = places[i][0][:2]
+                    box = (round(px + (max(min(xs), x) - x) / fit), round(py + (max(min(ys), y) - y) / fit),
+                           round(px + (min(max(xs), x + crop.width) - x) / fit),
+                           round(py + (min(max(ys), y + crop.height) - y) / fit))
+                    found[i].append((item[1].strip(), round(float(item[2]), 3), box) if which == "reader" else box)
+                    break
+    return [[f for f in per if which == "detector" or f[0]] for per in found]
+
+
+def looks(image: Callable[[], Image.Image], image_sha256: str, places: Sequence[tuple[Box, float]],
+          on: Sequence[str], blobs: BlobStore) -> list[Look]:
+    """Look for each (place, zoom): what the witnesses on found, from the store when they have looked before (kept
+    by the image, the place and the zoom), else looked at now, all missing places at once per witness."""
+    found: dict[str, list] = {}
+    for which in on:
+        keys = [canonical_sha256(["witness", 2, which, image_sha256, list(p), z]) for p, z in places]
+        kept = [blobs.get_plan(k) for k in keys]
+        missing = [i for i, k in enumerate(kept) if k is None]
+        fresh = look_locally(image(), [places[i] for i in missing], which) if missing else []
+        for i, result in zip(missing, fresh):
+            kept[i] = json.dumps(result)
+            blobs.put_plan(keys[i], kept[i])
+        found[which] = [json.loads(k) for k in kept]
+    regions = found.get("detector")
+    lines = found.get("reader")
+    return [Look([tuple(b) for b in regions[i]] if regions is not None else None,
+                 [Line(t, s, tuple(b)) for t, s, b in lines[i]] if lines is not None else None)
+            for i in range(len(places))]
+
+
+# --- the entry point --------------------------------------------------------------------------------------------
+
+def witness(readings: list[Reading], image: Callable[[], Image.Image], plan: Plan, blobs: BlobStore,
+            on: Sequence[str] = WITNESSES, threshold: float = 1.0) -> list[Reading]:
+    """Every reading with its witnesses, status and reason: confirmed ones first, then unconfirmed, then those
+    probably not in the image (each group in the order given). image: decodes the plan's image when called (only
+    when a witness has not looked at a place before). on: the witnesses to ask (none: views alone decide)."""
+    tiles = plan.tile_boxes
+    places = [place_of(r, tiles, plan.width, plan.height) for r in readings]
+    asked = [(p, zoom_for(r)) for r, p in zip(readings, places) if p]
+    try:
+        found = iter(looks(image, plan.image_sha256, asked, on, blobs) if on else [Look(None, None)] * len(asked))
+    except BadImage as e:
+        return [r.model_copy(update={"witnesses": Witnesses(views=list(r.views))} | _status(
+            "unconfirmed", f"not witnessed: {e}")) for r in readings]
+    judged = [judge(r, next(found) if p else None, threshold) for r, p in zip(readings, places)]
+    return sorted(judged, key=lambda r: STATUS_ORDER[r.status or "unconfirmed"])
+
+
+def run_settings() -> dict:
+    """The witnesses a run asks, for its report's settings."""
+    settings = load_settings()
+    return {"on": list(witnesses_on(settings.witnesses)), "reader": READER, "similarity": settings.witness_similarity}

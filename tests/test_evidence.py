@@ -1,0 +1,169 @@
+"""Evidence by witness (mosaic.evidence): a reading is confirmed when a witness independent of the model agrees with
+it, not because the model repeated itself."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from mosaic.errors import BadOption
+from mosaic.evidence import (CANVAS_MAX, GAP, NO_TEXT, Line, Look, judge, pack, place_of, similarity, witness,
+                             witnesses_on)
+from mosaic.memo import BlobStore
+from mosaic.schema import Plan, Reading, View
+
+BOX = (100, 100, 300, 140)
+
+
+def reading(text="KARUMEDO", views=("r1c1",), box=BOX, **kw) -> Reading:
+    return Reading(text=text, views=list(views), box=box, tiles=["r1c1"], confirmed=len(views) >= 2, **kw)
+
+
+# --- the rules (pure) ----------------------------------------------------------------------------------------
+
+def test_the_reader_agreeing_confirms_a_reading_seen_once():
+    got = judge(reading(), Look([BOX], [Line("KARUMEDO", 0.98, BOX)]))
+    assert (got.status, got.confirmed, got.variants) == ("confirmed", True, [])
+    assert got.witnesses.reader.agrees and got.witnesses.detector == "text" and got.witnesses.views == ["r1c1"]
+    assert "KARUMEDO" in got.reason
+
+
+def test_a_reading_on_a_blank_patch_is_probably_absent_however_many_views_repeat_it():
+    got = judge(reading("BAKERY", views=("r1c1", "r1c1|r1c2", "d1")), Look([], []))
+    assert (got.status, got.confirmed, got.reason) == ("probably_absent", False, NO_TEXT)
+    assert got.witnesses.views == ["r1c1", "r1c1|r1c2", "d1"] and got.witnesses.detector == "none"
+
+
+def test_a_reading_the_reader_reads_differently_carries_both_texts_and_who_said_what():
+    got = judge(reading("KARUMEDD", views=("r1c1", "d1")), Look([BOX], [Line("KARUMEDO", 0.9, BOX)]))
+    assert (got.status, got.confirmed, got.text, got.variants) == ("unconfirmed", False, "KARUMEDD", ["KARUMEDO"])
+    assert got.witnesses.reader.text == "KARUMEDO" and not got.witnesses.reader.agrees
+    assert got.witnesses.reader.similarity == pytest.approx(0.875)
+    # a looser rule (a character apart) lets the reader agree
+    assert judge(reading("KARUMEDD"), Look([BOX], [Line("KARUMEDO", 0.9, BOX)]), threshold=0.85).confirmed
+
+
+def test_the_reader_agreeing_with_a_variant_makes_it_the_text():
+    got = judge(reading("KARUMEDD", variants=["KARUMEDO"]), Look([BOX], [Line("KARUMEDO", 0.9, BOX)]))
+    assert (got.status, got.text, got.variants) == ("confirmed", "KARUMEDO", ["KARUMEDD"])
+
+
+def test_text_beside_the_reading_is_not_at_it():
+    """A neighbour's sign in the grown margin is neither text at the reading nor its variant."""
+    beside = (340, 100, 440, 140)  # in the grown place (a quarter of 200 px), not at the box (an eighth)
+    got = judge(reading("BAKERY"), Look([beside], [Line("EXIT", 0.9, beside)]))
+    assert got.status == "probably_absent" and got.variants == []
+
+
+def test_no_place_no_witness_and_views_alone():
+    assert judge(reading(box=None), None).status == "unconfirmed"
+    assert judge(reading(box=None, views=("r1c1", "r1c2")), None).confirmed is False  # never by count
+    assert judge(reading(views=("r1c1", "d1")), Look(None, None)).confirmed  # no witness on: the old rule
+    assert judge(reading(), Look(None, None)).status == "unconfirmed"
+    assert judge(reading(), Look([BOX], None)).status == "unconfirmed"  # detector only: text, but seen once
+    assert judge(reading(views=("r1c1", "d1")), Look([], None)).status == "probably_absent"
+
+
+def test_a_reading_with_no_box_is_looked_for_in_its_tiles_and_takes_the_readers_place():
+    tiles = {"r1c1": (0, 0, 500, 400), "r1c2": (500, 0, 1000, 400)}
+    r = reading(box=None)
+    assert place_of(r, tiles, 1000, 400) == (0, 0, 500, 400)
+    got = judge(r, Look([BOX], [Line("KARUMEDO", 0.9, BOX)]))
+    assert got.confirmed and got.box == BOX
+    assert place_of(Reading(text="X"), tiles, 1000, 400) is None
+
+
+def test_similarity_and_witness_names():
+    assert similarity("Open 24h", "OPEN24H") == 1.0 and similarity("0312", "0312-5567") == 1.0
+    assert similarity("BAKERY", "") == 0.0 and similarity("ABCD", "ABCE") == 0.75
+    assert witnesses_on("reader, detector") == ("detector", "reader") and witnesses_on("none") == ()
+    with pytest.raises(BadOption):
+        witnesses_on("detector,oracle")
+
+
+def test_packed_places_never_overlap_and_keep_a_gap():
+    sizes = [(300, 80), (1100, 200), (50, 20), (900, 1900), (400, 400)] * 3
+    canvases = pack(sizes)
+    for items in canvases:
+        rects = [(x, y, x + sizes[i][0], y + sizes[i][1]) for i, x, y in items]
+        assert all(r[3] + GAP <= max(CANVAS_MAX, sizes[i][1] + 2 * GAP) for r, (i, _, _) in zip(rects, items))
+        for a in rects:
+            for b in rects:
+                if a is not b:
+                    assert a[2] + GAP <= b[0] or b[2] + GAP <= a[0] or a[3] + GAP <= b[1] or b[3] + GAP <= a[1]
+    assert sorted(i for items in canvases for i, _, _ in items) == list(range(len(sizes)))
+
+
+# --- the local witnesses on a real image ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def street():
+    img = Image.new("RGB", (1200, 800), (70, 90, 110))
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=30)
+    draw.rectangle((90, 90, 330, 150), fill=(245, 245, 235))
+    draw.text((100, 100), "KARUMEDO", fill=(15, 15, 15), font=font)
+    draw.rectangle((700, 500, 940, 560), fill=(20, 110, 60))  # a blank board
+    views = [View(id="r1c1", kind="tile", cells=[(0, 0)], box=(0, 0, 600, 800), image_sha256="a"),
+             View(id="r1c2", kind="tile", cells=[(1, 0)], box=(600, 0, 1200, 800), image_sha256="b")]
+    plan = Plan(image_path="street.png", image_sha256="street", width=1200, height=800, cols=2, rows=1,
+                density="light", phases=["text"], overview_sha256="o", views=views)
+    return img, plan
+
+
+def test_the_witnesses_tell_a_sign_from_a_blank_board_and_a_rerun_looks_at_nothing(street, tmp_path):
+    img, plan = street
+    box = ImageDraw.Draw(img).textbbox((100, 100), "KARUMEDO", font=ImageFont.load_default(size=30))
+    readings = [Reading(text="BAKERY", views=["r1c2", "r1c1|r1c2", "d1"], box=(710, 510, 930, 550), tiles=["r1c2"],
+                        confirmed=True),
+                Reading(text="KARUMEDD", views=["r1c1"], box=box, tiles=["r1c1"], confirmed=False),
+                Reading(text="KARUMEDO", views=["d2"], box=box, tiles=["r1c1"], confirmed=False)]
+    blobs = BlobStore(tmp_path / "blobs")
+    got = {r.text: r for r in witness(readings, lambda: img, plan, blobs)}
+    assert got["KARUMEDO"].status == "confirmed" and got["KARUMEDO"].witnesses.reader.text == "KARUMEDO"
+    assert got["KARUMEDD"].status == "unconfirmed" and "KARUMEDO" in got["KARUMEDD"].variants
+    assert (got["BAKERY"].status, got["BAKERY"].reason) == ("probably_absent", NO_TEXT)
+
+    def gone():
+        raise AssertionError("the image was decoded again")
+
+    again = witness(readings, gone, plan, blobs)
+    assert [r.model_dump() for r in again] == [got[r.text].model_dump() for r in again]
+    assert [r.status for r in again] == ["confirmed", "unconfirmed", "probably_absent"]  # in that order
+    # the reader off: the detector alone cannot confirm a reading seen once
+    alone = {r.text: r for r in witness(readings, gone, plan, blobs, on=("detector",))}
+    assert alone["KARUMEDO"].status == "unconfirmed" and alone["BAKERY"].status == "probably_absent"
+
+
+# --- end to end: a stand-in that repeats an invention on a blank board ---------------------------------------
+
+def test_a_model_repeating_an_invention_on_a_blank_board_is_not_confirmed(tmp_path, monkeypatch):
+    from bench.scenes import dump_ground_truth, make_scene
+    from bench.stand_ins import StandIn, board_text
+    from mosaic.driver import review
+    from mosaic.offline.server import ModelServer
+    from mosaic.settings import load_settings
+
+    scene = make_scene(7, 1600, 1000, n_signs=5, min_height_frac=0.025, max_height_frac=0.04, n_blanks=1)
+    scene.image.save(tmp_path / "street.png")
+    (tmp_path / "truth.json").write_text(dump_ground_truth(scene.ground_truth()))
+    stand_in = StandIn.from_spec(f"reader=rapidocr,budget=896,boards={tmp_path / 'truth.json'}")
+    monkeypatch.delenv("MOSAIC_WITNESSES", raising=False)
+    settings = load_settings(cache_dir=str(tmp_path / "memo"), second_look=True)
+    with ModelServer(stand_in.answer_http, listed=["v"]) as server:
+        report = review(str(tmp_path / "street.png"), "openai/v", server.openai_base, grid="2x2", phases=["text"],
+                        out_dir=str(tmp_path / "out"), settings=settings)
+    data = json.loads((tmp_path / "out" / report.report_dir.split("/")[-1] / "report.json").read_text())
+    made_up = [r for r in data["readings"] if r["text"] == board_text(scene.blanks[0])]
+    assert made_up, "the stand-in read nothing on the blank board"
+    board = made_up[0]
+    assert len(board["views"]) >= 2  # the model repeated itself: 'confirmed' before witnesses
+    assert (board["confirmed"], board["status"], board["reason"]) == (False, "probably_absent", NO_TEXT)
+    assert board["witnesses"]["detector"] == "none"
+    assert data["settings"]["witnesses"]["on"] == ["detector", "reader"]
+    assert all("witnesses" in r and r["status"] for r in data["readings"])
+    assert any(r["status"] == "confirmed" and r["text"] in {s.text for s in scene.signs} for r in data["readings"])
+    md = (tmp_path / "out" / report.report_dir.split("/")[-1] / "report.md").read_text()
+    assert md.index("**Probably not in the image") < md.index(board["text"])
