@@ -437,7 +437,7 @@ def test_serve_does_not_take_over_a_work_pool_deployment(ops):
                            "--outbox", str(ops["outbox"])], env=ops["env"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1].startswith("mosaic: review-inbox/inbox-worker is a deployment of work pool 'mosaic'")
-    assert "serving" not in done.stderr  # refused before it says it serves
+    assert "mosaic: serving" not in done.stderr  # refused before it says it serves
 
 
 def test_both_deployments_fire_by_themselves(ops):
