@@ -18,6 +18,7 @@ from . import batch_command, compare_command, open_command, server_commands
 from .common import load as _settings
 from .common import one_line as _one_line
 from .common import checked_backend, checked_image, command_seconds, connect_prefect, parse_phases, quiet_prefect
+from .probe_command import use_profile
 
 EXAMPLES = """examples:
   mosaic run photo.jpg                                   # the built-in offline reader
@@ -62,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input-px", type=int, help="long side the model's image encoder works at, for --density auto when "
                      "Mosaic cannot size the model, e.g. 896 (default: $MOSAIC_INPUT_PX, else what an Ollama server "
                      "reports, else a table of known models)")
+    run.add_argument("--profile", help="the model family whose habits to expect (box convention, limits), e.g. "
+                     "qwen2.5-vl or gemini (default: $MOSAIC_PROFILE, else what `mosaic probe` saved, else the name)")
+    run.add_argument("--box-convention", help="how the model writes boxes: qwen-pixels, pixels, thousandths, "
+                     "thousandths-yx, fractions, loc-yx, words or auto (default: $MOSAIC_BOX_CONVENTION, else the profile's)")
     run.add_argument("--out", help="folder for report folders (default: ./mosaic-reports)")
     run.add_argument("--json", action="store_true", help="print only the final report as JSON on stdout")
     run.add_argument("--no-cache", action="store_true", help="skip the call memo (neither read nor write it)")
@@ -163,7 +168,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mosaic.tiles import choose_grid
 
     settings = _settings(model=args.model, api_base=batch_command.joined_api_base(args), concurrency=args.concurrency,
-                         out_dir=args.out, input_px=args.input_px, same_weights=args.same_weights)
+                         out_dir=args.out, input_px=args.input_px, same_weights=args.same_weights,
+                         profile=args.profile, box_convention=args.box_convention)
     if args.sample:
         args.image = str(SAMPLE)
     if not args.image:
@@ -171,6 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     phases = parse_phases(args.phases)
     backend = checked_backend(settings, settings.model, settings.api_base)
     model = backend.model
+    use_profile(settings, model, lambda line: print(f"mosaic: {line}", file=sys.stderr))
     width, height = checked_image(args.image, settings, lambda line: print(line, file=sys.stderr))
     try:
         input_px = encoder_px(backend, args.density, settings.input_px)
