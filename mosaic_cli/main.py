@@ -14,11 +14,10 @@ import mosaic
 from mosaic.errors import BackendError, BadOption, MosaicError, RunFailed
 from mosaic.schema import DEFAULT_PHASES, PHASES, count_calls
 
-from . import batch_command, compare_command, open_command, server_commands
+from . import batch_command, compare_command, open_command, probe_command, server_commands
 from .common import load as _settings
 from .common import one_line as _one_line
 from .common import checked_backend, checked_image, command_seconds, connect_prefect, parse_phases, quiet_prefect
-from .probe_command import use_profile
 
 EXAMPLES = """examples:
   mosaic run photo.jpg                                   # the built-in offline reader
@@ -86,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch_command.register(commands)
     compare_command.register(commands)
     open_command.register(commands)
+    probe_command.register(commands)
     server_commands.register(commands)  # server, serve, history, show, rerun: Mosaic on a Prefect server
     return parser
 
@@ -177,7 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     phases = parse_phases(args.phases)
     backend = checked_backend(settings, settings.model, settings.api_base)
     model = backend.model
-    use_profile(settings, model, lambda line: print(f"mosaic: {line}", file=sys.stderr))
+    probe_command.use_profile(settings, model, lambda line: print(f"mosaic: {line}", file=sys.stderr))
     width, height = checked_image(args.image, settings, lambda line: print(line, file=sys.stderr))
     try:
         input_px = encoder_px(backend, args.density, settings.input_px)
