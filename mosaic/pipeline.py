@@ -222,11 +222,7 @@ def parse_observation(view: View, phase: str, reply: ModelReply, tiles: dict[str
     """Structured when the model gave the JSON asked for. Otherwise the whole answer is kept as notes, and what it
     quotes or lists is still taken as readings (source "prose"). tiles: the plan's tile boxes, to place readings."""
     answer = dialects.strip_thinking(reply.content)[0]  # a think block is never a source of readings
-    data = parse_json_object(answer)
-    if data is None and dialects.broken(answer):  # looped or cut off: its complete items
-        data = dialects.salvaged(answer)
-    if data is None and phase in ("text", "inspect") and dialects.loc_readings(answer):  # PaliGemma's tokens
-        data = {"readings": dialects.loc_readings(answer)}
+    data = answer_data(answer, phase)
     read = functools.partial(_readings, view=view, tiles=tiles, profile=reply.profile or DEFAULT_PROFILE)
     if data is None:
         texts = readings_in_prose(answer, lists=phase == "text") if phase in ("text", "inspect") else []
@@ -237,6 +233,17 @@ def parse_observation(view: View, phase: str, reply: ModelReply, tiles: dict[str
         view=view.id, phase=phase, readings=read(data.get("readings")),
         items=_strings(data.get("items")), notes=_text(data.get("notes")), reply=reply,
     )
+
+
+def answer_data(answer: str, phase: str) -> dict | None:
+    """The JSON an answer (its thinking removed) holds: whole, else the complete items of a looped or cut-off
+    one, else (a text question) PaliGemma's <loc> readings. None: the answer is prose."""
+    data = parse_json_object(answer)
+    if data is None and dialects.broken(answer):
+        data = dialects.salvaged(answer)
+    if data is None and phase in ("text", "inspect") and dialects.loc_readings(answer):
+        data = {"readings": dialects.loc_readings(answer)}
+    return data
 
 
 def _readings(value, view: View, tiles: dict[str, Box], profile: Profile, source: str = "json") -> list[Reading]:

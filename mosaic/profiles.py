@@ -94,10 +94,12 @@ def saved_profile(cache_dir: Path | None, model: str) -> Profile | None:
         return None
 
 
-def save_profile(cache_dir: Path, model: str, profile: Profile) -> Path:
+def save_profile(cache_dir: Path, model: str, profile: Profile, measured: dict | None = None) -> Path:
+    """The profile as later runs read it, and beside it what the probe measured (for the user to see)."""
     path = saved_path(cache_dir, model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(profile.model_dump(), indent=2))
+    path.write_text(json.dumps(profile.model_dump() | ({"measured": measured} if measured else {}), indent=2,
+                               ensure_ascii=False))
     return path
 
 
