@@ -158,8 +158,8 @@ def _probe(backend: Backend, settings: Settings, blobs: BlobStore, save: bool, s
 
     placed = [(whole, (0, 0, *CARD_SIZE)), (plain, (0, 0, *CARD_SIZE)), (small, SMALL_CROP)]
     convention, fit = best_convention(placed, card, table)
-    timings, concurrency = served_at_once(lambda: ask(blank_board()))
-    blank = timings[1][1]
+    blank = ask(blank_board())  # also warms the server up for the timings
+    concurrency = served_at_once(lambda: ask(blank_board()))
     largest = largest_accepted(lambda image: ask(image), card.image)
 
     grounds = convention != "words"
@@ -234,17 +234,16 @@ def split_behaviour(items: list[dict]) -> str:
     return "part" if any(t and t in whole for t in texts) else "none"
 
 
-def served_at_once(ask_once: Callable[[], Asked]) -> tuple[dict[int, tuple[float, Asked]], int]:
-    """Wall time of 1, 2 and 4 calls sent together; the most the server serves at once: the largest count whose calls
-    took at most 1.5× one call's time."""
-    timings: dict[int, tuple[float, Asked]] = {}
+def served_at_once(ask_once: Callable[[], Asked]) -> int:
+    """The most calls the server serves at once, of 1, 2 and 4 sent together: the largest count whose calls took at
+    most 1.5× one call's time."""
+    took = {}
     for count in PARALLEL:
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(count) as pool:
-            answers = list(pool.map(lambda _: ask_once(), range(count)))
-        timings[count] = (time.monotonic() - started, answers[0])
-    one = timings[1][0]
-    return timings, max(n for n in PARALLEL if timings[n][0] <= 1.5 * one + 0.05)
+            list(pool.map(lambda _: ask_once(), range(count)))
+        took[count] = time.monotonic() - started
+    return max(n for n in PARALLEL if took[n] <= 1.5 * took[1] + 0.05)
 
 
 def largest_accepted(ask_image: Callable[[Image.Image], Asked], card: Image.Image) -> float | None:
