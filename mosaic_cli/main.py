@@ -177,7 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     phases = parse_phases(args.phases)
     backend = checked_backend(settings, settings.model, settings.api_base)
     model = backend.model
-    probe_command.use_profile(settings, model, lambda line: print(f"mosaic: {line}", file=sys.stderr))
+    unknown = probe_command.use_profile(settings, model)
     width, height = checked_image(args.image, settings, lambda line: print(line, file=sys.stderr))
     try:
         input_px = encoder_px(backend, args.density, settings.input_px)
@@ -189,6 +189,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise BadOption(f"the {cols}×{rows} grid plans {planned:,} calls, more than {settings.max_calls:,}: pass --yes to "
                         "make them, or choose a coarser --grid or --density")
     backend.check_reachable()
+    if unknown:
+        print(f"mosaic: {unknown}", file=sys.stderr)
     print(f"mosaic: {Path(args.image).name} {width}×{height}, {cols}×{rows} grid ({density}), phases {','.join(phases)}: "
           f"at most {count_calls(cols, rows, phases)} calls to {model}" + (f" at {settings.api_base}" if settings.api_base else ""),
           file=sys.stderr)

@@ -10,18 +10,17 @@ import sys
 from .common import checked_backend, load
 
 
-def use_profile(settings, model: str, say) -> None:
-    """Check a run's profile options (one line for a bad name), say once when the model's habits are unknown, and
-    hand the options to the flow, which reads its settings from the environment."""
+def use_profile(settings, model: str) -> str | None:
+    """Check a run's profile options (one line for a bad name) and hand them to the flow, which reads its settings
+    from the environment; the line to say when the model's habits are unknown."""
     from mosaic.context import model_profile
     from mosaic.profiles import unknown_model_line
 
     line = unknown_model_line(model, model_profile(settings, model))
-    if line:
-        say(line)
     for name in ("profile", "box_convention"):
         if getattr(settings, name):
             os.environ[f"MOSAIC_{name.upper()}"] = getattr(settings, name)
+    return line
 
 
 def register(commands) -> None:
