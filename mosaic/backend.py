@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel
 
 from .errors import BackendError
+from .profiles import Profile, table_profile
 
 OFFLINE_PROVIDER = "mosaic_offline"
 OLLAMA_DEFAULT = "http://localhost:11434"
@@ -56,6 +57,7 @@ class Backend(BaseModel):
     num_ctx: int | None = None
     timeout_s: float = 300.0
     structured_output: bool = True  # ask the server for JSON of the answer's shape (response_format)
+    profile: Profile | None = None  # the model's habits as the settings or a probe name them; None: the table's
 
     @classmethod
     def create(cls, model: str, api_base: str | None = None, default_budget: int = 448, **options) -> Backend:
@@ -89,6 +91,11 @@ class Backend(BaseModel):
         if self.same_weights:
             return None
         return ",".join(sorted(self.servers)) if self.servers else self.api_base
+
+    @property
+    def model_profile(self) -> Profile:
+        """How this model writes boxes and what its server takes (mosaic.profiles)."""
+        return self.profile or table_profile(self.model)
 
     @property
     def is_offline(self) -> bool:

@@ -17,9 +17,20 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from .backend import Backend
+from .errors import BadOption
 from .memo import BlobStore, Memo
+from .profiles import Profile, profile_for
 from .schema import Plan
 from .settings import Settings
+
+
+def model_profile(settings: Settings, model: str) -> Profile:
+    """The profile a run of this model uses (settings, else a saved probe, else the table). Raises BadOption for
+    an unknown family or convention."""
+    try:
+        return profile_for(model, settings.profile, settings.box_convention, settings.cache_dir)
+    except ValueError as e:
+        raise BadOption(str(e)) from None
 
 
 class RunContext(BaseModel):
@@ -43,6 +54,7 @@ class RunContext(BaseModel):
         backend = Backend.create(model, api_base, settings.offline_budget, temperature=settings.temperature,
                                  max_tokens=settings.max_tokens, num_ctx=settings.num_ctx, timeout_s=settings.timeout_s,
                                  structured_output=settings.structured_output, same_weights=settings.same_weights)
+        backend.profile = model_profile(settings, backend.model)
         concurrency = settings.concurrency
         if backend.servers:  # every server kept busy: at least its slots each
             concurrency = max(concurrency, settings.backend_slots * len(backend.servers))

@@ -158,7 +158,8 @@ class Review:
         return CallStats(planned=self.plan.total_calls, total=len(answered), cached=cached,
                          made=len(answered) - cached, failed=len(replies) - len(answered),
                          second_look=sum(len(v.phases) for v in look.views) if look else 0,
-                         retried=sum(o.retries for o in self.outcomes.values()))
+                         retried=sum(o.retries for o in self.outcomes.values()),
+                         shortened=sum(r.retried for r in answered if not r.cached))
 
     @property
     def failed_views(self) -> list[str]:

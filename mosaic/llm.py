@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .backend import Backend
+from .dialects import broken, strip_thinking
 from .errors import BackendError
 from .images import image_mime
 from .memo import BlobStore, Memo
@@ -95,8 +96,15 @@ def call_model(call: ModelCall, blobs: BlobStore, memo: Memo | None, timeout_s: 
     sent = call if address is None or address == call.api_base else call.model_copy(update={"api_base": address})
     api_key = api_key_for(sent)
     started = time.monotonic()
+    retried = False
     try:
-        answer = complete(sent, build_messages(call, blobs), api_key, timeout_s)
+        messages = build_messages(call, blobs)
+        answer = complete(sent, messages, api_key, timeout_s)
+        if broken(strip_thinking(answer.content)[0]):  # a loop, or half a JSON document: once more, shorter
+            retried = True
+            again = complete(shorter(sent), messages, api_key, timeout_s)
+            if not broken(strip_thinking(again.content)[0]):
+                answer = again
         content = answer.content
     except BackendError:
         raise
@@ -104,23 +112,36 @@ def call_model(call: ModelCall, blobs: BlobStore, memo: Memo | None, timeout_s: 
         failure = classify(e, sent, api_key)
         failure.retry_after = retry_after(e)  # the server said when; mosaic.steps waits that long, once
         raise failure from None
-    if not content.strip():
+    reply = read_reply(call, content, answer.usage)
+    if not reply.content.strip():
         where = backend_address(sent.model, sent.api_base)
-        if answer.finish_reason == "length":  # e.g. a thinking model spent them all
+        if answer.finish_reason == "length" or reply.thinking:  # e.g. a thinking model spent them all
             limit = call.options.get("max_tokens")
             raise BackendError(f"{where} used up the token limit{f' ({limit})' if limit else ''} before answering: "
                                "raise MOSAIC_MAX_TOKENS", retryable=False)
         raise BackendError(f"{where} returned an empty answer", retryable=True)
-    usage = dict(answer.usage)
     if memo is not None:
-        memo.put(key, content, usage)
-    return ModelReply(content=content, cached=False, elapsed_s=round(time.monotonic() - started, 3), usage=usage)
+        memo.put(key, content, reply.usage)
+    return reply.model_copy(update={"elapsed_s": round(time.monotonic() - started, 3), "retried": retried})
+
+
+def shorter(call: ModelCall) -> ModelCall:
+    """The call again with half the token limit: a loop ends sooner, and what it listed whole is kept."""
+    limit = int(call.options.get("max_tokens") or 1024)
+    return call.model_copy(update={"options": call.options | {"max_tokens": max(64, limit // 2)}})
+
+
+def read_reply(call: ModelCall, content: str, usage: dict, cached: bool = False) -> ModelReply:
+    """The reply as the pipeline reads it: the answer without the model's thinking (kept aside), with the call's
+    profile (how to read its boxes)."""
+    answer, thinking = strip_thinking(content)
+    return ModelReply(content=answer, thinking=thinking, cached=cached, usage=dict(usage or {}), profile=call.profile)
 
 
 def cached_reply(call: ModelCall, memo: Memo | None) -> ModelReply | None:
     """The memo's answer to exactly this call, or None."""
     hit = memo.get(call.key()) if memo is not None else None
-    return ModelReply(content=hit["content"], cached=True, usage=hit.get("usage") or {}) if hit is not None else None
+    return read_reply(call, hit["content"], hit.get("usage") or {}, cached=True) if hit is not None else None
 
 
 
@@ -173,8 +194,9 @@ def classify(error: Exception, call: ModelCall, api_key: str | None) -> BackendE
     text = detail.lower()
     if isinstance(error, litellm.NotFoundError) or status == 404 or ("not found" in text and "model" in text):
         return BackendError(f"model '{call.model}' not found at {where} ({detail})", retryable=False)
-    if isinstance(error, litellm.ContextWindowExceededError) or "context" in text and "exceed" in text:
-        return BackendError(f"the request is too long for the model's context at {where} ({detail})", retryable=False)
+    if isinstance(error, litellm.ContextWindowExceededError) or "exceed_context_size" in text or (
+            "context" in text and "exceed" in text):
+        return BackendError(context_overflow_line(call, where), retryable=False)
     if isinstance(error, (litellm.AuthenticationError, litellm.PermissionDeniedError)) or status in (401, 403):
         return BackendError(f"{where} refused the credentials ({detail})", retryable=False)
     if "llm provider not provided" in text or isinstance(error, getattr(litellm, "LiteLLMUnknownProvider", ())):
@@ -187,6 +209,15 @@ def classify(error: Exception, call: ModelCall, api_key: str | None) -> BackendE
     if isinstance(error, litellm.APIConnectionError) and "connect" in text:
         return BackendError(f"cannot reach the backend at {where} ({detail})", retryable=True)
     return BackendError(f"{where} failed: {detail}", retryable=True)
+
+
+def context_overflow_line(call: ModelCall, where: str) -> str:
+    """What to change when an image and prompt overflow the server's context (Ollama: HTTP 400
+    exceed_context_size_error; its default num_ctx is 4k below 24 GiB of GPU memory)."""
+    num_ctx = call.options.get("num_ctx")
+    now = f" (now {num_ctx})" if num_ctx else ""
+    return (f"{where}: the image and prompt overflow the model's context: raise num_ctx (MOSAIC_NUM_CTX{now}, or the "
+            "server's own context size), or send smaller crops (a smaller --budget / MOSAIC_VIEW_PX)")
 
 
 def _first_line(message: str, secret: str | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -11,11 +12,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import prompts
+from . import dialects, prompts
 from .backend import Backend
 from .errors import BadImage, BadOption
 from .images import decode_image, encode_view, read_image_file, sha256_hex, shrink
 from .memo import BlobStore
+from .profiles import DEFAULT as DEFAULT_PROFILE
+from .profiles import Profile
 from .readings import box_in_image, group_readings, in_reading_order, place_box, readings_in_prose, squash, tiles_of
 from .schema import (ModelCall, ModelReply, Observation, Plan, Reading, TileReport, View, ViewAnswer,
                      canonical_sha256, phases_for)
@@ -39,9 +42,11 @@ def prepare(image_path: str, density: str, grid: str | None, phases: list[str], 
     A plan is kept by the sha256 of the file and these settings, so a rerun decodes and cuts nothing."""
     input_px = encoder_px(backend, density, input_px)
     model = backend.model
+    limits = sent_limits(backend.model_profile)
     data = read_image_file(image_path)
     key = canonical_sha256([PLAN_VERSION, sha256_hex(data),
-                            [density, grid, list(phases), model, input_px, orientation_px, view_px, skip_blank]])
+                            [density, grid, list(phases), model, input_px, orientation_px, view_px, skip_blank]]
+                           + ([list(limits)] if limits != (0, None) else []))
     kept = _kept_plan(blobs, key, image_path)
     if kept:
         return kept
@@ -57,8 +62,8 @@ def prepare(image_path: str, density: str, grid: str | None, phases: list[str], 
     crops = [(cell_label(cell), "tile", [cell], box) for cell, box in boxes.items()]
     crops += [("|".join(map(cell_label, (a, b))), "seam", [a, b], seam_box(boxes[a], boxes[b], height))
               for a, b in neighbor_pairs(cols, rows)]
-    views = [_view(blobs, image, *crop, view_px, phases, skip_blank) for crop in crops]
-    overview = blobs.put(encode_view(shrink(image, orientation_px)))
+    views = [_view(blobs, image, *crop, view_px, phases, skip_blank, limits) for crop in crops]
+    overview = blobs.put(encode_view(within_pixels(shrink(image, orientation_px), limits[1])))
     plan = Plan(
         image_path=str(image_path), image_sha256=loaded.sha256, width=width, height=height, notes=notes,
         cols=cols, rows=rows, density=density, phases=list(phases), overview_sha256=overview, views=views,
@@ -98,10 +103,42 @@ def is_blank(crop) -> bool:
 
 
 def _view(blobs: BlobStore, image, view_id: str, kind: str, cells: list, box, view_px: int, phases: list[str],
-          skip_blank: bool = False) -> View:
-    crop = shrink(image.crop(box), view_px)
+          skip_blank: bool = False, limits: tuple[int, int | None] = (0, None)) -> View:
+    """limits: (the smallest side, the most pixels) the model's server takes; a crop is grown and shrunk to them."""
+    min_side, max_pixels = limits
+    box = grown_to_side(box, min_side, min(1.0, view_px / max(box[2] - box[0], box[3] - box[1])), image.size)
+    crop = within_pixels(shrink(image.crop(box), view_px), max_pixels)
     asked = [] if skip_blank and is_blank(crop) else phases_for(kind, phases)  # a blank view costs no call
-    return View(id=view_id, kind=kind, cells=cells, box=box, image_sha256=blobs.put(encode_view(crop)), phases=asked)
+    return View(id=view_id, kind=kind, cells=cells, box=box, image_sha256=blobs.put(encode_view(crop)), phases=asked,
+                sent_px=crop.size)
+
+
+def sent_limits(profile: Profile) -> tuple[int, int | None]:
+    return profile.min_crop_px, profile.max_image_px
+
+
+def within_pixels(image: Image.Image, max_pixels: int | None) -> Image.Image:
+    """The image, shrunk (aspect kept) to at most max_pixels when it has more."""
+    if not max_pixels or image.width * image.height <= max_pixels:
+        return image
+    scale = (max_pixels / (image.width * image.height)) ** 0.5
+    size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def grown_to_side(box: Box, min_side: int, scale: float, image_size: tuple[int, int]) -> Box:
+    """The box grown around its centre (within the image) so that, shrunk by scale, no side is under min_side px."""
+    need = min_side / scale if scale > 0 else 0
+    (x0, x1), (y0, y1) = _widened(box[0], box[2], need, image_size[0]), _widened(box[1], box[3], need, image_size[1])
+    return x0, y0, x1, y1
+
+
+def _widened(lo: int, hi: int, need: float, limit: int) -> tuple[int, int]:
+    if hi - lo >= need:
+        return lo, hi
+    size = min(limit, math.ceil(need))
+    start = min(max(0, round((lo + hi - size) / 2)), limit - size)
+    return start, start + size
 
 
 def orientation_call(plan: Plan, backend: Backend) -> ModelCall:
@@ -140,7 +177,8 @@ def model_call(backend: Backend, prompt: str, images: list[str], task: str | Non
     the server (response_format) when the backend does that (Backend.asks_for_schema)."""
     schema = prompts.answer_schema(task) if task and backend.asks_for_schema else None
     return ModelCall(model=backend.model, api_base=backend.memo_address, system=prompts.SYSTEM, prompt=prompt,
-                     images=images, options=backend.call_options(), response_schema=schema)
+                     images=images, options=backend.call_options(), response_schema=schema,
+                     profile=backend.model_profile)
 
 
 def _reading_data(r: Reading) -> dict:
@@ -187,20 +225,32 @@ def parse_json_object(text: str) -> dict | None:
 def parse_observation(view: View, phase: str, reply: ModelReply, tiles: dict[str, Box]) -> Observation:
     """Structured when the model gave the JSON asked for. Otherwise the whole answer is kept as notes, and what it
     quotes or lists is still taken as readings (source "prose"). tiles: the plan's tile boxes, to place readings."""
-    data = parse_json_object(reply.content)
+    answer = dialects.strip_thinking(reply.content)[0]  # a think block is never a source of readings
+    data = answer_data(answer, phase)
+    read = functools.partial(_readings, view=view, tiles=tiles, profile=reply.profile or DEFAULT_PROFILE)
     if data is None:
-        texts = readings_in_prose(reply.content, lists=phase == "text") if phase in ("text", "inspect") else []
-        readings = [_placed(Reading(text=t, views=[view.id], source="prose"), None, where, view, tiles)
-                    for t, where in texts]
-        return Observation(view=view.id, phase=phase, readings=readings, notes=reply.content.strip(), structured=False,
-                           reply=reply)
+        texts = readings_in_prose(answer, lists=phase == "text") if phase in ("text", "inspect") else []
+        readings = [read([{"text": t, "where": where}], source="prose") for t, where in texts]
+        return Observation(view=view.id, phase=phase, readings=[r for rs in readings for r in rs],
+                           notes=answer.strip(), structured=False, reply=reply)
     return Observation(
-        view=view.id, phase=phase, readings=_readings(data.get("readings"), view, tiles),
+        view=view.id, phase=phase, readings=read(data.get("readings")),
         items=_strings(data.get("items")), notes=_text(data.get("notes")), reply=reply,
     )
 
 
-def _readings(value, view: View, tiles: dict[str, Box]) -> list[Reading]:
+def answer_data(answer: str, phase: str) -> dict | None:
+    """The JSON an answer (its thinking removed) holds: whole, else the complete items of a looped or cut-off
+    one, else (a text question) PaliGemma's <loc> readings. None: the answer is prose."""
+    data = parse_json_object(answer)
+    if data is None and dialects.broken(answer):
+        data = dialects.salvaged(answer)
+    if data is None and phase in ("text", "inspect") and dialects.loc_readings(answer):
+        data = {"readings": dialects.loc_readings(answer)}
+    return data
+
+
+def _readings(value, view: View, tiles: dict[str, Box], profile: Profile, source: str = "json") -> list[Reading]:
     readings: list[Reading] = []
     for item in value if isinstance(value, list) else []:
         if isinstance(item, str) and item.strip():
@@ -209,14 +259,16 @@ def _readings(value, view: View, tiles: dict[str, Box]) -> list[Reading]:
             reading = Reading(
                 text=_text(item.get("text")), romanized=_text(item.get("romanized")) or None,
                 translation=_text(item.get("translation")) or None, unclear=bool(item.get("unclear", False)),
-                views=[view.id])
+                views=[view.id], source=source)
             where = item.get("where") or item.get("position")
-            readings.append(_placed(reading, item.get("box"), where if isinstance(where, str) else None, view, tiles))
+            box = dialects.thousandths(dialects.box_of(item), profile, view.sent_px)
+            readings.append(_placed(reading, box, where if isinstance(where, str) else None, view, tiles))
     return readings
 
 
 def _placed(reading: Reading, box, where: str | None, view: View, tiles: dict[str, Box]) -> Reading:
-    """The reading with where it lies: the box the view gave, else the place it named, else only the view's tiles."""
+    """The reading with where it lies: the box the view gave (in thousandths of the crop), else the place it
+    named, else only the view's tiles."""
     located = box_in_image(box, view.box) or place_box(where, view.box)
     if located:
         reading.box = located
@@ -334,16 +386,20 @@ def detail_views(plan: Plan, image: Callable[[], Image.Image], boxes: list[Box],
         kept = blobs.get_plan(key)
         sha, blank = json.loads(kept) if kept else (None, False)
         if sha is None or not blobs.has(sha):
-            crop = image().crop(box)
-            scale = zoom_px / max(crop.size)
-            crop = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))),
-                               Image.Resampling.LANCZOS)
+            crop = image().crop(box).resize(zoomed_size(box, zoom_px), Image.Resampling.LANCZOS)
             sha, blank = blobs.put(encode_view(crop)), is_blank(crop)
             blobs.put_plan(key, json.dumps([sha, blank]))
         cells = [tiles[t].cells[0] for t in tiles if _overlaps(box, tiles[t].box)]
         views.append(View(id=f"d{n}", kind="detail", cells=cells, box=box, image_sha256=sha,
-                          phases=[] if blank else ["text"]))
+                          phases=[] if blank else ["text"], sent_px=zoomed_size(box, zoom_px)))
     return views
+
+
+def zoomed_size(box: Box, zoom_px: int) -> tuple[int, int]:
+    """The size of a crop of box enlarged (or shrunk) to zoom_px on its long side."""
+    width, height = box[2] - box[0], box[3] - box[1]
+    scale = zoom_px / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def _overlaps(a: Box, b: Box) -> bool:

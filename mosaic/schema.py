@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from .backend import Backend
+from .profiles import Profile
 from .tiles import Box, Cell
 
 __all__ = ["Backend"]  # re-exported: where calls go is part of the data a run passes around
@@ -34,9 +35,10 @@ class ModelCall(BaseModel):
     images: list[str] = Field(default_factory=list)
     options: dict[str, float | int | str | None] = Field(default_factory=dict)
     response_schema: dict | None = None  # the JSON Schema of the answer, asked of servers that can constrain it
+    profile: Profile | None = None  # how to read the answer (its box convention): not part of the memo key
 
     def key(self) -> str:
-        data = self.model_dump(mode="json")
+        data = self.model_dump(mode="json", exclude={"profile"})
         if data["response_schema"] is None:  # calls that ask for no schema keep the keys they had before schemas
             del data["response_schema"]
         return canonical_sha256(data)
@@ -47,6 +49,9 @@ class ModelReply(BaseModel):
     cached: bool = False
     elapsed_s: float = 0.0
     usage: dict[str, int] = Field(default_factory=dict)
+    profile: Profile | None = None  # the call's: how to read the answer
+    thinking: str = ""  # what the model wrote in a <think> block, removed from content
+    retried: bool = False  # looped or cut off, the call was made again with a lower token limit
 
 
 class View(BaseModel):
@@ -58,6 +63,7 @@ class View(BaseModel):
     box: Box
     image_sha256: str
     phases: list[str] = Field(default_factory=list)  # the phases asked of this view; empty: no call
+    sent_px: tuple[int, int] | None = None  # the crop's size as sent to the model (to read its pixel boxes)
 
 
 class Plan(BaseModel):
@@ -210,6 +216,7 @@ class CallStats(BaseModel):
     failed: int = 0
     second_look: int = 0  # calls of the second look's views (planned), part of planned
     retried: int = 0  # tries after a step's first (mosaic.steps.ask), over all steps
+    shortened: int = 0  # answers that looped or were cut off, asked again once with a lower token limit
 
 
 class FinalReport(BaseModel):

@@ -100,6 +100,13 @@ class Settings(BaseSettings):
         120, gt=0, description="How long a command waits for Mosaic's local Prefect server to answer when it starts it "
         "(6-17 s on a loaded 2-core machine; a temporary server's wait is PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, "
         "120 unless set).")
+    profile: str | None = Field(
+        None, description="The model family whose habits to expect (box convention, encoder size, limits), e.g. "
+        "qwen2.5-vl, qwen3-vl, gemini (see mosaic.profiles.FAMILIES); default: matched from the model's name, or the "
+        "profile `mosaic probe` saved for it.")
+    box_convention: str | None = Field(
+        None, description="How the model writes boxes, whatever its family: qwen-pixels, pixels, thousandths, "
+        "thousandths-yx, fractions, loc-yx, words or auto (see mosaic.profiles.BOX_CONVENTIONS).")
     input_px: int | None = Field(
         None, ge=32, le=8192, description="Long side the model's image encoder works at, for --density auto when Mosaic "
         "cannot size the model (e.g. 896 for a Gemma 3 fine-tune); it overrides an Ollama server's report and the table.")

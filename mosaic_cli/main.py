@@ -16,7 +16,7 @@ from mosaic.evidence import witnesses_on
 from mosaic.errors import BackendError, BadOption, MosaicError, RunFailed
 from mosaic.schema import DEFAULT_PHASES, PHASES, count_calls
 
-from . import batch_command, compare_command, open_command, server_commands
+from . import batch_command, compare_command, open_command, probe_command, server_commands
 from .common import load as _settings
 from .common import one_line as _one_line
 from .common import checked_image, command_seconds, connect_prefect, quiet_prefect
@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input-px", type=int, help="long side the model's image encoder works at, for --density auto when "
                      "Mosaic cannot size the model, e.g. 896 (default: $MOSAIC_INPUT_PX, else what an Ollama server "
                      "reports, else a table of known models)")
+    run.add_argument("--profile", help="the model family whose habits to expect (box convention, limits), e.g. "
+                     "qwen2.5-vl or gemini (default: $MOSAIC_PROFILE, else what `mosaic probe` saved, else the name)")
+    run.add_argument("--box-convention", help="how the model writes boxes: qwen-pixels, pixels, thousandths, "
+                     "thousandths-yx, fractions, loc-yx, words or auto (default: $MOSAIC_BOX_CONVENTION, else the profile's)")
     run.add_argument("--out", help="folder for report folders (default: ./mosaic-reports)")
     run.add_argument("--json", action="store_true", help="print only the final report as JSON on stdout")
     run.add_argument("--no-cache", action="store_true", help="skip the call memo (neither read nor write it)")
@@ -86,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch_command.register(commands)
     compare_command.register(commands)
     open_command.register(commands)
+    probe_command.register(commands)
     server_commands.register(commands)  # server, serve, history, show, rerun: Mosaic on a Prefect server
     return parser
 
@@ -168,7 +173,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mosaic.tiles import choose_grid, coarsened_note
 
     settings = _settings(model=args.model, api_base=batch_command.joined_api_base(args), concurrency=args.concurrency,
-                         out_dir=args.out, input_px=args.input_px, same_weights=args.same_weights)
+                         out_dir=args.out, input_px=args.input_px, same_weights=args.same_weights,
+                         profile=args.profile, box_convention=args.box_convention)
     if args.sample:
         args.image = str(SAMPLE)
     if not args.image:
@@ -179,6 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     os.environ["MOSAIC_WITNESSES"] = ",".join(witnesses) or "none"
     backend = checked_backend(settings, settings.model, settings.api_base)
     model = backend.model
+    unknown = probe_command.use_profile(settings, model)
     width, height = checked_image(args.image, settings, lambda line: print(line, file=sys.stderr))
     try:
         input_px = encoder_px(backend, args.density, settings.input_px)
@@ -192,6 +199,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"yes": True})
     checked_call_count(count_calls(cols, rows, phases), cols, rows, settings)
     backend.check_reachable()
+    if unknown:
+        print(f"mosaic: {unknown}", file=sys.stderr)
     print(f"mosaic: {Path(args.image).name} {width}×{height}, {cols}×{rows} grid ({density}), phases {','.join(phases)}: "
           f"at most {count_calls(cols, rows, phases)} calls to {model}" + (f" at {settings.api_base}" if settings.api_base else ""),
           file=sys.stderr)

@@ -27,7 +27,7 @@ def test_review_through_both_api_styles(photo, vlm_server, style):
     report = json.loads(out)
     planned = count_calls(3, 2, PHASES)
     assert report["calls"] == {"planned": planned, "total": planned, "made": planned, "cached": 0, "failed": 0,
-                               "second_look": 0, "retried": 0}
+                               "second_look": 0, "retried": 0, "shortened": 0}
     assert len(vlm_server.chat_requests()) == planned
     assert report["grid"] == "3x2" and len(report["tiles"]) == 6
     assert report["tiles"][0]["position"] == {"row": 1, "col": 1} and report["tiles"][0]["box"] == [0, 0, 400, 400]
@@ -110,7 +110,7 @@ def test_without_the_memo_a_retried_view_does_not_ask_again_what_was_answered(ph
     code, out = review(photo, vlm_server, "openai", "--grid", "2x2", "--no-cache")
     planned = count_calls(2, 2, PHASES)
     assert code == 0 and json.loads(out)["calls"] == {"planned": planned, "total": planned, "made": planned,
-                                                        "cached": 0, "failed": 0, "second_look": 0, "retried": 1}
+                                                        "cached": 0, "failed": 0, "second_look": 0, "retried": 1, "shortened": 0}
     assert len(vlm_server.chat_requests()) == planned
     assert len(vlm_server.chat_requests(answered_only=False)) == planned + 1
 
