@@ -7,7 +7,9 @@ import argparse
 import os
 import sys
 
-from .common import checked_backend, load
+from mosaic.checks import checked_backend
+
+from .common import load
 
 
 def use_profile(settings, model: str) -> str | None:

@@ -9,6 +9,8 @@ from bench.report import blog_comparison, targets
 from bench.scenes import Sign, make_scene
 from mosaic.backend import Backend
 
+pytestmark = pytest.mark.slow  # the fast lane (-m 'not slow') leaves these to CI
+
 
 def sign(text, box=(10, 10, 50, 20), script="latin", straddles=(), dim=False):
     return Sign(text=text, script=script, box=box, straddles=tuple(straddles), dim=dim)

@@ -8,6 +8,8 @@ import pytest
 
 from conftest import free_port, make_photo
 
+pytestmark = pytest.mark.slow  # the fast lane (-m 'not slow') leaves these to CI
+
 
 def mosaic(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mosaic_cli", *args], capture_output=True, text=True, timeout=120,

@@ -7,6 +7,8 @@ import pytest
 from mosaic.compare import align, counts_of, labels_for, model_family, near, server_groups
 from mosaic.schema import Reading
 
+pytestmark = pytest.mark.slow  # the fast lane (-m 'not slow') leaves these to CI
+
 
 def r(text, box=None, tiles=("r1c1",), confirmed=None) -> Reading:
     return Reading(text=text, box=box, tiles=list(tiles), confirmed=confirmed, views=list(tiles))

@@ -11,6 +11,10 @@ from mosaic.offline.server import ModelServer
 
 from conftest import run_cli
 
+import pytest  # noqa: E402
+
+pytestmark = pytest.mark.slow  # the fast lane (-m 'not slow') leaves these to CI
+
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
 SIGNS = {"HOTEL": (120, 140), "BAKERY": (1020, 700)}  # text: its top-left corner in the 1600×1000 image
 

@@ -11,6 +11,8 @@ import pytest
 
 from browser import OFFLINE_FLAGS, chromium
 
+pytestmark = pytest.mark.slow  # the fast lane (-m 'not slow') leaves these to CI
+
 
 def escape(text: str) -> str:
     """Text as the browser's DOM dump writes it."""

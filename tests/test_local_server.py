@@ -14,6 +14,8 @@ import pytest
 from conftest import free_port, make_photo
 from mosaic_cli.local_server import LocalServer, _alive, configured_api_url
 
+pytestmark = pytest.mark.slow  # the fast lane (-m 'not slow') leaves these to CI
+
 
 @pytest.fixture
 def local(tmp_path):

@@ -29,6 +29,8 @@ from mosaic.backend import Backend
 from browser import chromium
 from conftest import ROOT, fake_vlm, make_photo, run_cli
 
+pytestmark = pytest.mark.slow  # the fast lane (-m 'not slow') leaves these to CI
+
 # Test photos are textured everywhere (no view is blank) and reviewed on a 2x2 grid with three phases: 26 calls
 # each. A fault on tile r1c2 costs its 3 phases, its synthesis and the final review.
 MISSING_PER_FAILED_TILE = 3 + 1 + 1

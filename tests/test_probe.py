@@ -14,6 +14,8 @@ from mosaic.profiles import profile_for
 
 from conftest import run_cli
 
+pytestmark = pytest.mark.slow  # the fast lane (-m 'not slow') leaves these to CI
+
 READER = OfflineReader(1024)
 
 

@@ -21,6 +21,8 @@ from mosaic.offline.server import Fault, ModelServer
 from mosaic.offline.stand_in import fake_vlm
 from mosaic.servers import ServerPool
 
+pytestmark = pytest.mark.slow  # the fast lane (-m 'not slow') leaves these to CI
+
 
 class Clock:
     now = 100.0

@@ -20,6 +20,8 @@ from bench.scenes import (
     straddled_grids,
 )
 
+pytestmark = pytest.mark.slow  # the fast lane (-m 'not slow') leaves these to CI
+
 W, H = 900, 600
 GRIDS = ((2, 2), (3, 3), (4, 4), (5, 5))
 SAMPLES = Path(__file__).resolve().parents[1] / "mosaic" / "samples"

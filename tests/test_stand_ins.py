@@ -17,6 +17,8 @@ from mosaic.offline.server import ModelServer
 from mosaic.pipeline import parse_json_object
 from mosaic.schema import ModelCall
 
+pytestmark = pytest.mark.slow  # the fast lane (-m 'not slow') leaves these to CI
+
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
 SIGNS = {"BRAVENTU": (80, 90), "KOLDERAM": (450, 370), "0312-5567": (780, 640)}  # text: top-left corner
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 from bench import trust
 from bench.scenes import Sign
 
+import pytest  # noqa: E402
+
+pytestmark = pytest.mark.slow  # the fast lane (-m 'not slow') leaves these to CI
+
 
 def sign(text):
     return Sign(text=text, script="latin", box=(10, 10, 50, 20), straddles=(), dim=False)

@@ -8,6 +8,10 @@ from bench.scenes import Sign
 from bench.stand_ins import board_readings, board_text, crop_box
 from bench.witness import confirmed_at, figures, scene_figures
 
+import pytest  # noqa: E402
+
+pytestmark = pytest.mark.slow  # the fast lane (-m 'not slow') leaves these to CI
+
 BOARD = (1000, 500, 1200, 540)
 
 
