@@ -21,6 +21,7 @@ from .memo import BlobStore, Memo
 from .schema import Plan
 from .servers import ServerPool, server_pool
 from .settings import Settings
+from .shaping import plan_options
 
 
 class RunContext(BaseModel):
@@ -85,7 +86,7 @@ class RunContext(BaseModel):
 
         set_pixel_limit(settings.max_image_mp)
         return prepare(image_path, density, grid, phases, self.backend, self.blobs, settings.orientation_px,
-                       settings.view_px, settings.skip_blank, settings.input_px)
+                       settings.view_px, settings.skip_blank, settings.input_px, **plan_options(settings, self.backend))
 
     def discard_scratch(self) -> None:
         """Remove a use_memo-off run's scratch folder (a no-op otherwise)."""

@@ -156,6 +156,8 @@ class Review:
             second_look = None  # it looks again at text: a run that asks for none has nothing to confirm
         self.second_look = second_look
         self.second_look_cap = second_look.cap(plan.total_calls) if second_look else 0
+        if second_look and plan.second_look_cap is not None:  # the plan's own (mosaic.shaping), instead of the share
+            self.second_look_cap = plan.second_look_cap
         self.notes: list[str] = []
         self._first_wave_done = second_look is None
         self.orientation: str | None = None
