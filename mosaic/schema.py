@@ -81,6 +81,7 @@ class Plan(BaseModel):
     # the most calls a second look may add, as the plan sets it (a budget's room, a shaped plan's fill); None: the
     # second look's share of the first wave
     second_look_cap: int | None = None
+    estimated_s: float | None = None  # the first wave's backend seconds on a laptop, one call at a time (shaping.estimate)
 
     @property
     def tiles(self) -> list[View]:

@@ -246,6 +246,12 @@ def cut_words(dropped: list[tuple[int, str, str | None]], natural: int, cap: int
     return words
 
 
+def plan_line(plan: Plan, second_look_cap: int) -> str:
+    """planned_text of a plan, said before its run (the driver's line; second_look_cap: the run's)."""
+    cut = next((n.split(": ", 1)[1] for n in plan.notes if n.startswith("budget cut")), None)
+    return planned_text(plan.total_calls, second_look_cap, plan.estimated_s, cut.split("; ") if cut else None)
+
+
 def planned_text(first_wave_calls: int, second_look_cap: int | None, seconds: float | None = None,
                  cut: list[str] | None = None) -> str:
     """The line said before a run: '23 calls planned (about 2.1 laptop minutes), at most 7 more for a second look;

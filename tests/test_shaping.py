@@ -138,3 +138,13 @@ def test_prepare_asks_the_text_phase_only_where_the_detector_finds_text(tmp_path
 
     full = prepare(str(path), "light", None, phases, Backend(model="openai/x"), blobs, design="full")
     assert full.total_calls == 1 + 9 * 3 + 12 * 2 + 9 + 1
+
+
+def test_plan_line_says_the_estimate_and_the_budget_cut():
+    plan, regions = toy_plan()
+    fitted, words = shaping.fit(plan, regions, shaping.Budget(calls=7, second_look_share=0.5), counted)
+    fitted.notes.append("budget cut (7 calls per image): " + "; ".join(words))
+    fitted.estimated_s = 90
+    assert shaping.plan_line(fitted, 2) == ("5 calls planned (about 1.5 laptop minutes), at most 2 more for a second "
+                                            "look; budget cut: 1 seam crop with no text on the line; characteristics "
+                                            "of the whole image")
