@@ -234,6 +234,13 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def kept_readers(run: list[str]) -> dict:
+    """The readers of the affordable.json already written that this run does not redo."""
+    path = DOCS / "affordable.json"
+    old = json.loads(path.read_text(encoding="utf-8")).get("readers", {}) if path.exists() else {}
+    return {r: v for r, v in old.items() if r not in run and r in READERS}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.affordable", description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenes", type=int, default=len(SCENES), help=f"how many of the {len(SCENES)} scenes to use")
@@ -246,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                "scenes": [{"seed": s["seed"], "size": [s["width"], s["height"]], "signs": len(s["signs"])}
                           for s in scene_list],
                "cost_model": COST.model_dump(), "token_rule": "ceil(w/28) * ceil(h/28) per image as sent",
-               "targets": TARGETS, "readers": {}}
+               "targets": TARGETS, "readers": kept_readers(a.readers.split(","))}
     for reader in filter(None, a.readers.split(",")):
         os.environ["MOSAIC_STAND_IN"] = READERS[reader]
         methods: dict[str, dict] = {}

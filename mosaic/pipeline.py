@@ -88,7 +88,7 @@ def prepare(image_path: str, density: str, grid: str | None, phases: list[str], 
         if cut:
             plan.notes.append(f"budget cut ({budget_words(budgeted)}): " + "; ".join(cut))
     if design == "shaped" and fill and fill.second_look_share:
-        plan.second_look_cap = shaping.filled_cap(plan, fill, budgeted, measure(plan) if budgeted else None)
+        plan.second_look_cap = shaping.filled_cap(plan, fill, measure(plan), budgeted)
     plan.estimated_s = measure(plan).seconds
     blobs.put_plan(key, plan.model_dump_json())
     return plan

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
         30, ge=0, description="Calls per image a shaped plan may spend with no budget given: its second look may fill "
         "what the first wave leaves of them (at least its MOSAIC_SECOND_LOOK_SHARE): each text-like region is seen once "
         "by the first wave, so the second look is what confirms it. 0: the share alone.")
+    shaped_minutes: float | None = Field(
+        3.0, gt=0, description="Estimated backend minutes per image (see call_overhead_s) the second look of a shaped "
+        "plan may fill up to, with MOSAIC_SHAPED_CALLS (at least its share).")
     call_budget: int | None = Field(
         None, ge=3, description="Most calls per image, second look included (`mosaic run --max-calls`): the plan keeps "
         "the views worth most within it (seams without text go first, then syntheses, subjects and characteristics, "

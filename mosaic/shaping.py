@@ -268,22 +268,22 @@ def plan_options(settings: Settings, backend: Backend) -> dict:
     """prepare's design, coarse, budget and cost arguments from the settings. A budget keeps room for the second
     look (MOSAIC_SECOND_LOOK) of crops sent at the model's encoder size."""
     cost = CallCost(overhead_s=settings.call_overhead_s, prefill_tps=settings.prefill_tps, decode_tps=settings.decode_tps)
+    share = settings.second_look_share if settings.second_look else 0.0
+    detail_s = round(detail_seconds(cost, input_px_for(backend.model, backend.offline_budget, settings.input_px) or 896), 3)
     budget = None
     if settings.call_budget or settings.minutes_budget:
-        zoom_px = input_px_for(backend.model, backend.offline_budget, settings.input_px) or 896
-        budget = Budget(calls=settings.call_budget, minutes=settings.minutes_budget,
-                        second_look_share=settings.second_look_share if settings.second_look else 0.0,
-                        detail_s=round(detail_seconds(cost, zoom_px), 3))
-    share = settings.second_look_share if settings.second_look else 0.0
-    fill = Budget(calls=settings.shaped_calls, second_look_share=share) if settings.shaped_calls else None
+        budget = Budget(calls=settings.call_budget, minutes=settings.minutes_budget, second_look_share=share,
+                        detail_s=detail_s)
+    fill = Budget(calls=settings.shaped_calls or None, minutes=settings.shaped_minutes, second_look_share=share,
+                  detail_s=detail_s)
     return {"design": settings.plan, "coarse": settings.coarse_phases, "budget": budget, "cost": cost, "fill": fill}
 
 
-def filled_cap(plan: Plan, fill: Budget, budget: Budget | None = None, first: Estimate | None = None) -> int:
-    """A shaped plan's second-look cap: what its first wave leaves of fill.calls (at least its share), and within a
-    budget no more than fits it (and no less than the budget's fit left it)."""
-    wanted = max(fill.natural_cap(plan.total_calls), (fill.calls or 0) - plan.total_calls)
-    if budget is None or first is None:
-        return wanted
-    fitting = next((c for c in range(wanted, -1, -1) if budget.fits(first, c)), 0)
-    return max(plan.second_look_cap or 0, fitting)
+def filled_cap(plan: Plan, fill: Budget, first: Estimate, budget: Budget | None = None) -> int:
+    """A shaped plan's second-look cap: as much as its first wave leaves of fill's calls and minutes, at least its
+    share; within a budget no more than fits it (and no less than the budget's fit left it)."""
+    natural = fill.natural_cap(first.calls)
+    wanted = max(natural, (fill.calls or first.calls + natural) - first.calls)
+    limits = [fill, budget] if budget else [fill]
+    fitting = next((c for c in range(wanted, -1, -1) if all(b.fits(first, c) for b in limits)), 0)
+    return max(plan.second_look_cap or 0 if budget else natural, fitting)

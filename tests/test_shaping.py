@@ -105,8 +105,13 @@ def test_a_minutes_budget_counts_the_second_looks_time():
 def test_a_shaped_plan_fills_its_calls_with_the_second_look():
     plan, _ = toy_plan()
     fill = shaping.Budget(calls=30, second_look_share=0.3)
-    assert shaping.filled_cap(plan, fill) == 30 - plan.total_calls
-    assert shaping.filled_cap(plan, shaping.Budget(calls=5, second_look_share=0.3)) == math.floor(0.3 * 8)
+    assert shaping.filled_cap(plan, fill, counted(plan)) == 30 - plan.total_calls
+    assert shaping.filled_cap(plan, shaping.Budget(calls=5, second_look_share=0.3), counted(plan)) == math.floor(0.3 * 8)
+    # minutes too: 8 calls of 5 s and crops of 10 s within 2 minutes leave room for 8 crops
+    timed = shaping.Estimate(calls=8, seconds=40, image_tokens=0, answer_tokens=0)
+    assert shaping.filled_cap(plan, shaping.Budget(calls=30, minutes=2, second_look_share=0.3, detail_s=10), timed) == 8
+    # within a budget of 12 calls: 4
+    assert shaping.filled_cap(plan, fill, timed, shaping.Budget(calls=12)) == 4
 
 
 def test_planned_text():
