@@ -111,7 +111,7 @@ def mosaic_library(image_path: str, concurrency: int, work: Path, parts: bool = 
 
     timed = {"LiteLLM (request, HTTP, response)": (llm, "_complete"), "building messages (crop, prompt)":
              (llm, "build_messages"), "memo (diskcache)": (memo.Memo, "put"), "settling answers (parse, next work)":
-             (engine.Review, "settle")} if parts else {}
+             (engine.Review, "done")} if parts else {}
     requests: list[dict] = []
     with BackendProcess() as server, CpuParts(timed) as cpu:
         if parts:

@@ -22,6 +22,7 @@ from .memo import BlobStore, Memo
 from .profiles import Profile, profile_for
 from .schema import Plan
 from .settings import Settings
+from .shaping import plan_options
 
 
 def model_profile(settings: Settings, model: str) -> Profile:
@@ -97,8 +98,9 @@ class RunContext(BaseModel):
         checked_out_dir(settings.out_dir)
         set_pixel_limit(settings.max_image_mp)
         plan = prepare(image_path, density, grid, phases, self.backend, self.blobs, settings.orientation_px,
-                       settings.view_px, settings.skip_blank, settings.input_px)
-        checked_call_count(plan.total_calls, plan.cols, plan.rows, settings)
+                       settings.view_px, settings.skip_blank, settings.input_px, **plan_options(settings, self.backend))
+        if not settings.call_budget:  # a budget is planned within, not refused
+            checked_call_count(plan.total_calls, plan.cols, plan.rows, settings)
         return plan
 
     def discard_scratch(self) -> None:

@@ -33,6 +33,7 @@ from .report import write_report
 from .schema import DEFAULT_PHASES, FinalReport
 from .second_look import for_run
 from .servers import ServerPool
+from .shaping import plan_line
 from .settings import Settings, load_settings
 from .steps import perform
 
@@ -223,11 +224,9 @@ def jobs_of(images: Sequence[str | Path]) -> list[Job]:
 def planned_line(run: Review) -> str:
     """What a run will ask, said before the first call."""
     plan = run.plan
-    blank = [v.id for v in plan.views if not v.phases and v.kind != "detail"]
-    line = f"mosaic: {run.first_wave_calls} calls planned"
-    if run.second_look:
-        line += f", and at most {run.second_look_cap} more for a second look"
-    return line + (f" ({len(blank)} blank views skipped: {', '.join(blank)})" if blank else "")
+    skipped = [v.id for v in plan.views if not v.phases and v.kind != "detail"]
+    line = "mosaic: " + plan_line(plan, run.second_look_cap if run.second_look else 0)
+    return line + (f" ({len(skipped)} views ask nothing: {', '.join(skipped)})" if skipped else "")
 
 
 def run_settings(ctx: RunContext) -> dict:

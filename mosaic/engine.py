@@ -92,6 +92,8 @@ class Review:
         self.second_look = second_look if {"text", "inspect"} & set(plan.phases) else None  # it looks at text
         self.first_wave_calls = plan.total_calls
         self.second_look_cap = self.second_look.cap(plan.total_calls) if self.second_look else 0
+        if self.second_look and plan.second_look_cap is not None:  # the plan's own (mosaic.shaping), not the share
+            self.second_look_cap = plan.second_look_cap
         self._first_wave = {v.id for v in plan.views if v.phases}
         self._follow_up = follow_up
         self.outcomes: dict[str, Outcome] = {}  # by step name

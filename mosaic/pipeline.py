@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import dialects, prompts
+from . import dialects, prompts, shaping
 from .backend import Backend
 from .errors import BadImage, BadOption
 from .images import decode_image, encode_view, read_image_file, sha256_hex, shrink
@@ -22,6 +22,7 @@ from .profiles import Profile
 from .readings import box_in_image, group_readings, in_reading_order, place_box, readings_in_prose, squash, tiles_of
 from .schema import (ModelCall, ModelReply, Observation, Plan, Reading, TileReport, View, ViewAnswer,
                      canonical_sha256, phases_for)
+from .text_regions import text_regions
 from .tiles import Box, cell_label, choose_grid, coarsened_note, input_px_for, neighbor_pairs, seam_box, tile_boxes
 
 
@@ -34,18 +35,26 @@ def encoder_px(backend: Backend, density: str, stated: int | None = None) -> int
 
 def prepare(image_path: str, density: str, grid: str | None, phases: list[str], backend: Backend, blobs: BlobStore,
             orientation_px: int = 1280, view_px: int = 1280, skip_blank: bool = False,
-            input_px: int | None = None) -> Plan:
+            input_px: int | None = None, design: str = "full", coarse: bool = True,
+            budget: shaping.Budget | None = None, cost: shaping.CallCost | None = None,
+            fill: shaping.Budget | None = None) -> Plan:
     """Decode the image once, choose the grid, cut every view, store each by its sha256, fix the plan.
 
     skip_blank: views with nothing on them (is_blank) are asked nothing, so they cost no call.
     input_px: the model's encoder size as the user states it (for density auto), else as encoder_px finds it.
+    design: shaped, full, blog or auto (mosaic.shaping); coarse: a shaped plan asks subjects and characteristics
+    of the whole image. budget: the views worth most within it (mosaic.shaping.fit), its cuts in plan.notes.
+    fill: with no budget, the calls a shaped plan's second look may fill (mosaic.shaping.filled_cap).
     A plan is kept by the sha256 of the file and these settings, so a rerun decodes and cuts nothing."""
     input_px = encoder_px(backend, density, input_px)
     model = backend.model
     limits = sent_limits(backend.model_profile)
+    cost = cost or shaping.CallCost()
     data = read_image_file(image_path)
     key = canonical_sha256([PLAN_VERSION, sha256_hex(data),
-                            [density, grid, list(phases), model, input_px, orientation_px, view_px, skip_blank]]
+                            [density, grid, list(phases), model, input_px, orientation_px, view_px, skip_blank,
+                             design, coarse, budget.model_dump() if budget else None, cost.model_dump(),
+                             fill.model_dump() if fill else None]]
                            + ([list(limits)] if limits != (0, None) else []))
     kept = _kept_plan(blobs, key, image_path)
     if kept:
@@ -58,21 +67,45 @@ def prepare(image_path: str, density: str, grid: str | None, phases: list[str], 
     except ValueError as e:
         raise BadOption(str(e)) from None
     notes = loaded.notes + [note for note in [coarsened_note(width, height, density, cols, rows)] if note]
+    design = shaping.design_for(design, density)
+    regions = (text_regions(lambda: image, loaded.sha256, blobs)
+               if design == "shaped" or budget and (budget.calls or budget.minutes) else [])
     boxes = tile_boxes(width, height, cols, rows)
-    crops = [(cell_label(cell), "tile", [cell], box) for cell, box in boxes.items()]
-    crops += [("|".join(map(cell_label, (a, b))), "seam", [a, b], seam_box(boxes[a], boxes[b], height))
+    crops = [(cell_label(cell), "tile", [cell], box,
+              shaping.tile_phases(design, phases, shaping.text_count(box, regions) > 0, coarse))
+             for cell, box in boxes.items()]
+    crops += [("|".join(map(cell_label, (a, b))), "seam", [a, b], seam_box(boxes[a], boxes[b], height),
+               shaping.seam_phases(design, phases, phases_for("seam", phases), shaping.crossing(boxes[a], boxes[b], regions)))
               for a, b in neighbor_pairs(cols, rows)]
-    views = [_view(blobs, image, *crop, view_px, phases, skip_blank, limits) for crop in crops]
+    whole = shaping.whole_phases(design, phases, coarse)
+    if whole:
+        crops.append((shaping.WHOLE, "region", list(boxes), (0, 0, width, height), whole))
+    views = [_view(blobs, image, *crop, view_px, skip_blank, limits) for crop in crops]
     overview = blobs.put(encode_view(within_pixels(shrink(image, orientation_px), limits[1])))
     plan = Plan(
         image_path=str(image_path), image_sha256=loaded.sha256, width=width, height=height, notes=notes,
         cols=cols, rows=rows, density=density, phases=list(phases), overview_sha256=overview, views=views,
+        design=design, synthesis=design != "shaped",
     )
+    measure = lambda p: shaping.estimate(p, regions, cost, view_px, orientation_px)  # noqa: E731
+    budgeted = budget if budget and (budget.calls or budget.minutes) else None
+    if budgeted:
+        plan, cut = shaping.fit(plan, regions, budgeted, measure)
+        if cut:
+            plan.notes.append(f"budget cut ({budget_words(budgeted)}): " + "; ".join(cut))
+    if design == "shaped" and fill and fill.second_look_share:
+        plan.second_look_cap = shaping.filled_cap(plan, fill, measure(plan), budgeted)
+    plan.estimated_s = measure(plan).seconds
     blobs.put_plan(key, plan.model_dump_json())
     return plan
 
 
-PLAN_VERSION = 2  # part of every plan's key: raise it when the way views are cut or encoded changes
+def budget_words(budget: shaping.Budget) -> str:
+    parts = ([f"{budget.calls} calls"] if budget.calls else []) + ([f"{budget.minutes:g} minutes"] if budget.minutes else [])
+    return " and ".join(parts) + " per image"
+
+
+PLAN_VERSION = 3  # part of every plan's key: raise it when the way views are cut or encoded changes
 
 
 def _kept_plan(blobs: BlobStore, key: str, image_path: str) -> Plan | None:
@@ -102,13 +135,13 @@ def is_blank(crop) -> bool:
     return float(np.percentile(edges, 99.9)) < BLANK_EDGE
 
 
-def _view(blobs: BlobStore, image, view_id: str, kind: str, cells: list, box, view_px: int, phases: list[str],
+def _view(blobs: BlobStore, image, view_id: str, kind: str, cells: list, box, phases: list[str], view_px: int,
           skip_blank: bool = False, limits: tuple[int, int | None] = (0, None)) -> View:
     """limits: (the smallest side, the most pixels) the model's server takes; a crop is grown and shrunk to them."""
     min_side, max_pixels = limits
     box = grown_to_side(box, min_side, min(1.0, view_px / max(box[2] - box[0], box[3] - box[1])), image.size)
     crop = within_pixels(shrink(image.crop(box), view_px), max_pixels)
-    asked = [] if skip_blank and is_blank(crop) else phases_for(kind, phases)  # a blank view costs no call
+    asked = [] if skip_blank and is_blank(crop) else phases  # a blank view costs no call
     return View(id=view_id, kind=kind, cells=cells, box=box, image_sha256=blobs.put(encode_view(crop)), phases=asked,
                 sent_px=crop.size)
 
@@ -150,6 +183,8 @@ def view_call(plan: Plan, view: View, phase: str, orientation: str, backend: Bac
     if view.kind == "seam":
         a, b = view.id.split("|")
         where = prompts.SEAM_WHERE.format(a=a, b=b, **common)
+    elif view.kind == "region":
+        where = prompts.REGION_WHERE.format(width=plan.width, height=plan.height, **common)
     elif view.kind == "detail":
         tiles = ", ".join(cell_label(c) for c in view.cells)
         where = prompts.DETAIL_WHERE.format(tiles=tiles, width=plan.width, height=plan.height, **common)
@@ -177,8 +212,17 @@ def model_call(backend: Backend, prompt: str, images: list[str], task: str | Non
     the server (response_format) when the backend does that (Backend.asks_for_schema)."""
     schema = prompts.answer_schema(task) if task and backend.asks_for_schema else None
     return ModelCall(model=backend.model, api_base=backend.memo_address, system=prompts.SYSTEM, prompt=prompt,
-                     images=images, options=backend.call_options(), response_schema=schema,
-                     profile=backend.model_profile)
+                     images=images, options=answer_limit(backend.call_options(), prompts.task_of(prompt)),
+                     response_schema=schema, profile=backend.model_profile)
+
+
+def answer_limit(options: dict, task: str | None) -> dict:
+    """The call's options with max_tokens no higher than its task's limit (prompts.MAX_TOKENS): a model that repeats
+    one item until the limit costs a short answer's time, not a long one's."""
+    limit = prompts.MAX_TOKENS.get(task or "")
+    if limit is None:
+        return options
+    return options | {"max_tokens": min(limit, options.get("max_tokens") or limit)}
 
 
 def _reading_data(r: Reading) -> dict:
@@ -299,8 +343,9 @@ def make_tile_report(plan: Plan, tile: View, observations: list[Observation], re
     own_notes = " ".join(o.notes for o in observations if o.view == tile.id and o.notes)
     summary = _text(data.get("summary")) or (reply.content.strip() if reply else own_notes or (
         "Inspected." if observations else "Not inspected."))
+    # the tile's own characteristics, else those of a coarser view over it (a shaped plan's whole image)
     characteristics = _text(data.get("characteristics")) or next(
-        (o.notes for o in observations if o.phase == "characteristics" and o.view == tile.id), "")
+        (o.notes for o in sorted(observations, key=lambda o: o.view != tile.id) if o.phase == "characteristics"), "")
     col, row = tile.cells[0]
     readings = [r for r in run_readings(plan, observations) if tile.id in r.tiles]
     return TileReport(
@@ -319,7 +364,8 @@ def run_readings(plan: Plan, observations: list[Observation]) -> list[Reading]:
 
 def answers(plan: Plan, observed: dict[str, list[Observation]]) -> list[ViewAnswer]:
     """Every view's raw answers, in the plan's order."""
-    return [ViewAnswer(view=v.id, kind=v.kind, phase=o.phase, box=v.box, structured=o.structured, answer=o.reply.content)
+    return [ViewAnswer(view=v.id, kind=v.kind, phase=o.phase, box=v.box, structured=o.structured, answer=o.reply.content,
+                       answer_chars=len(o.reply.content), answer_tokens=o.reply.usage.get("completion_tokens"))
             for v in plan.views for o in observed.get(v.id, [])]
 
 

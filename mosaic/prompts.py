@@ -21,8 +21,9 @@ This is the whole photograph, shrunk. Later calls will inspect it tile by tile o
 In 3 to 5 sentences: the scene type, the layout (what is where, using the grid positions), and the regions \
 worth a close look (signs, text, small objects)."""
 
-READINGS_JSON = ('Answer with JSON only: {"readings": [{"text": "...", "romanized": null, "translation": null, '
-                 '"unclear": false, "box": [0, 0, 1000, 1000]}], "notes": "..."}')
+# Compact answers: only the fields a report uses (an answer's tokens cost a laptop more time than its image's).
+READINGS_JSON = ('Answer with JSON only: {"readings": [{"text": "...", "box": [0, 0, 1000, 1000]}]}; add "romanized" '
+                 'and "translation" only to non-Latin text, "unclear": true only to a reading you are unsure of.')
 
 PHASE_QUESTIONS = {
     "text": (
@@ -33,14 +34,14 @@ PHASE_QUESTIONS = {
         + READINGS_JSON
     ),
     "subjects": (
-        "List the objects, people, vehicles and architectural elements visible in this crop, each with where "
-        "it is in the crop.\n"
-        'Answer with JSON only: {"items": ["..."], "notes": "..."}'
+        "List the objects, people, vehicles and architectural elements visible in this crop, each in a few words "
+        "with where it is in the crop.\n"
+        'Answer with JSON only: {"items": ["red car, bottom left"]}'
     ),
     "characteristics": (
         "Describe the lighting, colour, focus, weather, time of day and any image defects (blur, noise, "
         "compression, over- or under-exposure) of this crop.\n"
-        'Answer with JSON only: {"notes": "..."}'
+        'Answer with JSON only, one or two sentences: {"notes": "..."}'
     ),
     "inspect": (
         "Inspect this crop: transcribe any text exactly (mark partial or ambiguous characters as unclear; give each "
@@ -54,17 +55,23 @@ PHASE_QUESTIONS = {
 _READING = {"type": "object", "properties": {
     "text": {"type": "string"}, "romanized": {"type": ["string", "null"]}, "translation": {"type": ["string", "null"]},
     "unclear": {"type": "boolean"}, "box": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4}},
-    "required": ["text", "unclear"]}
+    "required": ["text"]}
 _LIST = {"type": "array", "items": {"type": "string"}}
 _NOTES = {"type": "string"}
 # The answer's shape per task, sent as a JSON Schema (response_format) to servers that can constrain the answer.
 SCHEMAS = {
-    "text": {"readings": {"type": "array", "items": _READING}, "notes": _NOTES},
-    "subjects": {"items": _LIST, "notes": _NOTES},
+    "text": {"readings": {"type": "array", "items": _READING}},
+    "subjects": {"items": _LIST},
     "characteristics": {"notes": _NOTES},
     "inspect": {"readings": {"type": "array", "items": _READING}, "items": _LIST, "notes": _NOTES},
     "tile-synthesis": {"summary": _NOTES, "characteristics": _NOTES},
 }
+
+
+# Most tokens an answer of each task may use (the lower of this and MOSAIC_MAX_TOKENS): room for a compact JSON
+# answer of a busy crop, and a cut to a model that repeats one item until its limit. The final review has none.
+MAX_TOKENS = {"orientation": 256, "text": 768, "inspect": 1024, "subjects": 256, "characteristics": 128,
+              "tile-synthesis": 256}
 
 
 def answer_schema(task: str) -> dict | None:
@@ -77,6 +84,7 @@ Whole picture, from a first look: {orientation}
 {where}
 {question}"""
 
+REGION_WHERE = "This crop is the whole {width}×{height} image (pixels {box}), shrunk."
 TILE_WHERE = "This crop is tile {label} of a {cols}×{rows} grid, pixels {box} of a {width}×{height} image."
 SEAM_WHERE = (
     "This crop is centred on the line between tiles {a} and {b} of a {cols}×{rows} grid (pixels {box}), so that "

@@ -57,8 +57,10 @@ class ModelReply(BaseModel):
 class View(BaseModel):
     """One crop the model looks at: a tile, or a window centred on the seam between two tiles."""
 
-    id: str  # "r1c2" for a tile, "r1c2|r1c3" for a seam
-    kind: Literal["tile", "seam", "detail"]  # detail: a closer, enlarged crop of the second look
+    id: str  # "r1c2" for a tile, "r1c2|r1c3" for a seam, "all" for the whole image of a shaped plan
+    # detail: a closer, enlarged crop of the second look; region: a coarser crop than a tile (a shaped plan's view
+    # for subjects and characteristics), its cells the tiles it covers
+    kind: Literal["tile", "seam", "detail", "region"]
     cells: list[Cell]
     box: Box
     image_sha256: str
@@ -80,6 +82,12 @@ class Plan(BaseModel):
     phases: list[str]
     overview_sha256: str  # the whole image at orientation size
     views: list[View]
+    design: str = "full"  # how the views were chosen: shaped, full or blog (see Settings.plan)
+    synthesis: bool = True  # a tile's summary is a model call where several phases meet; False: written in code
+    # the most calls a second look may add, as the plan sets it (a budget's room, a shaped plan's fill); None: the
+    # second look's share of the first wave
+    second_look_cap: int | None = None
+    estimated_s: float | None = None  # the first wave's backend seconds on a laptop, one call at a time (shaping.estimate)
 
     @property
     def tiles(self) -> list[View]:
@@ -102,7 +110,8 @@ class Plan(BaseModel):
         """A tile report needs a model call only to merge several phases' answers into one summary. With one
         phase (or nothing asked of the tile's views) it is built in code: readings and subjects are merged in code
         in every case, so a synthesis call could only restate them."""
-        return len(self.phases) > 1 and any(v.phases for v in self.views_touching(tuple(tile.cells[0])))
+        return self.synthesis and len(self.phases) > 1 and any(
+            v.phases for v in self.views_touching(tuple(tile.cells[0])))
 
     @property
     def total_calls(self) -> int:
@@ -110,7 +119,7 @@ class Plan(BaseModel):
 
 
 def phases_for(kind: str, phases: list[str] | tuple[str, ...]) -> list[str]:
-    asked = {"tile": phases, "seam": SEAM_PHASES, "detail": phases}[kind]
+    asked = {"tile": phases, "seam": SEAM_PHASES, "detail": phases, "region": phases}[kind]
     return [p for p in phases if p in asked]
 
 
@@ -195,6 +204,8 @@ class ViewAnswer(BaseModel):
     box: Box
     structured: bool
     answer: str
+    answer_chars: int = 0  # the answer's length: what a model's answers cost on a laptop (~20 tokens/s)
+    answer_tokens: int | None = None  # its completion tokens, when the backend said
 
 
 class TileReport(BaseModel):

@@ -89,6 +89,33 @@ class Settings(BaseSettings):
         "its first call unless MOSAIC_YES (--yes) is given, whichever way it is started: a typo in --grid can plan "
         "thousands.")
     yes: bool = Field(False, description="Make a review that plans more calls than MOSAIC_MAX_CALLS (`--yes`).")
+    plan: Literal["auto", "shaped", "full", "blog"] = Field(
+        "auto", description="How the views are chosen. shaped: the text phase on the density's grid only where the local "
+        "text detector finds text-like detail (and seam crops only where it crosses a tile line), subjects and "
+        "characteristics on the whole image, tile summaries written in code; full: every phase on every tile and seam, "
+        "a synthesis call per tile; blog: the blog's design (each tile asked everything in one call, each seam twice, "
+        "a synthesis per tile). auto: shaped for light and auto densities, full for quick, dense, max and --grid.")
+    coarse_phases: bool = Field(
+        True, description="In a shaped plan, ask subjects and characteristics of the whole image once instead of every "
+        "tile (off: of every tile, as the text phase's grid; `mosaic run --fine-phases`).")
+    shaped_calls: int = Field(
+        30, ge=0, description="Calls per image a shaped plan may spend with no budget given: its second look may fill "
+        "what the first wave leaves of them (at least its MOSAIC_SECOND_LOOK_SHARE): each text-like region is seen once "
+        "by the first wave, so the second look is what confirms it. 0: the share alone.")
+    shaped_minutes: float | None = Field(
+        3.0, gt=0, description="Estimated backend minutes per image (see call_overhead_s) the second look of a shaped "
+        "plan may fill up to, with MOSAIC_SHAPED_CALLS (at least its share).")
+    call_budget: int | None = Field(
+        None, ge=3, description="Most calls per image, second look included (`mosaic run --max-calls`): the plan keeps "
+        "the views worth most within it (seams without text go first, then syntheses, subjects and characteristics, "
+        "then the second look shrinks, then the least text-dense tiles' text). Unlike MOSAIC_MAX_CALLS, which refuses a "
+        "larger plan, a budget is planned within.")
+    minutes_budget: float | None = Field(
+        None, gt=0, description="Most estimated backend minutes per image (`mosaic run --max-minutes`), second look "
+        "included, with each call's time estimated by the call_overhead_s, prefill_tps and decode_tps model.")
+    call_overhead_s: float = Field(0.5, ge=0, description="Estimated fixed time of one model call (a laptop: ~0.5 s).")
+    prefill_tps: float = Field(500, gt=0, description="Estimated image-token prefill speed, tokens/s (a 7B on a laptop: ~500).")
+    decode_tps: float = Field(20, gt=0, description="Estimated answer speed, tokens/s (a 7B on a laptop: ~20).")
     second_look_share: float = Field(
         0.3, ge=0, le=5, description="Most calls the second look may add, as a share of the first wave's planned calls.")
     prefect_server: Literal["local", "temporary"] = Field(

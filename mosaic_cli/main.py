@@ -73,6 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-cache", action="store_true", help="skip the call memo (neither read nor write it)")
     run.add_argument("--yes", action="store_true", help="make a run of more calls than $MOSAIC_MAX_CALLS (1000) "
                      "without stopping to refuse it")
+    run.add_argument("--plan", choices=["auto", "shaped", "full", "blog"],
+                     help="which views are asked: shaped (text only where the local detector finds text, seams only "
+                          "where it crosses a tile line, subjects and characteristics of the whole image), full (every "
+                          "phase of every tile and seam), blog (the blog's design, for comparison); auto: shaped for "
+                          "light and auto densities, full otherwise (default: $MOSAIC_PLAN or auto)")
+    run.add_argument("--fine-phases", action="store_true",
+                     help="in a shaped plan, ask subjects and characteristics of every tile, not of the whole image")
+    run.add_argument("--max-calls", type=int, metavar="N",
+                     help="a budget: at most N calls per image, second look included; the plan keeps the views worth "
+                          "most and says what it cut (default: $MOSAIC_CALL_BUDGET, none)")
+    run.add_argument("--max-minutes", type=float, metavar="M",
+                     help="a budget: at most M estimated backend minutes per image (0.5 s + image tokens/500 + answer "
+                          "tokens/20 per call, one at a time; $MOSAIC_CALL_OVERHEAD_S, _PREFILL_TPS, _DECODE_TPS) "
+                          "(default: $MOSAIC_MINUTES_BUDGET, none)")
     run.add_argument("--no-second-look", action="store_true",
                      help="skip the second look: no closer crops of readings seen once, unclear or read differently, "
                           "so fewer readings are confirmed (default: $MOSAIC_SECOND_LOOK, on)")
@@ -172,9 +186,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mosaic.pipeline import encoder_px
     from mosaic.tiles import choose_grid, coarsened_note
 
+    plan_options = {"plan": args.plan, "coarse_phases": False if args.fine_phases else None,
+                    "call_budget": args.max_calls, "minutes_budget": args.max_minutes}
     settings = _settings(model=args.model, api_base=batch_command.joined_api_base(args), concurrency=args.concurrency,
                          out_dir=args.out, input_px=args.input_px, same_weights=args.same_weights,
-                         profile=args.profile, box_convention=args.box_convention)
+                         profile=args.profile, box_convention=args.box_convention, **plan_options)
+    for name, value in plan_options.items():  # the flow reads its settings from the environment
+        if value is not None:
+            os.environ[f"MOSAIC_{name.upper()}"] = str(value)
     if args.sample:
         args.image = str(SAMPLE)
     if not args.image:
@@ -197,12 +216,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.yes:
         os.environ["MOSAIC_YES"] = "1"  # the flow reads its settings too
         settings = settings.model_copy(update={"yes": True})
-    checked_call_count(count_calls(cols, rows, phases), cols, rows, settings)
+    if not settings.call_budget:  # a budget is planned within, not refused
+        checked_call_count(count_calls(cols, rows, phases), cols, rows, settings)
     backend.check_reachable()
     if unknown:
         print(f"mosaic: {unknown}", file=sys.stderr)
     print(f"mosaic: {Path(args.image).name} {width}×{height}, {cols}×{rows} grid ({density}), phases {','.join(phases)}: "
-          f"at most {count_calls(cols, rows, phases)} calls to {model}" + (f" at {settings.api_base}" if settings.api_base else ""),
+          f"model {model}" + (f" at {settings.api_base}" if settings.api_base else ""),
           file=sys.stderr)
 
     state = _run_flow(args, settings, phases, density, input_px)

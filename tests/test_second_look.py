@@ -414,7 +414,7 @@ def test_the_cli_says_what_the_second_look_may_cost_before_the_first_call(street
     code, _ = run_cli("run", street, "--model", "offline:896", "--grid", "3x2", "--phases", "text", "--json")
     assert code == 0
     first = count_calls(3, 2, ["text"])
-    assert re.search(rf"{first} calls planned, and at most {int(0.3 * first)} more for a second look", capsys.readouterr().err)
+    assert re.search(rf"{first} calls planned \(about [\d.]+ laptop minutes\), at most {int(0.3 * first)} more for a second look", capsys.readouterr().err)
 
 
 # --- files a user can share ------------------------------------------------------------------------------------
