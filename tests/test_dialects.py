@@ -241,10 +241,10 @@ def test_ollamas_context_overflow_is_one_line_naming_what_to_change(tmp_path, st
 def test_crops_grow_to_the_minimum_and_shrink_to_the_maximum_pixels(tmp_path):
     image = Image.new("RGB", (2000, 1000), "white")
     blobs = BlobStore(tmp_path / "blobs")
-    thin = pipeline._view(blobs, image, "r1c1", "tile", [(0, 0)], (1000, 0, 1010, 1000), 640, ["text"],
+    thin = pipeline._view(blobs, image, "r1c1", "tile", [(0, 0)], (1000, 0, 1010, 1000), ["text"], 640,
                           limits=(32, None))
     assert thin.box == (980, 0, 1030, 1000) and thin.sent_px == (32, 640)  # 50 px wide, shrunk by 0.64: 32 px
-    big = pipeline._view(blobs, image, "r1c1", "tile", [(0, 0)], (0, 0, 2000, 1000), 2000, ["text"],
+    big = pipeline._view(blobs, image, "r1c1", "tile", [(0, 0)], (0, 0, 2000, 1000), ["text"], 2000,
                          limits=(32, 1_000_000))
     assert big.sent_px[0] * big.sent_px[1] <= 1_000_000 and big.sent_px == (1414, 707)
     assert pipeline.grown_to_side((0, 0, 10, 10), 32, 1.0, (20, 500)) == (0, 0, 20, 32)  # no larger than the image

@@ -171,6 +171,7 @@ def test_a_run_without_the_memo_leaves_nothing_in_the_cache(tmp_path, stand_in):
     assert (Path(report.report_dir) / "report.json").is_file()
 
 
+@pytest.mark.slow
 def test_both_drivers_make_the_same_calls_counts_and_report(tmp_path, stand_in, monkeypatch):
     """The thread-pool driver (mosaic.review) and the Prefect flow run the same engine: on the same inputs, the
     same number of calls, the same counts and the same report."""

@@ -139,6 +139,7 @@ def test_the_witnesses_tell_a_sign_from_a_blank_board_and_a_rerun_looks_at_nothi
 
 # --- end to end: a stand-in that repeats an invention on a blank board ---------------------------------------
 
+@pytest.mark.slow
 def test_a_model_repeating_an_invention_on_a_blank_board_is_not_confirmed(tmp_path, monkeypatch):
     from bench.scenes import dump_ground_truth, make_scene
     from bench.stand_ins import StandIn, board_text

@@ -27,6 +27,7 @@ def said(capfd, caplog) -> str:
     return text if "cannot be reviewed" in text else records
 
 
+@pytest.mark.slow
 def test_bad_files_are_set_aside_with_their_reason_and_the_sweep_completes(tmp_path, capfd, caplog):
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
     inbox.mkdir()
@@ -73,6 +74,7 @@ def test_a_model_server_down_leaves_the_image_for_the_next_sweep_up_to_a_limit(t
     assert failures(outbox, image) == 0
 
 
+@pytest.mark.slow
 def test_two_sweeps_at_once_review_each_image_once(tmp_path):
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
     inbox.mkdir()

@@ -212,7 +212,7 @@ def test_reading_numbers_past_nine_render_as_the_picture_numbers_them():
     from mosaic.schema import Reading
 
     readings = [Reading(text=f"SIGN{n}", views=["r1c1"], tiles=["r1c1"], confirmed=n % 3 == 0) for n in range(1, 13)]
-    report = SimpleNamespace(readings=readings, second_look=False)
+    report = SimpleNamespace(readings=readings, second_look=False, settings={})
     html = MarkdownIt().render("\n".join(readings_section(report)))
     assert "<ol" not in html
     for n in range(1, 13):

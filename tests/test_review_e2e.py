@@ -96,6 +96,7 @@ def test_a_failed_phase_keeps_the_other_phases_of_its_view(photo, vlm_server, ca
     assert json.loads(out)["calls"]["made"] == 3
 
 
+@pytest.mark.slow
 def test_no_cache_skips_the_memo(photo, vlm_server):
     review(photo, vlm_server, "openai", "--density", "quick")
     made = len(vlm_server.chat_requests())

@@ -409,6 +409,7 @@ def test_a_refusal_that_was_not_about_the_schema_is_not_remembered(monkeypatch):
     assert asked == [True, False] and ("openai/x", "http://127.0.0.1:9/v1") not in llm.REFUSED_SCHEMA
 
 
+@pytest.mark.slow
 def test_the_cli_says_what_the_second_look_may_cost_before_the_first_call(street, monkeypatch, capsys):
     monkeypatch.setenv("MOSAIC_SECOND_LOOK", "true")
     code, _ = run_cli("run", street, "--model", "offline:896", "--grid", "3x2", "--phases", "text", "--json")
