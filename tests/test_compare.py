@@ -186,7 +186,11 @@ def test_compare_two_servers_both_api_styles(scene, two_servers, capsys):
     for r in both:  # the mark follows the texts
         keys = {norm(t) for t in r["by_model"].values()}
         assert (r["agreement"] == "exact") == (len(keys) == 1)
-    assert all(r["confirmed"] == (len(r["agreed"]) >= 2) for r in rows)  # no second look: only agreement confirms
+    # no second look: a row is confirmed by two models agreeing, or by a model's reading its own witness confirmed
+    assert all(r["confirmed"] == ((len(r["agreed"]) >= 2 or bool(r["confirmed_in_views"])) and r["confirmed"])
+               for r in rows)
+    assert any(r["confirmed"] for r in rows) and all(r["confirmed"] for r in rows if len(r["agreed"]) >= 2
+                                                     and r["agreement"] == "exact")
     order = [r["agreement"] for r in rows]
     assert order == sorted(order, key=["different", "near", "single", "exact"].index)
     assert_subflows_of(result)
