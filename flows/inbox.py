@@ -17,6 +17,7 @@ from mosaic.inbox import (check_grid_options, claim, clear_failures, count_failu
                           review_marker, unreviewable, write_marker)
 from mosaic.schema import DEFAULT_PHASES
 from mosaic.settings import load_settings
+from tasks.artifacts import retry_hint
 
 
 RUNNERS = ("images", "threads", "dask")
@@ -116,7 +117,7 @@ def review_inbox(
                 len(skipped), len(rejected), len(failed))
     if failed:
         raise RunFailed(f"{len(failed)} of {len(images)} images failed: " + "; ".join(failed),
-                        retry="the next sweep tries them again")
+                        retry=f"the next sweep tries them again, or {retry_hint()}")
     return {"reviewed": reviewed, "skipped": skipped, "rejected": rejected, "outbox": str(Path(outbox).resolve())}
 
 

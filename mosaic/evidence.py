@@ -262,13 +262,16 @@ def looks(image: Callable[[], Image.Image], image_sha256: str, places: Sequence[
     found: dict[str, list] = {}
     for which in on:
         keys = [canonical_sha256(["witness", 2, which, image_sha256, list(p), z]) for p, z in places]
-        kept = [blobs.get_plan(k) for k in keys]
-        missing = [i for i, k in enumerate(kept) if k is None]
-        fresh = look_locally(image(), [places[i] for i in missing], which) if missing else []
-        for i, result in zip(missing, fresh):
-            kept[i] = json.dumps(result)
-            blobs.put_plan(keys[i], kept[i])
-        found[which] = [json.loads(k) for k in kept]
+        kept = {k: blobs.get_plan(k) for k in keys}
+        # each place looked at once: a place's finding depends a little on what shares its canvas, so a place
+        # repeated in one look would be found two ways, and a rerun would read back only one of them
+        missing = [k for k in kept if kept[k] is None]
+        place_of_key = dict(zip(keys, places))
+        fresh = look_locally(image(), [place_of_key[k] for k in missing], which) if missing else []
+        for k, result in zip(missing, fresh):
+            kept[k] = json.dumps(result)
+            blobs.put_plan(k, kept[k])
+        found[which] = [json.loads(kept[k]) for k in keys]
     regions = found.get("detector")
     lines = found.get("reader")
     return [Look([tuple(b) for b in regions[i]] if regions is not None else None,

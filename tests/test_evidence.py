@@ -137,6 +137,28 @@ def test_the_witnesses_tell_a_sign_from_a_blank_board_and_a_rerun_looks_at_nothi
     assert alone["KARUMEDO"].status == "unconfirmed" and alone["BAKERY"].status == "probably_absent"
 
 
+def test_a_place_asked_twice_in_one_look_is_looked_at_once_so_a_rerun_reads_back_the_same(street, tmp_path,
+                                                                                          monkeypatch):
+    from mosaic import evidence
+
+    img, _ = street
+    asked = []
+    real = evidence.look_locally
+
+    def spy(image, places, which):
+        asked.append((which, list(places)))
+        return real(image, places, which)
+
+    monkeypatch.setattr(evidence, "look_locally", spy)
+    blobs = BlobStore(tmp_path / "blobs")
+    place, other = ((60, 60, 380, 190), 1.0), ((650, 450, 990, 610), 1.0)
+    first = evidence.looks(lambda: img, "street", [place, other, place], ("reader",), blobs)
+    assert asked == [("reader", [place, other])]
+    assert first[0] == first[2]
+    again = evidence.looks(lambda: img, "street", [place], ("reader",), blobs)
+    assert again[0] == first[0] and len(asked) == 1
+
+
 # --- end to end: a stand-in that repeats an invention on a blank board ---------------------------------------
 
 @pytest.mark.slow
