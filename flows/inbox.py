@@ -117,7 +117,7 @@ def review_inbox(
                 len(skipped), len(rejected), len(failed))
     if failed:
         raise RunFailed(f"{len(failed)} of {len(images)} images failed: " + "; ".join(failed),
-                        retry=f"the next sweep tries them again, or {retry_hint()}")
+                        retry=f"the next sweep tries them again, or {retry_hint('flows/inbox.py:review_inbox')}")
     return {"reviewed": reviewed, "skipped": skipped, "rejected": rejected, "outbox": str(Path(outbox).resolve())}
 
 

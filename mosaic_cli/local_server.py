@@ -54,11 +54,12 @@ def configured_api_url() -> str | None:
 MOSAIC_PROFILE = "mosaic"
 
 
-def point_prefect_cli(api_url: str) -> bool:
+def point_prefect_cli(api_url: str, path: Path | None = None) -> bool:
     """Prefect profile `mosaic` with this PREFECT_API_URL, made the active one when the active profile names no
     server: Prefect's CLI in any shell with this PREFECT_HOME then reads Mosaic's server instead of starting a
-    temporary one over the same database. True when `mosaic` is the active profile."""
-    path = profiles_path()
+    temporary one over the same database. path: the profiles file (this process's Prefect's by default). True when
+    `mosaic` is the active profile."""
+    path = path or profiles_path()
     try:
         profiles = tomllib.loads(path.read_text()) if path.exists() else {}
     except (OSError, ValueError):
@@ -155,7 +156,9 @@ class LocalServer:
             if not self._wait(wait_s, pid):
                 self.stop()
                 raise self._too_slow(wait_s)
-            if point_prefect_cli(self.api_url):
+            # the profiles of the server's own PREFECT_HOME, not of this process's when they differ
+            profiles = profiles_path() if self.home == prefect_home() else self.home / "profiles.toml"
+            if point_prefect_cli(self.api_url, profiles):
                 say(f"mosaic: Prefect's CLI reads it too (active Prefect profile '{MOSAIC_PROFILE}'); in another "
                     f"PREFECT_HOME: {self.env_line()}")
             else:

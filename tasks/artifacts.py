@@ -178,8 +178,8 @@ def overview_data_url(folder: str) -> str | None:
         return None
 
 
-def retry_hint() -> str:
-    """How to go on from the Prefect run that is running now."""
+def retry_hint(entrypoint: str = "flows/review.py:review_image") -> str:
+    """How to go on from the Prefect run that is running now (entrypoint: its flow's, for Prefect's own retry)."""
     from prefect.context import FlowRunContext
     from prefect.runtime import flow_run
 
@@ -188,7 +188,7 @@ def retry_hint() -> str:
     run_id = str(run.id) if run else ""
     if run and run.deployment_id:
         return f"retry this run (the UI's Retry, or prefect flow-run retry {run_id})"
-    here = (f"mosaic rerun {run_id} (or prefect flow-run retry {run_id} --entrypoint flows/review.py:review_image "
+    here = (f"mosaic rerun {run_id} (or prefect flow-run retry {run_id} --entrypoint {entrypoint} "
             "from the checkout)")
     parent = flow_run.parent_flow_run_id if run and run.parent_task_run_id else None
     return f"retry the parent run {parent} (the UI's Retry), or this run with {here}" if parent else f"retry it with {here}"

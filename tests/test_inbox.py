@@ -66,6 +66,7 @@ def test_a_model_server_down_leaves_the_image_for_the_next_sweep_up_to_a_limit(t
     down = dict(model="openai/fake-vl", api_base=f"http://127.0.0.1:{free_port()}/v1")
     first = sweep(inbox, outbox, **down)
     assert first.is_failed() and "the next sweep tries them again" in first.message
+    assert "--entrypoint flows/inbox.py:review_inbox" in first.message  # or retried now, by the right flow
     assert image.exists() and failures(outbox, image) == 1 and (outbox / ATTEMPTS_DIR / "a.png.json").exists()
     second = sweep(inbox, outbox, **down)
     assert second.is_completed(), second.message

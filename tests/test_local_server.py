@@ -180,6 +180,8 @@ def test_a_new_port_replaces_the_old_server_instead_of_leaving_two_on_one_databa
     try:
         moved.ensure(120, said.append)
         assert moved.running() and any("stopping Mosaic's local Prefect server on port" in s for s in said)
+        # the profile Prefect's CLI reads is the server's own PREFECT_HOME's; this process's is left alone
+        assert moved.api_url in (first.home / "profiles.toml").read_text() and configured_api_url() is None
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and _alive(old_pid):  # this test's own child: a zombie counts as gone
             time.sleep(0.2)
