@@ -62,7 +62,7 @@ def run_dialect(dialect: str, scene_list: list[dict], folder: Path) -> dict:
     from mosaic.offline.dialect_stand_in import INVENTED
 
     os.environ["MOSAIC_CACHE_DIR"] = str(folder / dialect / "memo")
-    scored, from_thinking, retried = [], 0, 0
+    scored, from_thinking = [], 0
     for scene in scene_list:
         report = json.loads(mosaic.review(scene["path"], model=model_name(dialect), density="light", phases=["text"],
                                           out_dir=str(folder / dialect / "reports"), input_px=896,

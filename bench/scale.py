@@ -159,7 +159,7 @@ def render(result: dict) -> str:
     d = result["dask_batch"]
     lines = [
         "# Scale-out benchmark", "", f"`python -m bench.scale`, {result['date']}, {result['cpus']} cores.", "",
-        f"## A batch on a local Dask cluster, two servers", "",
+        "## A batch on a local Dask cluster, two servers", "",
         f"{d['images']} images (`--phases text --no-second-look`, light) through `mosaic batch --runner dask` against two "
         f"stand-in servers in their own processes, each answering {d['slots_per_server']} calls at a time in "
         f"{d['latency_s']} s; Mosaic's local Prefect server holds each server's limit across the worker processes. The "

@@ -176,6 +176,41 @@ def run_case(case: str, scene_list: list[dict]) -> dict:
     return result
 
 
+# Two models whose eyes differ (RapidOCR, Tesseract) but which share one habit: the same made-up text on each blank
+# board. Their reviews are the two repeating cases'; they are aligned as `mosaic compare` aligns them.
+PAIR = {"rapidocr-eyed": "repeating", "tesseract-eyed": "repeating-tesseract"}
+
+
+def shared_habit(scene_list: list[dict]) -> dict:
+    """Per method: rows both models agree on, how many are blank boards' texts, how many of each are confirmed."""
+    from mosaic.compare import align
+    from mosaic.schema import Reading
+
+    out = {}
+    for method in METHODS:
+        n = {"agreed": 0, "agreed_real": 0, "agreed_boards": 0, "confirmed": 0, "confirmed_real": 0,
+             "boards_confirmed": 0, "boards": 0}
+        for sc in scene_list:
+            by_model = {label: [Reading.model_validate(r) for r in review(case, method, sc)["readings"]]
+                        for label, case in PAIR.items()}
+            boards = board_texts(sc["blanks"])
+            n["boards"] += len(sc["blanks"])
+            for row in align(by_model, families={label: label for label in PAIR}):
+                board = score.norm(row.text) in boards
+                real = not score.invented([row.text], [s.text for s in sc["signs"]])
+                if len(row.agreed) == 2:
+                    n["agreed"] += 1
+                    n["agreed_real"] += real
+                    n["agreed_boards"] += board
+                if row.confirmed:
+                    n["confirmed"] += 1
+                    n["confirmed_real"] += real
+                    n["boards_confirmed"] += board
+        out[method] = n
+        log(f"  shared habit {method:10s} {n}")
+    return out
+
+
 # --- the docs ----------------------------------------------------------------------------------------------------
 
 COLUMNS = [("readings", "readings"), ("real_share", "real"), ("confirmed", "confirmed"),
@@ -209,6 +244,16 @@ def render(results: dict) -> str:
         lines += [f"| {c['threshold']} | {c['confirmed']} | {c['confirmed_real']} | {c['cover']} | "
                   f"{c['boards_confirmed']} |" for c in w["curve"]]
         lines.append("")
+    if "shared_habit" in results:
+        lines += ["## Two models that share a habit, compared", "",
+                  "The repeating case's two stand-ins (RapidOCR's eyes, Tesseract's eyes; both read the same made-up "
+                  "text on each blank board) aligned as `mosaic compare` aligns them, as two independent families.", "",
+                  "| method | rows both agree on | of them real | of them blank boards | confirmed rows | confirmed real "
+                  "| boards confirmed (of boards) |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {n['agreed']} | {n['agreed_real']} | {n['agreed_boards']} | {n['confirmed']} | "
+                  f"{n['confirmed_real']} | {n['boards_confirmed']} (of {n['boards']}) |"
+                  for name, n in results["shared_habit"].items()]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -216,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.witness", description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", default=",".join(CASES), help=f"comma list of: {', '.join(CASES)}")
     ap.add_argument("--scenes", type=int, default=len(SCENES), help=f"how many of the {len(SCENES)} scenes")
+    ap.add_argument("--shared-habit", action=argparse.BooleanOptionalAction, default=True,
+                    help="also compare the two repeating stand-ins as `mosaic compare` would")
     a = ap.parse_args(argv)
     run = [c for c in a.cases.split(",") if c]
     if not set(run) <= set(CASES):
@@ -224,12 +271,18 @@ def main(argv: list[str] | None = None) -> int:
     scene_list = witness_scenes()[: a.scenes]
     path = DOCS / "witness.json"
     old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    results = {"command": " ".join(["python -m bench.witness", *(sys.argv[1:] if argv is None else argv)]),
+    command = " ".join(["python -m bench.witness", *(sys.argv[1:] if argv is None else argv)])
+    results = {"command": old.get("command", command) if not run else command,
                "scenes": len(scene_list), "cases": {c: r for c, r in old.get("cases", {}).items() if c not in run}}
     for case in run:
         log(f"case {case}")
         results["cases"][case] = run_case(case, scene_list)
     results["cases"] = {c: results["cases"][c] for c in CASES if c in results["cases"]}
+    if a.shared_habit:
+        log("two models that share a habit, compared")
+        results["shared_habit"] = shared_habit(scene_list)
+    elif "shared_habit" in old:
+        results["shared_habit"] = old["shared_habit"]
     DOCS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
     (DOCS / "witness.md").write_text(render(results), encoding="utf-8")

@@ -141,7 +141,8 @@ def same_sign(a: Reading, b: Reading) -> bool:
 def align(readings_by_model: dict[str, list[Reading]], families: dict[str, str] | None = None,
           tile_order: Sequence[str] = ()) -> list[ComparedReading]:
     """One row per sign over every model's readings: what each model read there, how far they agree, whether that is
-    confirmed. A model whose readings split one sign (two fragments) has them joined left to right."""
+    confirmed (never where every model that read the text had its own witnesses find no text there: a habit shared,
+    not evidence). A model whose readings split one sign (two fragments) has them joined left to right."""
     families = families or {}
     items = [(label, r) for label, readings in readings_by_model.items() for r in readings if group_key(r.text)]
     links = set()
@@ -193,14 +194,15 @@ def _row(members: list[tuple[str, Reading]], labels: list[str], families: dict[s
         agreement = "different"
     in_views = [m for m in agreed if m in own_confirmed]
     best_rival = max((votes[k] for k in support if k != main), default=0)
-    confirmed = (len(agreed) >= 2 or bool(in_views)) and best_rival < votes[main]
+    absent = all(r.status == "probably_absent" for m in agreed for r in mine[m])
+    confirmed = (len(agreed) >= 2 or bool(in_views)) and best_rival < votes[main] and not absent
     main_readings = [r for m in agreed for r in mine[m]]
     box = hull([r.box for r in main_readings if r.box] or [r.box for _, r in members if r.box])
     return ComparedReading(
         text=read[agreed[0]], by_model={label: read.get(label) for label in labels}, agreement=agreement,
         tiles=list(dict.fromkeys(t for _, r in members for t in r.tiles)), box=box, confirmed=confirmed,
         agreed=agreed if len(agreed) >= 2 else [], confirmed_in_views=in_views,
-        same_family=len(agreed) >= 2 and votes[main] == 1,
+        same_family=len(agreed) >= 2 and votes[main] == 1, probably_absent=absent,
         variants=[t for t in dict.fromkeys([*(read[support[k][0]] for k in distinct if k != main),
                                              *(v for _, r in members for v in r.variants)])
                   if group_key(t) != main],
@@ -215,6 +217,7 @@ def counts_of(rows: Iterable[ComparedReading]) -> dict[str, int]:
     out["confirmed"] = sum(r.confirmed for r in rows)
     out["confirmed_by_models_only"] = sum(r.confirmed and not r.confirmed_in_views for r in rows)
     out["agreed_within_one_family"] = sum(r.same_family for r in rows)
+    out["probably_absent"] = sum(r.probably_absent for r in rows)
     return out
 
 

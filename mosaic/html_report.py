@@ -269,7 +269,8 @@ def render_comparison_html(comparison: Comparison, crops: Callable[[ComparedRead
         crop = crops(r) if r.hard else None
         cells = "".join(f"<td>{e(r.by_model.get(m.label)) if r.by_model.get(m.label) else '<i>nothing</i>'}</td>"
                         for m in done)
-        note = ("confirmed" + (" (one family: weaker)" if r.same_family else "")) if r.confirmed else ""
+        note = (("confirmed" + (" (one family: weaker)" if r.same_family else "")) if r.confirmed else
+                "probably not in the image: no witness found text there" if r.probably_absent else "")
         rows.append(f'<tr class="{r.agreement}" data-agreement="{r.agreement}"><td>{n}</td>'
                     f"<td>{e(r.agreement)}</td><td>{e(', '.join(r.tiles))}</td>{cells}<td>{e(note)}</td><td>"
                     + (f'<img alt="hard spot {n}" src="{data_url(crop)}">' if crop else "") + "</td></tr>")

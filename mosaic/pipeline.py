@@ -19,7 +19,7 @@ from .images import decode_image, encode_view, read_image_file, sha256_hex, shri
 from .memo import BlobStore
 from .profiles import DEFAULT as DEFAULT_PROFILE
 from .profiles import Profile
-from .readings import box_in_image, group_readings, in_reading_order, place_box, readings_in_prose, squash, tiles_of
+from .readings import box_in_image, group_readings, in_reading_order, place_box, readings_in_prose, tiles_of
 from .schema import (ModelCall, ModelReply, Observation, Plan, Reading, TileReport, View, ViewAnswer,
                      canonical_sha256, phases_for)
 from .text_regions import text_regions

@@ -251,7 +251,9 @@ def render_comparison(comparison: Comparison, crops: dict[int, str] | None = Non
              f"- Signs: {comparison.counts.get('readings', 0)}; models disagree on {comparison.counts.get('hard_spots', 0)}, "
              f"one model alone read {comparison.counts.get('single', 0)}, all agree on {comparison.counts.get('exact', 0)}; "
              f"{comparison.counts.get('confirmed', 0)} confirmed "
-             f"({comparison.counts.get('confirmed_by_models_only', 0)} by the models' agreement alone)", "",
+             f"({comparison.counts.get('confirmed_by_models_only', 0)} by the models' agreement alone); "
+             f"{comparison.counts.get('probably_absent', 0)} probably not in the image (no witness found text where "
+             "the models read it)", "",
              "| model | family | state | readings | calls (made, from the memo) | time | report |",
              "|---|---|---|---|---|---|---|"]
     for m in comparison.models:
@@ -279,13 +281,20 @@ def render_comparison(comparison: Comparison, crops: dict[int, str] | None = Non
     lines += [f"## Read by one model only ({len(single)})", "", "| text | model | tiles | confirmed in its own views |",
               "|---|---|---|---|"]
     lines += [f"| {_cell(r.text)} | `{next(k for k, v in r.by_model.items() if v)}` | {', '.join(r.tiles)} | "
-              f"{'yes' if r.confirmed else 'no'} |" for r in single]
+              f"{'yes' if r.confirmed else 'no, probably not in the image' if r.probably_absent else 'no'} |"
+              for r in single]
     agreed = [r for r in comparison.readings if r.agreement == "exact"]
     lines += ["", f"## Read alike by every model that read it ({len(agreed)})", "", "| text | models | tiles | note |",
               "|---|---|---|---|"]
     lines += [f"| {_cell(r.text)} | {', '.join(f'`{m}`' for m in r.agreed)} | {', '.join(r.tiles)} | "
-              f"{'one family: weaker evidence' if r.same_family else ''} |" for r in agreed]
+              f"{_agreed_note(r)} |" for r in agreed]
     return "\n".join(lines) + "\n"
+
+
+def _agreed_note(r: ComparedReading) -> str:
+    if r.probably_absent:
+        return "probably not in the image: no witness found text where the models read it (a habit they share)"
+    return "one family: weaker evidence" if r.same_family else ""
 
 
 def _who(r: ComparedReading) -> str:

@@ -293,6 +293,9 @@ class ComparedReading(BaseModel):
     confirmed_in_views: list[str] = Field(default_factory=list)  # the models whose own views confirmed `text`
     same_family: bool = False  # the models that agree are of one family: weaker evidence than independent ones
     variants: list[str] = Field(default_factory=list)  # the other texts read there
+    # every model that read `text` had its own witnesses find no text there: models that share a habit (a made-up
+    # text on a blank board) agree on it, and that agreement confirms nothing
+    probably_absent: bool = False
 
     @property
     def hard(self) -> bool:

@@ -121,11 +121,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 3 if result.missing else 0
 
 
+ABSENT = "probably not there"
+
+
 def comparison_table(result: Comparison) -> str:
     """Per sign: what each model read, how far they agree, whether it is confirmed; hard spots first."""
     present = [m.label for m in result.models if m.state == "completed"]
     rows = [{"#": n, "agreement": r.agreement, "confirmed": "yes" + (" (one family)" if r.same_family else "")
-             if r.confirmed else "", "tiles": ",".join(r.tiles),
+             if r.confirmed else ABSENT if r.probably_absent else "", "tiles": ",".join(r.tiles),
              **{label: r.by_model.get(label) or "-" for label in present}}
             for n, r in enumerate(result.readings, 1)]
     return text_table(rows, ["#", "agreement", "confirmed", "tiles", *present]) if rows else "no text read by any model"

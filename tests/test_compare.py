@@ -10,8 +10,8 @@ from mosaic.schema import Reading
 pytestmark = pytest.mark.slow  # the fast lane (-m 'not slow') leaves these to CI
 
 
-def r(text, box=None, tiles=("r1c1",), confirmed=None) -> Reading:
-    return Reading(text=text, box=box, tiles=list(tiles), confirmed=confirmed, views=list(tiles))
+def r(text, box=None, tiles=("r1c1",), confirmed=None, status=None) -> Reading:
+    return Reading(text=text, box=box, tiles=list(tiles), confirmed=confirmed, views=list(tiles), status=status)
 
 
 def row_with(rows, label, text):
@@ -56,7 +56,19 @@ def test_readings_elsewhere_stay_apart_and_one_model_alone_is_single():
     assert rows[0].agreement == "single"  # hard spots first, then singles, then agreement
     assert counts_of(rows) | {} == {"readings": 2, "hard_spots": 0, "exact": 1, "near": 0, "different": 0,
                                     "single": 1, "confirmed": 1, "confirmed_by_models_only": 1,
-                                    "agreed_within_one_family": 0}
+                                    "agreed_within_one_family": 0, "probably_absent": 0}
+
+
+def test_two_models_agreeing_where_their_own_witnesses_found_no_text_confirm_nothing():
+    board = (300, 300, 420, 340)
+    rows = align({"a": [r("BAKERY", board, status="probably_absent")],
+                  "b": [r("BAKERY", (302, 301, 421, 339), status="probably_absent")]})
+    assert rows[0].agreement == "exact" and rows[0].agreed == ["a", "b"]
+    assert not rows[0].confirmed and rows[0].probably_absent and counts_of(rows)["probably_absent"] == 1
+    # one model's witnesses finding text there is enough for the agreement to count
+    rows = align({"a": [r("BAKERY", board, status="probably_absent")],
+                  "b": [r("BAKERY", (302, 301, 421, 339), status="unconfirmed")]})
+    assert rows[0].confirmed and not rows[0].probably_absent
 
 
 def test_a_single_reading_confirmed_in_its_own_views_stays_confirmed():

@@ -16,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -197,7 +196,7 @@ def task_runs(run_id: uuid.UUID) -> dict:
 
 def children(run_id: uuid.UUID) -> list:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
-    from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
+    from prefect.client.schemas.sorting import FlowRunSort
 
     from flows.server import client
 

@@ -16,7 +16,7 @@ from mosaic.memo import Memo
 from mosaic.offline.server import ModelServer
 from mosaic.schema import count_calls
 
-from conftest import fake_vlm, make_photo, run_cli
+from conftest import fake_vlm, run_cli
 
 pytestmark = pytest.mark.slow  # the fast lane (-m 'not slow') leaves these to CI
 

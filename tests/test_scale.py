@@ -5,7 +5,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from concurrent.futures import Future
 from pathlib import Path
 from types import SimpleNamespace
