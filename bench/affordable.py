@@ -32,7 +32,7 @@ from PIL import Image
 
 from bench import score, trust
 from bench.run import ALL_PHASES, ROOT, WORK  # also sets the environment defaults bench.run sets
-from bench.scenes import dump_ground_truth, make_scene, signs_from_ground_truth
+from bench.scenes import scene_on_disk
 from mosaic.shaping import CallCost, image_tokens
 
 HERE = WORK / "affordable"
@@ -104,14 +104,7 @@ def metered_total() -> dict:
 def scenes(count: int) -> list[dict]:
     out = []
     for seed, w, h in SCENES[:count]:
-        path = HERE / "scenes" / f"scene-{seed}-{w}x{h}.png"
-        truth = path.with_suffix(".json")
-        if not (path.exists() and truth.exists()):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            scene = make_scene(seed, w, h)
-            scene.image.save(path, compress_level=1)
-            truth.write_text(dump_ground_truth(scene.ground_truth()), encoding="utf-8")
-        out.append({"seed": seed, "width": w, "height": h, "path": str(path), "signs": signs_from_ground_truth(truth)})
+        out.append(scene_on_disk(HERE / "scenes", seed, w, h))
     return out
 
 

@@ -33,7 +33,7 @@ os.environ.setdefault("MOSAIC_RETRY_DELAY_S", "0.5")
 
 from bench import baselines, score  # noqa: E402
 from bench.timed_reader import TIMINGS, new_readers, timed_reader  # noqa: E402
-from bench.scenes import make_scene, scene_set, signs_from_ground_truth, dump_ground_truth  # noqa: E402
+from bench.scenes import scene_on_disk, scene_set  # noqa: E402
 
 DENSITIES = ("quick", "light", "dense", "max")
 ALL_PHASES = ["text", "subjects", "characteristics"]
@@ -58,14 +58,7 @@ def scenes(kind: str, seed: int, quick: bool) -> list[dict]:
     if quick:
         specs = specs[:1] + specs[2:3]
     for s, w, h in specs:
-        path = WORK / "scenes" / f"scene-{s}-{w}x{h}.png"
-        gt_path = path.with_suffix(".json")
-        if not path.exists() or not gt_path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sc = make_scene(s, w, h)
-            sc.image.save(path, compress_level=1)
-            gt_path.write_text(dump_ground_truth(sc.ground_truth()), encoding="utf-8")
-        out.append({"seed": s, "width": w, "height": h, "path": str(path), "signs": signs_from_ground_truth(gt_path)})
+        out.append(scene_on_disk(WORK / "scenes", s, w, h))
     return out
 
 

@@ -145,6 +145,20 @@ class Scene:
         } | ({"blanks": [list(b) for b in self.blanks]} if self.blanks else {})
 
 
+def scene_on_disk(folder: Path, seed: int, width: int, height: int, suffix: str = "", **options) -> dict:
+    """A generated scene saved once under folder (image and ground truth), as the benchmarks use it: seed, size,
+    path, truth (the ground truth's path) and signs. options: make_scene's (n_blanks, ...), named by suffix."""
+    path = Path(folder) / f"scene-{seed}-{width}x{height}{suffix}.png"
+    truth = path.with_suffix(".json")
+    if not (path.exists() and truth.exists()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scene = make_scene(seed, width, height, **options)
+        scene.image.save(path, compress_level=1)
+        truth.write_text(dump_ground_truth(scene.ground_truth()), encoding="utf-8")
+    return {"seed": seed, "width": width, "height": height, "path": str(path), "truth": str(truth),
+            "signs": signs_from_ground_truth(truth)}
+
+
 def signs_from_ground_truth(gt: dict[str, Any] | str | os.PathLike) -> list[Sign]:
     """Signs back from a ``ground_truth()`` dict or a JSON file holding one."""
     if not isinstance(gt, dict):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench import score
 from bench.run import ROOT, WORK
-from bench.scenes import dump_ground_truth, make_scene, signs_from_ground_truth
+from bench.scenes import scene_on_disk
 from bench.trust import confirmed_real, reading_checks, share, sign_hits
 
 DOCS = ROOT / "docs" / "bench"
@@ -56,16 +56,9 @@ def log(*parts) -> None:
 def witness_scenes() -> list[dict]:
     out = []
     for seed, w, h in SCENES:
-        path = WORK / "witness" / "scenes" / f"scene-{seed}-{w}x{h}-blanks{BLANKS}.png"
-        gt = path.with_suffix(".json")
-        if not path.exists() or not gt.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            scene = make_scene(seed, w, h, n_blanks=BLANKS)
-            scene.image.save(path, compress_level=1)
-            gt.write_text(dump_ground_truth(scene.ground_truth()), encoding="utf-8")
-        truth = json.loads(gt.read_text(encoding="utf-8"))
-        out.append({"seed": seed, "width": w, "height": h, "path": str(path), "truth": str(gt),
-                    "signs": signs_from_ground_truth(gt), "blanks": [tuple(b) for b in truth.get("blanks", [])]})
+        scene = scene_on_disk(WORK / "witness" / "scenes", seed, w, h, f"-blanks{BLANKS}", n_blanks=BLANKS)
+        truth = json.loads(Path(scene["truth"]).read_text(encoding="utf-8"))
+        out.append(scene | {"blanks": [tuple(b) for b in truth.get("blanks", [])]})
     return out
 
 
