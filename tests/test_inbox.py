@@ -58,6 +58,7 @@ def test_bad_files_are_set_aside_with_their_reason_and_the_sweep_completes(tmp_p
     assert said(capfd, caplog).count("cannot be reviewed") == 1  # the new file only: the others are said once
 
 
+@pytest.mark.slow
 def test_a_model_server_down_leaves_the_image_for_the_next_sweep_up_to_a_limit(tmp_path, monkeypatch):
     monkeypatch.setenv("MOSAIC_INBOX_MAX_FAILURES", "2")
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"

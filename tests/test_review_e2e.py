@@ -42,6 +42,7 @@ def test_review_through_both_api_styles(photo, vlm_server, style):
     assert all(req.n_images == (0 if "tile-synthesis" in req.text else 1) for req in vlm_server.chat_requests())
 
 
+@pytest.mark.slow  # an end-to-end run of ~10 s: CI runs it, the fast lane keeps three
 def test_rerun_of_a_finished_run_makes_no_call(photo, vlm_server):
     code, out = review(photo, vlm_server, "openai", "--density", "quick")
     assert code == 0
@@ -76,6 +77,7 @@ def test_failed_tile_keeps_other_work_and_rerun_makes_only_missing_calls(photo, 
     assert json.loads(out)["calls"]["cached"] == planned - 5
 
 
+@pytest.mark.slow  # an end-to-end run of ~10 s: CI runs it, the fast lane keeps three
 def test_a_failed_phase_keeps_the_other_phases_of_its_view(photo, vlm_server, capsys):
     # one phase of one tile fails for good; the view's other phases are still asked (they run in the same task)
     vlm_server.add_fault(Fault(status=500, times=-1, match="tile r2c2 of a 3×2 grid, pixels [400, 400, 800, 800] "
@@ -104,6 +106,7 @@ def test_no_cache_skips_the_memo(photo, vlm_server):
     assert code == 0 and len(vlm_server.chat_requests()) == 2 * made
 
 
+@pytest.mark.slow  # an end-to-end run of ~10 s: CI runs it, the fast lane keeps three
 def test_without_the_memo_a_retried_view_does_not_ask_again_what_was_answered(photo, vlm_server):
     # r1c1's subjects call fails once; its task is retried, its other two phases were answered on the first try
     vlm_server.add_fault(Fault(status=500, times=1, match="tile r1c1 of a 2×2 grid, pixels [0, 0, 600, 400] "
@@ -116,6 +119,7 @@ def test_without_the_memo_a_retried_view_does_not_ask_again_what_was_answered(ph
     assert len(vlm_server.chat_requests(answered_only=False)) == planned + 1
 
 
+@pytest.mark.slow  # an end-to-end run of ~10 s: CI runs it, the fast lane keeps three
 def test_report_folder_has_json_markdown_and_overview(photo, vlm_server):
     from PIL import Image
 
@@ -141,6 +145,7 @@ def test_report_folder_has_json_markdown_and_overview(photo, vlm_server):
     assert len({p[2] // 8 for p in column(line)}) > 5
 
 
+@pytest.mark.slow  # an end-to-end run of ~10 s: CI runs it, the fast lane keeps three
 def test_transient_faults_are_retried_by_the_task(photo, vlm_server):
     vlm_server.add_fault(Fault(status=503, times=2, match="This crop is tile r1c1 "))
     vlm_server.add_fault(Fault(status=0, times=1, match="Mosaic task: tile-synthesis"))
@@ -152,6 +157,7 @@ def test_transient_faults_are_retried_by_the_task(photo, vlm_server):
     assert len(vlm_server.chat_requests(answered_only=False)) == planned + 3
 
 
+@pytest.mark.slow  # an end-to-end run of ~10 s: CI runs it, the fast lane keeps three
 def test_blank_views_can_be_skipped(tmp_path, vlm_server, monkeypatch):
     from PIL import Image
 
@@ -168,6 +174,7 @@ def test_blank_views_can_be_skipped(tmp_path, vlm_server, monkeypatch):
     assert calls["planned"] == calls["made"] == len(vlm_server.chat_requests()) == count_calls(3, 2, PHASES) - 9
 
 
+@pytest.mark.slow  # an end-to-end run of ~10 s: CI runs it, the fast lane keeps three
 def test_density_auto_uses_the_stated_encoder_size_of_an_unknown_model(photo, vlm_server, monkeypatch):
     # openai/fake-vl names no size and is not in the table: auto falls back to light (4×2 on this 3:2 photo)
     code, out = review(photo, vlm_server, "openai", "--density", "auto", "--phases", "inspect")
@@ -180,6 +187,7 @@ def test_density_auto_uses_the_stated_encoder_size_of_an_unknown_model(photo, vl
     assert code == 0 and json.loads(out)["grid"] == "2x2"
 
 
+@pytest.mark.slow  # an end-to-end run of ~10 s: CI runs it, the fast lane keeps three
 def test_density_auto_asks_an_ollama_server_for_the_encoder_size(photo):
     from mosaic.offline.server import ModelServer
     from mosaic.offline.stand_in import fake_vlm
