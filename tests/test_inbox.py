@@ -3,6 +3,7 @@ reason that may pass is tried again up to a limit, and two sweeps at once review
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -58,6 +59,41 @@ def test_bad_files_are_set_aside_with_their_reason_and_the_sweep_completes(tmp_p
     assert said(capfd, caplog).count("cannot be reviewed") == 1  # the new file only: the others are said once
 
 
+class Lines(logging.Handler):
+    """The formatted records of Prefect's run loggers (a traceback is part of a formatted record)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def __enter__(self):
+        for name in ("prefect.flow_runs", "prefect.task_runs"):
+            logging.getLogger(name).addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        for name in ("prefect.flow_runs", "prefect.task_runs"):
+            logging.getLogger(name).removeHandler(self)
+
+
+def test_expected_failures_are_logged_in_one_line_and_others_with_their_traceback():
+    import flows  # noqa: F401  (installs the filter, as any run of a Mosaic flow does)
+    from mosaic.errors import BackendError
+
+    with Lines() as logged:
+        for name, error in [("prefect.flow_runs", BackendError("the model server is down")),
+                            ("prefect.task_runs", ValueError("a bug"))]:
+            try:
+                raise error
+            except Exception as e:
+                logging.getLogger(name).exception("Encountered exception during execution: %r", e)
+    assert "server is down" in logged.lines[0] and "Traceback" not in logged.lines[0]
+    assert "Traceback" in logged.lines[1]
+
+
 @pytest.mark.slow
 def test_a_model_server_down_leaves_the_image_for_the_next_sweep_up_to_a_limit(tmp_path, monkeypatch):
     monkeypatch.setenv("MOSAIC_INBOX_MAX_FAILURES", "2")
@@ -65,8 +101,11 @@ def test_a_model_server_down_leaves_the_image_for_the_next_sweep_up_to_a_limit(t
     inbox.mkdir()
     image = good_photo(inbox / "a.png", seed=3)
     down = dict(model="openai/fake-vl", api_base=f"http://127.0.0.1:{free_port()}/v1")
-    first = sweep(inbox, outbox, **down)
+    with Lines() as logged:
+        first = sweep(inbox, outbox, **down)
     assert first.is_failed() and "the next sweep tries them again" in first.message
+    assert any("Encountered exception" in line for line in logged.lines)
+    assert not any("Traceback" in line for line in logged.lines), logged.lines
     assert "--entrypoint flows/inbox.py:review_inbox" in first.message  # or retried now, by the right flow
     assert image.exists() and failures(outbox, image) == 1 and (outbox / ATTEMPTS_DIR / "a.png.json").exists()
     second = sweep(inbox, outbox, **down)
