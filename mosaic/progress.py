@@ -54,11 +54,6 @@ class Progress:
         if self._tty or crossed:
             self._draw()
 
-    def tile_done(self) -> None:
-        with self._lock:
-            self.tiles += 1
-        self._draw()
-
     def _draw(self) -> None:
         if not self.enabled or not self._started:
             return
