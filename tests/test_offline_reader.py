@@ -4,7 +4,7 @@ import json
 
 from PIL import Image, ImageDraw, ImageFont
 
-from mosaic.offline.reader import OfflineReader, characteristics, read_text
+from mosaic.offline.reader import OfflineReader, blank_runs, characteristics, read_text, with_word_spaces
 from mosaic.tiles import seam_box, tile_boxes
 
 from conftest import run_cli
@@ -72,3 +72,32 @@ def test_characteristics_are_measured():
     reddish = characteristics(Image.new("RGB", (200, 200), (200, 90, 80)))
     assert "dark" in dark and "bright" in bright and "red cast" in reddish and "soft or blurred" in dark
 
+
+
+def test_blank_runs_are_the_gaps_between_inked_columns_not_the_margins():
+    import numpy as np
+
+    line = np.full((10, 20), 255, dtype=np.int16)
+    for x in (2, 3, 6, 12, 13, 17):  # ink columns; margins 0-1 and 18-19 are not gaps
+        line[4, x] = 0
+    assert blank_runs(line, min_width=2) == [(4, 6), (7, 12), (14, 17)]
+    assert blank_runs(line, min_width=4) == [(7, 12)]
+    assert blank_runs(255 - line, min_width=4) == [(7, 12)]  # light text on a dark board
+    assert blank_runs(np.full((5, 5), 9, dtype=np.int16), min_width=1) == []
+
+
+def test_a_space_goes_back_only_where_a_gap_lies_between_two_letters_or_digits():
+    centres = [1, 3, 5, 7, 12, 14]
+    assert with_word_spaces("MainSt", centres, [(8, 11)]) == "Main St"
+    assert with_word_spaces("MainSt", centres, []) == "MainSt"
+    assert with_word_spaces("Main", centres, [(8, 11)]) == "Main"  # positions that do not match the text
+    assert with_word_spaces("東京出口", [1, 3, 9, 11], [(5, 8)]) == "東京出口"  # CJK is not split
+    assert with_word_spaces("AB-C", [1, 3, 9, 11], [(5, 8)]) == "AB-C"  # only between letters or digits
+
+
+def test_the_offline_reader_keeps_the_spaces_between_words():
+    """RapidOCR's recognizer drops the spaces of small Latin text; 'OPEN 24 HOURS' was reported as 'OPEN24HOURS'."""
+    for text, size in (("OPEN 24 HOURS", 14), ("Main St 42", 18), ("Platform 3 Exit", 13), ("Willkommen", 16)):
+        img = Image.new("RGB", (600, 120), "white")
+        ImageDraw.Draw(img).text((20, 30), text, font=ImageFont.load_default(size=size), fill="black")
+        assert [t for t, _, _ in read_text(img, 600)] == [text]

@@ -109,14 +109,58 @@ def read_text(image: Image.Image, budget: int) -> list[TextLine]:
     """(text, confidence, box as fractions of the image) for each text line OCR finds at the budget size."""
     small = shrink(image, budget)
     with _engine_lock:
-        result, _ = _ocr()(np.asarray(small))
+        result, _ = _ocr()(np.asarray(small), return_word_box=True)
+    gray = np.asarray(small.convert("L"), dtype=np.int16)
     found = []
-    for quad, text, conf in result or []:
+    for quad, text, conf, *char_boxes in result or []:
         xs, ys = [p[0] for p in quad], [p[1] for p in quad]
+        x0, y0 = max(0, int(min(xs))), max(0, int(min(ys)))
+        line = gray[y0:int(max(ys)) + 1, x0:int(max(xs)) + 1]
+        centres = [(min(p[0] for p in q) + max(p[0] for p in q)) / 2 - x0 for q in (char_boxes[0] if char_boxes else [])]
+        text = with_word_spaces(text, centres, blank_runs(line, min_width=max(3, round(0.3 * line.shape[0]))))
         box = (min(xs) / small.width, min(ys) / small.height, max(xs) / small.width, max(ys) / small.height)
         if text.strip():
             found.append((text.strip(), float(conf), box))
     return found
+
+
+def blank_runs(line: np.ndarray, min_width: int) -> list[tuple[int, int]]:
+    """[start, end) of each run of at least `min_width` columns without ink inside a text line's grey pixels, not
+    counting the margins. Ink is anything far from the line's background (its median), dark or light."""
+    if line.size == 0:
+        return []
+    background = np.median(line)
+    ink = (np.abs(line - background) > 0.4 * max(1, int(line.max()) - int(line.min()))).any(axis=0)
+    inked = np.flatnonzero(ink)
+    if inked.size == 0:
+        return []
+    runs, start = [], None
+    for x in range(int(inked[0]), int(inked[-1]) + 1):
+        if not ink[x] and start is None:
+            start = x
+        elif ink[x] and start is not None:
+            if x - start >= min_width:
+                runs.append((start, x))
+            start = None
+    return runs
+
+
+def with_word_spaces(text: str, char_centres: list[float], gaps: list[tuple[int, int]]) -> str:
+    """`text` with a space put back between two letters or digits that have a word gap (a blank run) between them.
+
+    RapidOCR's recognizer often drops the spaces of small Latin text ("Main St 42" read as "MainSt42"); the line's
+    pixels still show them. `char_centres` is where each character was read, in the same columns as `gaps`; when
+    they do not match the text one to one the text is returned unchanged. CJK runs are never split."""
+    if len(char_centres) != len(text):
+        return text
+    word_char = lambda c: c.isascii() and c.isalnum()  # noqa: E731
+    spaced = []
+    for i, c in enumerate(text):
+        spaced.append(c)
+        if i + 1 < len(text) and word_char(c) and word_char(text[i + 1]) and any(
+                char_centres[i] < (a + b) / 2 < char_centres[i + 1] for a, b in gaps):
+            spaced.append(" ")
+    return "".join(spaced)
 
 
 def orientation(image: Image.Image, budget: int, prompt: str, texts: list[TextLine]) -> str:
