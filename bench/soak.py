@@ -59,8 +59,10 @@ def _sweeps(api_url: str) -> list[dict]:
                     "end": epoch(r.get("end_time"))} for r in runs), key=lambda r: r["start"] or 0)
 
 
-def run(minutes: float, outage_at: float, outage: float, good: int, base: Path, say=print, late: int = 3) -> dict:
-    """good images at the start; late more when the model server goes down (they wait for it to come back)."""
+def run(minutes: float, outage_at: float, outage: float, good: int, base: Path, say=print, late: int = 3,
+        until_done: bool = False) -> dict:
+    """good images at the start; late more when the model server goes down (they wait for it to come back).
+    until_done: stop before `minutes` once every good image is reviewed and every bad file rejected (a short soak)."""
     from mosaic.offline.server import ModelServer
     from mosaic.offline.stand_in import fake_vlm
 
@@ -101,6 +103,8 @@ def run(minutes: float, outage_at: float, outage: float, good: int, base: Path, 
                 model = ModelServer(fake_vlm, models=["fake-vl"], port=model_port).start()
                 down = (down[0], time.time())
                 say(f"soak: model server back at {elapsed:.1f} min")
+            if until_done and not down and _all_handled(outbox, base / "rejected", good, len(bad)):
+                break
             time.sleep(2)
         time.sleep(5)
         sweeps = _sweeps(api_url)
@@ -137,6 +141,11 @@ def run(minutes: float, outage_at: float, outage: float, good: int, base: Path, 
     }
 
 
+def _all_handled(outbox: Path, rejected: Path, good: int, bad: int) -> bool:
+    return (len(list((outbox / ".mosaic-reviewed").glob("*.json"))) >= good
+            and len(list(rejected.glob("*.reason.txt"))) >= bad)
+
+
 def write_docs(result: dict, out: Path) -> None:
     (out / "soak.json").write_text(json.dumps(result, indent=1) + "\n")
     outage = result["outage"]
@@ -164,9 +173,10 @@ def write_docs(result: dict, out: Path) -> None:
         "", "Reasons written beside the rejected files:", "",
     ]
     lines += [f"- {name}: {reason}" for name, reason in result["reasons"].items()]
-    lines += ["", "The tracebacks are Prefect's own logs of the image runs that failed while the model server was down "
-              "(none outside the outage); the database grows with every sweep's runs, task runs and logs, and with "
-              "the runs the scheduler keeps ahead."]
+    lines += ["", "A sweep during the outage ends Failed and names the images it will try again; Prefect logs Mosaic's own "
+              "errors (a server down, failed tiles) in one line, without a traceback (flows/expected_failures.py). "
+              "The database grows with every sweep's runs, task runs and logs, and with the runs the scheduler keeps "
+              "ahead."]
     (out / "soak.md").write_text("\n".join(lines) + "\n")
 
 

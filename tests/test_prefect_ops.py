@@ -13,7 +13,6 @@ from datetime import datetime, timezone
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,8 @@ from mosaic.offline.server import Fault, ModelServer
 from mosaic.backend import Backend
 
 from browser import chromium
-from conftest import ROOT, fake_vlm, make_photo, run_cli
+from conftest import ROOT, fake_vlm, free_port, make_photo, run_cli
+from prefect_helpers import completed_scheduled_runs, pooled_deployment, wait_for
 
 pytestmark = pytest.mark.slow  # the fast lane (-m 'not slow') leaves these to CI
 
@@ -37,22 +37,6 @@ SCREENSHOTS = ROOT / "docs" / "screenshots"
 DEPLOYMENT = "review-inbox/test"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def ops(tmp_path_factory):
     """A Prefect server, a fake VLM server, an inbox with two images and `mosaic serve` running the deployment."""
@@ -60,7 +44,7 @@ def ops(tmp_path_factory):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     base = tmp_path_factory.mktemp("prefect-ops")
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MOSAIC_"))}
     env.update(PREFECT_HOME=str(base / "prefect-home"), PREFECT_API_URL=api, PREFECT_SERVER_ANALYTICS_ENABLED="false",
@@ -90,7 +74,7 @@ def ops(tmp_path_factory):
     vlm = ModelServer(fake_vlm, models=["fake-vl"]).start()
     auto_vlm = ModelServer(fake_vlm, models=["fake-vl"]).start()
     try:
-        _wait_for(healthy, 90, "the Prefect server")
+        wait_for(healthy, 90, "the Prefect server")
         server_start_s = time.monotonic() - started
         inbox, outbox = base / "inbox", base / "outbox"
         inbox.mkdir()
@@ -121,9 +105,9 @@ def ops(tmp_path_factory):
             deploy = pooled_deployment(env, base, auto_vlm)
             start("worker", [sys.executable, "-m", "prefect", "worker", "start", "--pool", "mosaic"])
             state = {"api": api, "env": env, "base": base, "vlm": vlm, "inbox": inbox, "outbox": outbox, "logs": logs,
-                     "deployment": _wait_for(deployment, 60, "mosaic serve to register the deployment"),
+                     "deployment": wait_for(deployment, 60, "mosaic serve to register the deployment"),
                      "server_start_s": server_start_s, "port": port, "deploy": deploy, "auto_vlm": auto_vlm,
-                     "every": _wait_for(lambda: deployment("review-inbox/every-minute"), 60, "mosaic serve --every 1")}
+                     "every": wait_for(lambda: deployment("review-inbox/every-minute"), 60, "mosaic serve --every 1")}
             yield state
     finally:
         vlm.stop()
@@ -135,27 +119,6 @@ def ops(tmp_path_factory):
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-
-
-def pooled_deployment(env: dict, base: Path, backend) -> subprocess.CompletedProcess:
-    """deployments/prefect.yaml as its header says: a process work pool, `prefect deploy` from the checkout. Then, as
-    a user would in the UI, its parameters point at a test inbox and backend, and its schedule is every 30 s."""
-    from prefect.client.schemas.actions import DeploymentUpdate
-
-    from flows.server import client
-
-    run = lambda *argv: subprocess.run([sys.executable, "-m", "prefect", *argv], env=env, cwd=ROOT,  # noqa: E731
-                                       capture_output=True, text=True, timeout=180)
-    assert run("work-pool", "create", "mosaic", "--type", "process").returncode == 0
-    deployed = run("--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--all")
-    with client() as c:
-        dep = c.read_deployment_by_name("review-inbox/inbox-worker")
-        c.update_deployment(dep.id, DeploymentUpdate(parameters={
-            "inbox": str(base / "inbox-pooled"), "outbox": str(base / "outbox-pooled"), "model": "openai/fake-vl",
-            "api_base": backend.openai_base, "grid": "1x1", "phases": ["text"]}))
-    scheduled = run("deployment", "schedule", "create", "review-inbox/inbox-worker", "--interval", "30", "--replace", "-y")
-    assert scheduled.returncode == 0, scheduled.stdout + scheduled.stderr
-    return deployed
 
 
 def prefect_cli(ops, *argv: str) -> str:
@@ -179,7 +142,7 @@ def wait_final(ops, run_id: uuid.UUID, after: str | None = None, timeout: float 
         return run if done else None
 
     try:
-        return _wait_for(final, timeout, f"flow run {run_id}")
+        return wait_for(final, timeout, f"flow run {run_id}")
     except AssertionError:
         raise AssertionError(f"run {run_id} did not finish; serve log:\n{(ops['logs'] / 'serve.log').read_text()[-3000:]}")
 
@@ -394,7 +357,7 @@ def test_one_concurrency_limit_per_backend(ops, retried):  # retried: runs that 
             limit = c.read_global_concurrency_limit_by_name(name)
         return limit if limit.active_slots == 0 else None
 
-    limit = _wait_for(released, 30, f"every slot of {name} to be released")
+    limit = wait_for(released, 30, f"every slot of {name} to be released")
     assert limit.limit == 2 and limit.active and limit.active_slots == 0
 
 
@@ -443,27 +406,15 @@ def test_serve_does_not_take_over_a_work_pool_deployment(ops):
 
 def test_both_deployments_fire_by_themselves(ops):
     """Runs the scheduler created (auto_scheduled), not started by hand, complete and leave a report in the outbox."""
-    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId, FlowRunFilter,
-                                                FlowRunFilterState, FlowRunFilterStateType)
-    from prefect.client.schemas.objects import StateType
-    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
     from flows.server import client
-
-    def fired(deployment_id):
-        with client() as c:
-            # filtered on the server: the scheduler keeps ~100 future runs, which sort first
-            runs = c.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
-                                    flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-                                        type=FlowRunFilterStateType(any_=[StateType.COMPLETED]))),
-                                    sort=FlowRunSort.START_TIME_DESC, limit=50)
-        return [r for r in runs if r.auto_scheduled]
 
     with client() as c:
         pooled = c.read_deployment_by_name("review-inbox/inbox-worker")
     for name, dep in (("served", ops["every"]), ("pooled", pooled)):
         try:
-            runs = _wait_for(lambda: fired(dep.id), 150, f"a scheduled run of the {name} deployment to complete")
+            runs = wait_for(lambda: completed_scheduled_runs(dep.id), 150, f"a scheduled run of the {name} deployment to complete")
         except AssertionError:
             with client() as c:
                 seen = c.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])))
