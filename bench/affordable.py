@@ -108,15 +108,17 @@ def scenes(count: int) -> list[dict]:
     return out
 
 
-def run_mosaic(reader: str, method: str, scene: dict) -> dict:
-    """One review through the library entry; its report's scores and the metered calls."""
+def run_mosaic(reader: str, method: str, scene: dict, calls: int | None = None) -> dict:
+    """One review through the library entry; its report's scores and the metered calls. calls: a --max-calls budget
+    of a point of the budget curve."""
     import mosaic
     from mosaic.errors import RunFailed
     from mosaic.settings import load_settings
 
-    folder = HERE / reader / method.replace(" ", "_").replace("-", "") / str(scene["seed"])
+    folder = HERE / reader / method.replace(" ", "_").replace("-", "") / str(calls or "") / str(scene["seed"])
     shutil.rmtree(folder, ignore_errors=True)
     options = {"call_budget": 15} if method == BUDGETED else {"plan": "blog"} if method == BLOG else {}
+    options |= {"call_budget": calls} if calls else {}
     settings = load_settings(completion="bench.affordable:metered", cache_dir=str(folder / "memo"),
                              out_dir=str(folder / "reports"), **options)
     meter().clear()
@@ -223,6 +225,14 @@ def render_markdown(results: dict) -> str:
         cuts = result["methods"][BUDGETED].get("budget_cuts", [])
         if cuts:
             lines += ["", "What the budget cut (per scene): " + " / ".join(f"`{c}`" for c in cuts)]
+        curve = result.get("budget_curve")
+        if curve:
+            unbudgeted = result["methods"][LIGHT]["recall"]
+            lines += ["", "Recall within a `--max-calls` budget (`--budget-curve`), against the unbudgeted run's:", "",
+                      "| --max-calls | calls/image | recall | of unbudgeted | confirmed real |", "|---|---|---|---|---|"]
+            lines += [f"| {p['budget']} | {p['calls_per_image']} | {trust.cell(p['recall'])} | "
+                      f"{trust.cell(trust.ratio(p['recall'], unbudgeted))} | {trust.cell(p.get('confirmed_real'))} |"
+                      for p in curve]
         lines.append("")
     return "\n".join(lines)
 
@@ -238,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.affordable", description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenes", type=int, default=len(SCENES), help=f"how many of the {len(SCENES)} scenes to use")
     ap.add_argument("--readers", default=",".join(READERS), help="comma list of: " + ", ".join(READERS))
+    ap.add_argument("--budget-curve", default="", help="comma list of --max-calls budgets to run too (e.g. 18,21,24)")
     a = ap.parse_args(argv)
     os.environ["MOSAIC_STAND_IN"] = ""
     started = time.monotonic()
@@ -257,8 +268,13 @@ def main(argv: list[str] | None = None) -> int:
             m = methods[method]
             log(f"{reader:9s} {method:28s} calls/image {m['calls_per_image']}  min/image {m['minutes_per_image']}  "
                 f"recall {m['recall']}  confirmed_real {m.get('confirmed_real')}  {m['wall_s']} s")
+        curve = [{"budget": 15, **methods[BUDGETED]}]
+        for calls in (int(c) for c in filter(None, a.budget_curve.split(","))):
+            curve.append({"budget": calls, **figures([run_mosaic(reader, LIGHT, s, calls) for s in scene_list])})
+            log(f"{reader:9s} --max-calls {calls}: recall {curve[-1]['recall']}")
         results["readers"][reader] = {"spec": READERS[reader], "methods": methods,
-                                      "targets": reader_targets(reader, methods)}
+                                      "targets": reader_targets(reader, methods),
+                                      **({"budget_curve": curve} if len(curve) > 1 else {})}
         for tg in results["readers"][reader]["targets"]:
             log(f"  target {tg['name']}: {tg['value']} (goal {tg['goal']}): {trust.verdict(tg['met'])}")
     results["elapsed_s"] = round(time.monotonic() - started, 1)

@@ -19,7 +19,7 @@ from .images import decode_image, encode_view, read_image_file, sha256_hex, shri
 from .memo import BlobStore
 from .profiles import DEFAULT as DEFAULT_PROFILE
 from .profiles import Profile
-from .readings import box_in_image, group_readings, in_reading_order, place_box, readings_in_prose, tiles_of
+from .readings import box_in_image, group_readings, in_reading_order, place_box, readings_in_prose, sign_text, tiles_of
 from .schema import (ModelCall, ModelReply, Observation, Plan, Reading, TileReport, View, ViewAnswer,
                      canonical_sha256, phases_for)
 from .text_regions import text_regions
@@ -297,11 +297,11 @@ def answer_data(answer: str, phase: str) -> dict | None:
 def _readings(value, view: View, tiles: dict[str, Box], profile: Profile, source: str = "json") -> list[Reading]:
     readings: list[Reading] = []
     for item in value if isinstance(value, list) else []:
-        if isinstance(item, str) and item.strip():
-            readings.append(_placed(Reading(text=item.strip(), views=[view.id]), None, None, view, tiles))
-        elif isinstance(item, dict) and _text(item.get("text")):
+        if isinstance(item, str) and sign_text(item):
+            readings.append(_placed(Reading(text=sign_text(item), views=[view.id]), None, None, view, tiles))
+        elif isinstance(item, dict) and sign_text(_text(item.get("text"))):
             reading = Reading(
-                text=_text(item.get("text")), romanized=_text(item.get("romanized")) or None,
+                text=sign_text(_text(item.get("text"))), romanized=_text(item.get("romanized")) or None,
                 translation=_text(item.get("translation")) or None, unclear=bool(item.get("unclear", False)),
                 views=[view.id], source=source)
             where = item.get("where") or item.get("position")

@@ -15,6 +15,14 @@ def squash(text: str) -> str:
     return re.sub(r"\s+", "", text).casefold()
 
 
+FRAME_MARKS = " \t\n|\\_~`"  # what a reader makes of a sign's frame or a board's edge at the ends of a line
+
+
+def sign_text(text: str) -> str:
+    """A reading's text without the frame marks at its ends ('\\SUJA |' → 'SUJA'); marks inside are kept."""
+    return text.strip(FRAME_MARKS)
+
+
 def merge_readings(readings: list[Reading]) -> list[Reading]:
     """One reading per distinct text, with every view it was read in; a reading contained in a longer one (a sign
     cut by a tile line) is dropped. unclear stays only if every copy was unclear. (The offline reader's review.)"""

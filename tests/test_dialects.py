@@ -187,6 +187,12 @@ def test_qwen_pixels_of_an_ollama_server_resized_input():
     assert reading.box == (800, 500, 1600, 1000)
 
 
+def test_a_readings_frame_marks_are_not_its_text():
+    """A sign's frame read as a bar or a backslash at the ends of a line ('\\SUJA |', as Tesseract reads a board)."""
+    answer = json.dumps({"readings": [{"text": "\\SUJA |"}, {"text": "A | B"}, {"text": " _|_ "}, "林友 |"]})
+    assert list(observed(answer, "json")) == ["SUJA", "A | B", "林友"]
+
+
 # --- through the call: thinking aside, loops retried once, the context overflow named --------------------------
 
 def one_call(server: ModelServer, tmp_path, model: str, style: str = "openai") -> tuple[ModelCall, BlobStore]:
