@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,51 +49,57 @@ def server_view(requests, latency: float, slots: int) -> dict:
             "span_over_bound": round((last - first) / bound, 3), "idle_s": round(idle, 2), "max_in_flight": peak}
 
 
-def run_once(driver: str, image: str, work: Path) -> dict:
+def run_once(driver: str, image: str, work: Path, latency: float = LATENCY, slots: int = SLOTS,
+             concurrency: int = CONCURRENCY) -> dict:
     from bench.backend import BackendProcess
 
     shutil.rmtree(work / "memo", ignore_errors=True)
     os.environ["MOSAIC_CACHE_DIR"] = str(work / "memo")
-    with BackendProcess(latency=LATENCY, slots=SLOTS) as server:
+    with BackendProcess(latency=latency, slots=slots) as server:
         args = dict(model="openai/fake-vl", api_base=server.openai_base, density="light", out_dir=str(work / "out"),
-                    use_memo=False, concurrency=CONCURRENCY)
+                    use_memo=False, concurrency=concurrency)
         started = time.monotonic()
         if driver == "prefect":
             from flows.review import run_review
 
             state = run_review(image_path=image, **{k: v for k, v in args.items() if k != "concurrency"},
-                               concurrency=CONCURRENCY)
+                               concurrency=concurrency)
             assert state.is_completed(), state.message
         else:
             import mosaic
 
             mosaic.review(image, **args)
         wall = time.monotonic() - started
-    return server_view(server.requests, LATENCY, SLOTS) | {"wall_s": round(wall, 2)}
+    return server_view(server.requests, latency, slots) | {"wall_s": round(wall, 2)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.span")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(ROOT / "docs" / "bench" / "span"))
+    parser.add_argument("--latency", type=float, default=LATENCY, help="seconds the stand-in server takes per call")
+    parser.add_argument("--slots", type=int, default=SLOTS, help="calls the stand-in server answers at once")
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="Mosaic's --concurrency")
     args = parser.parse_args(argv)
+    latency, slots, concurrency = args.latency, args.slots, args.concurrency
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("MOSAIC_PREFECT_SERVER", "temporary")
     work = Path(tempfile.mkdtemp(prefix="mosaic-span-"))
     image = scene(work)
     results = {}
     for driver in ("prefect", "threads"):
-        runs = [run_once(driver, image, work) for _ in range(args.repeats)]
+        runs = [run_once(driver, image, work, latency, slots, concurrency) for _ in range(args.repeats)]
         median = sorted(runs, key=lambda r: r["span_over_bound"])[len(runs) // 2]
         results[driver] = {"median": median, "runs": runs,
                            "span_over_bound_all": [r["span_over_bound"] for r in runs]}
         print(driver, json.dumps(median), flush=True)
-    out = {"latency_s": LATENCY, "slots": SLOTS, "concurrency": CONCURRENCY, "scene": "4000x3000 generated, seed 911",
+    out = {"latency_s": latency, "slots": slots, "concurrency": concurrency, "scene": "4000x3000 generated, seed 911",
            "density": "light", "second_look": True, "results": results}
     Path(args.out).with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
-    lines = ["# Is the backend kept busy? (`python -m bench.span`)", "",
+    command = " ".join(["python -m bench.span", *(argv if argv is not None else sys.argv[1:])])
+    lines = [f"# Is the backend kept busy? (`{command}`)", "",
              f"One generated 4000×3000 street scene, light density, three phases, second look on, no memo; a stand-in "
-             f"server in its own process answering in {LATENCY} s with {SLOTS} slots; `--concurrency {CONCURRENCY}`. "
+             f"server in its own process answering in {latency} s with {slots} slots; `--concurrency {concurrency}`. "
              "Span: the first call's arrival to the last answer, as the server saw them; bound: calls × latency / slots."
              " Median run of " + str(args.repeats) + ".", "",
              "| driver | calls | span s | bound s | span / bound (runs) | idle s in span | most in flight | wall s |",

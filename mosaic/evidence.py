@@ -218,10 +218,13 @@ def _by32(side: int) -> int:
     return -(-side // 32) * 32
 
 
-def look_locally(image: Image.Image, places: Sequence[tuple[Box, float]], which: str) -> list[list[tuple]]:
-    """What one witness finds at each place (box, zoom): the places enlarged, packed on a few canvases, and each
-    canvas looked at once. which: 'detector' (per place, the boxes of text-like regions, image pixels) or 'reader'
-    (per place, (text, score, box) of each line it reads)."""
+READ_SCORE = 0.5  # a line the reader reads with less confidence is not a reading (RapidOCR's own default)
+
+
+def look_locally(image: Image.Image, places: Sequence[tuple[Box, float]], which: Sequence[str]) -> dict[str, list[list]]:
+    """What the witnesses `which` find at each place (box, zoom): the places enlarged, packed on a few canvases, and
+    each canvas looked at once, one detection serving both witnesses. 'detector': per place, the boxes of text-like
+    regions (image pixels); 'reader': per place, (text, score, box) of each line it reads."""
     from .offline.reader import _engine_lock, _ocr
 
     crops = []
@@ -230,17 +233,19 @@ def look_locally(image: Image.Image, places: Sequence[tuple[Box, float]], which:
         fit = min(zoom, (CANVAS_MAX - 2 * GAP) / max(crop.size))
         crops.append((crop.resize((max(1, round(crop.width * fit)), max(1, round(crop.height * fit))),
                                   Image.Resampling.LANCZOS) if fit != 1 else crop, fit))
-    found: list[list[tuple]] = [[] for _ in places]
+    read = "reader" in which
+    regions: list[list[tuple]] = [[] for _ in places]
+    lines: list[list[tuple]] = [[] for _ in places]
     for canvas_items in pack([c.size for c, _ in crops]):
         width = _by32(max(CANVAS_WIDTH, *(x + crops[i][0].width + GAP for i, x, _ in canvas_items)))
         height = _by32(max(CANVAS_MIN, *(y + crops[i][0].height + GAP for i, _, y in canvas_items)))
         canvas = Image.new("RGB", (width, height), (127, 127, 127))
         for i, x, y in canvas_items:
             canvas.paste(crops[i][0], (x, y))
-        with _engine_lock:
-            result, _ = _ocr()(np.asarray(canvas), use_det=True, use_cls=False, use_rec=which == "reader")
+        with _engine_lock:  # text_score 0: every detected region comes back, each line's score is judged here
+            result, _ = _ocr()(np.asarray(canvas), use_det=True, use_cls=False, use_rec=read, text_score=0.0)
         for item in result or []:
-            quad = item[0] if which == "reader" else item
+            quad = item[0] if read else item
             xs, ys = [p[0] for p in quad], [p[1] for p in quad]
             cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
             for i, x, y in canvas_items:
@@ -250,28 +255,33 @@ def look_locally(image: Image.Image, places: Sequence[tuple[Box, float]], which:
                     box = (round(px + (max(min(xs), x) - x) / fit), round(py + (max(min(ys), y) - y) / fit),
                            round(px + (min(max(xs), x + crop.width) - x) / fit),
                            round(py + (min(max(ys), y + crop.height) - y) / fit))
-                    found[i].append((item[1].strip(), round(float(item[2]), 3), box) if which == "reader" else box)
+                    regions[i].append(box)
+                    if read and item[1].strip() and float(item[2]) >= READ_SCORE:
+                        lines[i].append((item[1].strip(), round(float(item[2]), 3), box))
                     break
-    return [[f for f in per if which == "detector" or f[0]] for per in found]
+    return {w: regions if w == "detector" else lines for w in which}
+
+
+def _look_key(which: str, image_sha256: str, place: tuple[Box, float]) -> str:
+    return canonical_sha256(["witness", 2, which, image_sha256, list(place[0]), place[1]])
 
 
 def looks(image: Callable[[], Image.Image], image_sha256: str, places: Sequence[tuple[Box, float]],
           on: Sequence[str], blobs: BlobStore) -> list[Look]:
     """Look for each (place, zoom): what the witnesses on found, from the store when they have looked before (kept
-    by the image, the place and the zoom), else looked at now, all missing places at once per witness."""
-    found: dict[str, list] = {}
-    for which in on:
-        keys = [canonical_sha256(["witness", 2, which, image_sha256, list(p), z]) for p, z in places]
-        kept = {k: blobs.get_plan(k) for k in keys}
-        # each place looked at once: a place's finding depends a little on what shares its canvas, so a place
-        # repeated in one look would be found two ways, and a rerun would read back only one of them
-        missing = [k for k in kept if kept[k] is None]
-        place_of_key = dict(zip(keys, places))
-        fresh = look_locally(image(), [place_of_key[k] for k in missing], which) if missing else []
-        for k, result in zip(missing, fresh):
-            kept[k] = json.dumps(result)
-            blobs.put_plan(k, kept[k])
-        found[which] = [json.loads(kept[k]) for k in keys]
+    by the image, the place and the zoom), else looked at now, all missing places at once."""
+    kept = {which: {p: blobs.get_plan(_look_key(which, image_sha256, p)) for p in places} for which in on}
+    # each place looked at once: a place's finding depends a little on what shares its canvas, so a place
+    # repeated in one look would be found two ways, and a rerun would read back only one of them
+    missing = list(dict.fromkeys(p for which in on for p, found in kept[which].items() if found is None))
+    if missing:
+        wanted = [w for w in on if any(kept[w][p] is None for p in missing)]
+        for which, per_place in look_locally(image(), missing, wanted).items():
+            for place, result in zip(missing, per_place):
+                if kept[which][place] is None:
+                    kept[which][place] = json.dumps(result)
+                    blobs.put_plan(_look_key(which, image_sha256, place), kept[which][place])
+    found = {which: [json.loads(kept[which][p]) for p in places] for which in on}
     regions = found.get("detector")
     lines = found.get("reader")
     return [Look([tuple(b) for b in regions[i]] if regions is not None else None,

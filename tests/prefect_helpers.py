@@ -20,6 +20,28 @@ def wait_for(check, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
+def api_healthy(api: str, server: subprocess.Popen, log: Path) -> bool:
+    """Does the Prefect server at `api` answer its health check? Fails at once, with its log, if it exited."""
+    import httpx
+
+    assert server.poll() is None, f"prefect server exited: {log.read_text()[-2000:]}"
+    try:
+        return httpx.get(f"{api}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def stop_all(procs: list[subprocess.Popen]) -> None:
+    """Terminate processes in reverse start order; kill those still running after 15 s."""
+    for proc in reversed(procs):
+        proc.terminate()
+    for proc in reversed(procs):
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def pooled_deployment(env: dict, base: Path, backend) -> subprocess.CompletedProcess:
     """deployments/prefect.yaml as its header says: a process work pool, `prefect deploy` from the checkout. Then, as
     a user would in the UI, its parameters point at a test inbox and backend, and its schedule is every 30 s."""

@@ -153,10 +153,33 @@ def test_a_place_asked_twice_in_one_look_is_looked_at_once_so_a_rerun_reads_back
     blobs = BlobStore(tmp_path / "blobs")
     place, other = ((60, 60, 380, 190), 1.0), ((650, 450, 990, 610), 1.0)
     first = evidence.looks(lambda: img, "street", [place, other, place], ("reader",), blobs)
-    assert asked == [("reader", [place, other])]
+    assert asked == [(["reader"], [place, other])]
     assert first[0] == first[2]
     again = evidence.looks(lambda: img, "street", [place], ("reader",), blobs)
     assert again[0] == first[0] and len(asked) == 1
+
+
+def test_one_detection_serves_both_witnesses_and_each_finds_what_it_finds_alone(street, tmp_path, monkeypatch):
+    from mosaic import evidence
+    from mosaic.offline import reader
+
+    img, _ = street
+    passes = []
+    real = reader._ocr()
+
+    def counted(*args, **kwargs):
+        passes.append(kwargs.get("use_rec"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reader, "_ocr", lambda: counted)
+    places = [((60, 60, 380, 190), 1.0), ((650, 450, 990, 610), 1.0), ((400, 300, 560, 360), 2.0)]
+    both = evidence.looks(lambda: img, "street", places, ("detector", "reader"), BlobStore(tmp_path / "both"))
+    canvases = len(passes)
+    assert canvases >= 1 and passes == [True] * canvases  # not a detector pass and a reader pass per canvas
+    alone = {w: evidence.looks(lambda: img, "street", places, (w,), BlobStore(tmp_path / w)) for w in ("detector", "reader")}
+    assert [look.regions for look in both] == [look.regions for look in alone["detector"]]
+    assert [look.lines for look in both] == [look.lines for look in alone["reader"]]
+    assert any(look.lines for look in both) and all(line.score >= evidence.READ_SCORE for look in both for line in look.lines)
 
 
 # --- end to end: a stand-in that repeats an invention on a blank board ---------------------------------------

@@ -21,7 +21,7 @@ import pytest
 from mosaic.offline.server import ModelServer
 
 from conftest import ROOT, fake_vlm, free_port, make_photo
-from prefect_helpers import completed_scheduled_runs, pooled_deployment, wait_for
+from prefect_helpers import api_healthy, completed_scheduled_runs, pooled_deployment, stop_all, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,6 @@ def postgres():
 
 
 def test_a_scheduled_run_on_a_postgres_backed_server_completes_and_history_reads_it(postgres, tmp_path):
-    import httpx
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     port = free_port()
@@ -81,18 +80,11 @@ def test_a_scheduled_run_on_a_postgres_backed_server_completes_and_history_reads
         procs.append(subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT))
         return procs[-1]
 
-    def healthy():
-        assert server.poll() is None, f"prefect server exited: {(tmp_path / 'server.log').read_text()[-2000:]}"
-        try:
-            return httpx.get(f"{api}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     vlm = ModelServer(fake_vlm, models=["fake-vl"]).start()
     try:
         server = start("server", [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                   "--port", str(port)])
-        wait_for(healthy, 120, "the Prefect server on PostgreSQL")
+        wait_for(lambda: api_healthy(api, server, tmp_path / "server.log"), 120, "the Prefect server on PostgreSQL")
         with temporary_settings({PREFECT_API_URL: api}):
             from flows.server import client
 
@@ -118,10 +110,4 @@ def test_a_scheduled_run_on_a_postgres_backed_server_completes_and_history_reads
         assert not list((tmp_path / "prefect-home").glob("*.db")), "the server wrote a SQLite database"
     finally:
         vlm.stop()
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in reversed(procs):
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)

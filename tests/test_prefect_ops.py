@@ -26,7 +26,7 @@ from mosaic.backend import Backend
 
 from browser import chromium
 from conftest import ROOT, fake_vlm, free_port, make_photo, run_cli
-from prefect_helpers import completed_scheduled_runs, pooled_deployment, wait_for
+from prefect_helpers import api_healthy, completed_scheduled_runs, pooled_deployment, stop_all, wait_for
 
 pytestmark = pytest.mark.slow  # the fast lane (-m 'not slow') leaves these to CI
 
@@ -40,7 +40,6 @@ DEPLOYMENT = "review-inbox/test"
 @pytest.fixture(scope="module")
 def ops(tmp_path_factory):
     """A Prefect server, a fake VLM server, an inbox with two images and `mosaic serve` running the deployment."""
-    import httpx
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     base = tmp_path_factory.mktemp("prefect-ops")
@@ -64,17 +63,10 @@ def ops(tmp_path_factory):
     started = time.monotonic()
     server = start("server", [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)])
 
-    def healthy():
-        assert server.poll() is None, f"prefect server exited: {(logs / 'server.log').read_text()[-2000:]}"
-        try:
-            return httpx.get(f"{api}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     vlm = ModelServer(fake_vlm, models=["fake-vl"]).start()
     auto_vlm = ModelServer(fake_vlm, models=["fake-vl"]).start()
     try:
-        wait_for(healthy, 90, "the Prefect server")
+        wait_for(lambda: api_healthy(api, server, logs / "server.log"), 90, "the Prefect server")
         server_start_s = time.monotonic() - started
         inbox, outbox = base / "inbox", base / "outbox"
         inbox.mkdir()
@@ -112,13 +104,7 @@ def ops(tmp_path_factory):
     finally:
         vlm.stop()
         auto_vlm.stop()
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in reversed(procs):
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
 
 
 def prefect_cli(ops, *argv: str) -> str:
