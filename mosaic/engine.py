@@ -23,14 +23,13 @@ from .errors import BackendError, RunFailed
 from .schema import CallStats, FinalReport, ModelCall, ModelReply, Observation, Plan, Reading, TileReport, View
 from .second_look import SecondLook
 
-StepKind = Literal["orientation", "view", "witness-ahead", "look", "synthesis", "evidence", "final"]
+StepKind = Literal["orientation", "view", "look", "synthesis", "evidence", "final"]
 
 
 class Work(BaseModel):
     """One step: the calls one task makes one after another (the orientation, a view's phases, a tile's synthesis,
-    the final review), or local work with no call: the second look's planning (its closer crops), the evidence
-    (the readings' independent witnesses) and, while views are still asked, the witnesses' looks at what the views
-    answered so far (kept in the store, so the second look and the evidence find them done)."""
+    the final review), or local work with no call: the second look's planning (its closer crops) and the evidence
+    (the readings' independent witnesses)."""
 
     kind: StepKind
     name: str  # e.g. inspect-r1c2: the task run's name in Prefect
@@ -99,7 +98,6 @@ class Review:
         self._follow_up = follow_up
         self.outcomes: dict[str, Outcome] = {}  # by step name
         self._handed: set[str] = set()
-        self._witnessed_ahead: dict[str, list[str]] = {}  # a handed witness-ahead step's name: the views it looks at
         self.observed: dict[str, list[Observation]] = {}
         self.reports: dict[str, TileReport] = {}
         self.orientation: str | None = None
@@ -117,8 +115,6 @@ class Review:
             if limit is not None and len(steps) >= limit:
                 break
             self._handed.add(step.name)
-            if step.kind == "witness-ahead":
-                self._witnessed_ahead[step.name] = sorted({v for r in step.readings for v in r.views})
             steps.append(step)
         return steps
 
@@ -277,7 +273,6 @@ class Review:
                 call = pipeline.tile_synthesis_call(self.plan, tile, self._observations(tile), self.orientation,
                                                     self.backend)
                 yield Work(kind="synthesis", name=name, target=tile.id, calls=[call])
-        yield from self._witness_ahead()  # local work first: it takes no backend slot
         for view in self.plan.views_in_call_order():
             if view.phases and view_step(view.id) not in self._handed:
                 calls = [pipeline.view_call(self.plan, view, p, self.orientation, self.backend) for p in view.phases]
@@ -286,26 +281,12 @@ class Review:
             yield Work(kind="look", name=LOOK, plan=self.plan, readings=self._grouped_readings(), look=self.second_look,
                        room=self.second_look_cap, **self._witness_options)
         all_reported = len(self.reports) == len(self.plan.tiles)
-        if all_reported and WITNESS not in self._handed and self._ahead_settled:
+        if all_reported and WITNESS not in self._handed:
             yield Work(kind="evidence", name=WITNESS, plan=self.plan, readings=self._grouped_readings(),
                        **self._witness_options)
         if all_reported and WITNESS in self.outcomes and FINAL not in self._handed:
             call = pipeline.final_call(self.plan, self.orientation, self._tile_reports(self.readings()), self.backend)
             yield Work(kind="final", name=FINAL, calls=[call])
-
-    def _witness_ahead(self):
-        """The readings of the views answered since the last such step, witnessed while other views are still at the
-        backend (the local witnesses' time then overlaps the calls'); one at a time, as the witnesses share one
-        engine. Nothing when no witness is on or no view is left unanswered (the next step witnesses anyway)."""
-        if not self.witnesses["on"] or not self._ahead_settled:
-            return
-        if all(view_step(v.id) in self.outcomes for v in self.plan.views if v.phases):
-            return
-        seen = {v for views in self._witnessed_ahead.values() for v in views}
-        readings = [r for v in self.observed if v not in seen for o in self.observed[v] for r in o.readings]
-        if readings:
-            yield Work(kind="witness-ahead", name=f"witness-ahead-{len(self._witnessed_ahead) + 1}", plan=self.plan,
-                       readings=readings, **self._witness_options)
 
     @property
     def _witness_options(self) -> dict:
@@ -320,12 +301,7 @@ class Review:
         """A second look is planned from a complete first wave only: from partial readings a rerun would ask other
         crops."""
         return (self.second_look is not None and self.orientation is not None and self._first_wave_settled
-                and not self.failed_views and self._ahead_settled)
-
-    @property
-    def _ahead_settled(self) -> bool:
-        """No witness-ahead step running: the next step would look again at what it is looking at."""
-        return all(name in self.outcomes for name in self._witnessed_ahead)
+                and not self.failed_views)
 
     @property
     def _look_settled(self) -> bool:
@@ -385,12 +361,8 @@ class Review:
         if outcome.ok:
             self.review = outcome.replies[0].content
 
-    def _settle_witness_ahead(self, step: Work, outcome: Outcome) -> None:
-        pass  # its looks are in the store; the second look and the evidence read them there
-
-    _SETTLE = {"orientation": _settle_orientation, "view": _settle_view, "witness-ahead": _settle_witness_ahead,
-               "look": _settle_look, "synthesis": _settle_synthesis, "evidence": _settle_evidence,
-               "final": _settle_final}
+    _SETTLE = {"orientation": _settle_orientation, "view": _settle_view, "look": _settle_look,
+               "synthesis": _settle_synthesis, "evidence": _settle_evidence, "final": _settle_final}
 
     # --- inside ------------------------------------------------------------------------------------------------
 

@@ -263,35 +263,3 @@ def test_a_backend_that_refuses_the_orientation_fails_with_its_own_error(tmp_pat
     failure = review.failure(None, None)
     assert isinstance(failure, BackendError) and failure.exit_code == 3 and "not found" in str(failure)
 
-
-def test_witnesses_look_at_answered_views_while_others_are_asked_and_the_look_finds_it_done(tmp_path, monkeypatch):
-    """With witnesses on, the readings of views that have answered are witnessed while other views are still at
-    the backend (a witness-ahead step, local, before the next view); the second look waits for such a step and then
-    looks again at nothing it looked at."""
-    from mosaic import evidence
-    from mosaic.second_look import SecondLook
-
-    looked = []
-    real = evidence.look_locally
-    monkeypatch.setattr(evidence, "look_locally", lambda image, places, which: looked.append(list(places)) or
-                        real(image, places, which))
-    ctx, settings = context(tmp_path)
-    plan = ctx.prepare(str(make_photo(tmp_path / "p.png")), "light", "2x2", ["text"], settings)
-    review = Review(plan, ctx.backend, SecondLook(), witnesses={"on": ["detector", "reader"], "similarity": 1.0})
-    orient = review.ready()
-    review.done(orient[0], perform(orient, ctx)[0])
-    first, *others = review.ready()
-    assert first.kind == "view" and not any(s.kind == "witness-ahead" for s in others)  # nothing answered yet
-    review.done(first, perform([first], ctx)[0])
-    ahead = review.ready(1)
-    assert [s.kind for s in ahead] == ["witness-ahead"]  # ahead of any further view, while views are out
-    assert review.ready() == []  # one at a time
-    for step in others:
-        review.done(step, perform([step], ctx)[0])
-    assert not any(s.kind == "look" for s in review.ready())  # the look waits for the step still looking
-    review.done(ahead[0], perform(ahead, ctx)[0])
-    early = {p for places in looked for p in places}
-    asked = drive_by_hand(review, ctx)
-    assert "second-look" in asked and review.phase == "done"
-    later = [p for places in looked[1:] for p in places]
-    assert not early & set(later)  # what was looked at ahead is not looked at again
