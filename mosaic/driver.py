@@ -100,7 +100,6 @@ def drive(jobs: Sequence[Job], executor: Executor, *, in_flight: int, servers: S
                 for work in job.review.ready(limit - len(taken)):
                     if not work.needs_backend:
                         launch("steps", executor.steps([(job, work)], None), [(job, work)])
-                        progressed = True
                     elif memo is not None and None not in (hits := [cached_reply(c, memo) for c in work.calls]):
                         settle(job, work, Outcome(replies=hits))
                         progressed = True

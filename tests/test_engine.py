@@ -262,4 +262,3 @@ def test_a_backend_that_refuses_the_orientation_fails_with_its_own_error(tmp_pat
     assert review.finished and review.failed_tiles == ["r1c1", "r1c2", "r2c1", "r2c2"]
     failure = review.failure(None, None)
     assert isinstance(failure, BackendError) and failure.exit_code == 3 and "not found" in str(failure)
-

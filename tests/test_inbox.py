@@ -70,12 +70,15 @@ class Lines(logging.Handler):
         self.lines.append(self.format(record))
 
     def __enter__(self):
-        for name in ("prefect.flow_runs", "prefect.task_runs"):
+        from flows.expected_failures import RUN_LOGGERS
+
+        self.names = RUN_LOGGERS
+        for name in self.names:
             logging.getLogger(name).addHandler(self)
         return self
 
     def __exit__(self, *exc):
-        for name in ("prefect.flow_runs", "prefect.task_runs"):
+        for name in self.names:
             logging.getLogger(name).removeHandler(self)
 
 
