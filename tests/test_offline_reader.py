@@ -4,7 +4,7 @@ import json
 
 from PIL import Image, ImageDraw, ImageFont
 
-from mosaic.offline.reader import OfflineReader, blank_runs, characteristics, read_text, with_word_spaces
+from mosaic.offline.reader import OfflineReader, blank_runs, characteristics, read_text, with_word_spaces, word_gaps
 from mosaic.tiles import seam_box, tile_boxes
 
 from conftest import run_cli
@@ -101,3 +101,14 @@ def test_the_offline_reader_keeps_the_spaces_between_words():
         img = Image.new("RGB", (600, 120), "white")
         ImageDraw.Draw(img).text((20, 30), text, font=ImageFont.load_default(size=size), fill="black")
         assert [t for t, _, _ in read_text(img, 600)] == [text]
+
+
+def test_a_word_gap_is_wide_for_its_line_and_its_font_and_tiny_lines_are_left_as_read():
+    letters = [(0, 2), (4, 5), (7, 9), (11, 12)]
+    assert word_gaps([*letters, (14, 20)], height=14) == [(14, 20)]
+    assert word_gaps([*letters, (14, 17)], height=14) == []  # under 0.3 of the line's height
+    spaced_font = [(0, 3), (5, 8), (10, 13), (15, 18), (20, 24)]  # letters set 3 px apart: 4 px is no space
+    assert word_gaps(spaced_font, height=14) == []
+    # the bundled sample's AMEBLYHU, 10 px tall at the reader's size: a 4-px gap after its L is not a space
+    sample = [(6, 8), (9, 10), (11, 12), (13, 15), (16, 17), (18, 20), (21, 22), (24, 25), (26, 30), (33, 35)]
+    assert word_gaps(sample, height=10) == []

@@ -117,7 +117,7 @@ def read_text(image: Image.Image, budget: int) -> list[TextLine]:
         x0, y0 = max(0, int(min(xs))), max(0, int(min(ys)))
         line = gray[y0:int(max(ys)) + 1, x0:int(max(xs)) + 1]
         centres = [(min(p[0] for p in q) + max(p[0] for p in q)) / 2 - x0 for q in (char_boxes[0] if char_boxes else [])]
-        text = with_word_spaces(text, centres, blank_runs(line, min_width=max(3, round(0.3 * line.shape[0]))))
+        text = with_word_spaces(text, centres, word_gaps(blank_runs(line, min_width=1), line.shape[0]))
         box = (min(xs) / small.width, min(ys) / small.height, max(xs) / small.width, max(ys) / small.height)
         if text.strip():
             found.append((text.strip(), float(conf), box))
@@ -143,6 +143,20 @@ def blank_runs(line: np.ndarray, min_width: int) -> list[tuple[int, int]]:
                 runs.append((start, x))
             start = None
     return runs
+
+
+MIN_SPACED_PX = 12  # a line less tall than this has letter gaps as wide as its spaces: it is left as read
+
+
+def word_gaps(runs: list[tuple[int, int]], height: int) -> list[tuple[int, int]]:
+    """The blank runs of a line wide enough to be a space: at least 0.3 of the line's height and 1.6 times its usual
+    gap between letters (a font that sets its letters apart does not split its words); none in a line under
+    MIN_SPACED_PX."""
+    if height < MIN_SPACED_PX:
+        return []
+    widths = sorted(b - a for a, b in runs)
+    usual = widths[len(widths) // 2] if widths else 0
+    return [(a, b) for a, b in runs if b - a >= max(3, 0.3 * height, 1.6 * usual)]
 
 
 def with_word_spaces(text: str, char_centres: list[float], gaps: list[tuple[int, int]]) -> str:
