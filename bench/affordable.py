@@ -3,7 +3,7 @@
     python -m bench.affordable                 # 4 generated 12-MP scenes, both readers
     python -m bench.affordable --scenes 2      # fewer scenes
 
-A stand-in small VLM (bench/stand_ins.py: inventions, misreads, JSON and prose answers) reads through Mosaic's call
+A stand-in small VLM (testkit/stand_ins.py: inventions, misreads, JSON and prose answers) reads through Mosaic's call
 seam with RapidOCR, then with Tesseract. Per reader, on the same scenes in the same run: Mosaic light (the shaped
 plan, second look on) through the library entry (mosaic.review), the same with a budget of 15 calls, the blog's
 design (`plan=blog`, no second look), and SAHI-style 3x3 slices with 20% overlap plus the whole image.
@@ -30,9 +30,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from bench import score, trust
+from bench import trust
+from testkit import score
 from bench.run import ALL_PHASES, ROOT, WORK  # also sets the environment defaults bench.run sets
-from bench.scenes import scene_on_disk
+from testkit.scenes import scene_on_disk
 from mosaic.shaping import CallCost, image_tokens
 
 HERE = WORK / "affordable"
@@ -80,7 +81,7 @@ def call_figures(sizes: list[tuple[int, int]], answer_tokens: int) -> dict:
 def metered(backend):
     """The completion factory (MOSAIC_COMPLETION=bench.affordable:metered): the stand-in $MOSAIC_STAND_IN, each call
     metered into METER."""
-    from bench.stand_ins import completion
+    from testkit.stand_ins import completion
 
     stand_in = completion(backend)
 
@@ -204,8 +205,8 @@ COLUMNS = [("calls_per_image", "calls/image"), ("max_calls_per_image", "max call
 def render_markdown(results: dict) -> str:
     lines = ["# Affordable review: calls, tokens and laptop minutes per 12-MP image", "",
              f"Command: `{results['command']}`. {len(results['scenes'])} generated 12-MP street scenes "
-             f"(bench/scenes.py, seeds {', '.join(str(s['seed']) for s in results['scenes'])}), "
-             f"{sum(s['signs'] for s in results['scenes'])} signs. A stand-in small VLM (bench/stand_ins.py) reads "
+             f"(testkit/scenes.py, seeds {', '.join(str(s['seed']) for s in results['scenes'])}), "
+             f"{sum(s['signs'] for s in results['scenes'])} signs. A stand-in small VLM (testkit/stand_ins.py) reads "
              "through Mosaic's call seam; Mosaic runs through `mosaic.review` (light density, 896-px encoder, phases "
              "text, subjects, characteristics).", "",
              "Every call is metered at the seam. Image tokens: one per 28×28 patch of each image as sent (a "

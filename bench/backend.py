@@ -75,15 +75,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--slots", type=int, default=None)
     ap.add_argument("--log", required=True)
-    ap.add_argument("--spec", help="a small-VLM stand-in (bench.stand_ins), e.g. reader=tesseract,style=prose; "
+    ap.add_argument("--spec", help="a small-VLM stand-in (testkit.stand_ins), e.g. reader=tesseract,style=prose; "
                                    "default: the fake VLM")
     a = ap.parse_args(argv)
     from mosaic.offline.server import ModelServer
-    from mosaic.offline.stand_in import fake_vlm
+    from testkit.fake_vlm import fake_vlm
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if a.spec:
-        from bench.stand_ins import StandIn
+        from testkit.stand_ins import StandIn
 
         stand_in = StandIn.from_spec(a.spec)
         server = ModelServer(stand_in.answer_http, latency=a.latency, slots=a.slots, listed=["stand-in"],

@@ -3,7 +3,7 @@
     python -m bench.compare               # 6 scenes, cold memo (~15 min on 2 cores)
     python -m bench.compare --scenes 2
 
-Three stand-in model servers on loopback, each its own process (bench/stand_ins.py): A reads with RapidOCR and
+Three stand-in model servers on loopback, each its own process (testkit/stand_ins.py): A reads with RapidOCR and
 answers the OpenAI API, B reads with Tesseract and answers Ollama's, C is of A's family: the same reader and the same
 misreads (misread_by=text: a sign is misread alike by both, as models of one family share errors), but its own seed,
 so it invents elsewhere. All three invent a fifth of their text readings and misread a tenth. On scenes with ground
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import score
+from testkit import score
 from bench.run import ROOT, WORK
 from bench.trust import share, trust_scenes
 
@@ -59,7 +59,7 @@ class StandInServers:
         self.processes = []
         for label, (_, port, spec) in MODELS.items():
             self.processes.append(subprocess.Popen(
-                [sys.executable, "-m", "bench.stand_ins", "--port", str(port), "--spec", spec], cwd=ROOT,
+                [sys.executable, "-m", "testkit.stand_ins", "--port", str(port), "--spec", spec], cwd=ROOT,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env()))
         deadline = time.monotonic() + 60
         import socket
@@ -203,7 +203,7 @@ def render_markdown(results: dict) -> str:
         "# Compare benchmark: agreement between models as evidence", "",
         f"Command: `{results['command']}`; {pair['scenes']} scenes ({pair['signs']} signs), each run with "
         "`mosaic compare SCENE --model A --api-base … --model B --api-base … --density light --phases text "
-        "--no-second-look --json` against stand-in servers on loopback (bench/stand_ins.py, each its own process). "
+        "--no-second-look --json` against stand-in servers on loopback (testkit/stand_ins.py, each its own process). "
         "No second look: what confirms a reading is two views of one model reading it alike, or two models. A row is "
         "real when its text matches a sign of the scene (or a piece of one).", "",
         "Stand-ins:", "",

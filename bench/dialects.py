@@ -1,6 +1,6 @@
 """Mosaic against stand-ins that answer in each small VLM family's dialect, with no setting: the obedient stand-in
-(bench.stand_ins, JSON, boxes in thousandths) and the same answers rewritten as each family writes them
-(mosaic.offline.dialect_stand_in: Qwen2.5-VL pixels of its resized input, 0-1000 under bbox_2d, y first, 0-1, words,
+(testkit.stand_ins, JSON, boxes in thousandths) and the same answers rewritten as each family writes them
+(testkit.dialects: Qwen2.5-VL pixels of its resized input, 0-1000 under bbox_2d, y first, 0-1, words,
 GLM box tokens, PaliGemma <loc> tokens, think blocks with and without the opening tag, a loop to the token limit).
 Each run's model name is its family's, so the table's profile is what reads it. Also: `mosaic probe` against each
 grounding dialect names its convention.
@@ -31,14 +31,14 @@ def obedient():
     """One obedient stand-in for all dialects (its OCR cache shared: every dialect sees the same readings)."""
     global _STAND_IN
     if _STAND_IN is None:
-        from bench.stand_ins import StandIn
+        from testkit.stand_ins import StandIn
 
         _STAND_IN = StandIn.from_spec("reader=rapidocr,budget=896")
     return _STAND_IN
 
 
 def model_name(dialect: str) -> str:
-    from mosaic.offline.dialect_stand_in import model_for
+    from testkit.dialects import model_for
 
     return f"openai/{model_for(dialect)}-as-{dialect}"
 
@@ -46,7 +46,7 @@ def model_name(dialect: str) -> str:
 def completion(backend):
     """MOSAIC_COMPLETION=bench.dialects:completion: the obedient stand-in, in the dialect the model name ends with."""
     from mosaic.llm import Completion
-    from mosaic.offline.dialect_stand_in import sent_size, speak
+    from testkit.dialects import sent_size, speak
 
     dialect = backend.model.rsplit("-as-", 1)[1]
 
@@ -59,7 +59,7 @@ def completion(backend):
 
 def run_dialect(dialect: str, scene_list: list[dict], folder: Path) -> dict:
     import mosaic
-    from mosaic.offline.dialect_stand_in import INVENTED
+    from testkit.dialects import INVENTED
 
     os.environ["MOSAIC_CACHE_DIR"] = str(folder / dialect / "memo")
     scored, from_thinking = [], 0
@@ -77,7 +77,7 @@ def run_dialect(dialect: str, scene_list: list[dict], folder: Path) -> dict:
 
 def probe_conventions(dialects: tuple[str, ...]) -> dict:
     from mosaic.backend import Backend
-    from mosaic.offline.dialect_stand_in import CONVENTION, in_dialect, model_for
+    from testkit.dialects import CONVENTION, in_dialect, model_for
     from mosaic.offline.server import ModelServer
     from mosaic.probe import probe
     from mosaic.settings import Settings

@@ -38,7 +38,7 @@ def make_image(path: Path, megapixels: float) -> tuple[int, int]:
     """A street scene scaled up to `megapixels` (4:3), saved as JPEG (quality 90)."""
     from PIL import Image
 
-    from bench.scenes import make_scene
+    from testkit.scenes import make_scene
 
     h = int(math.sqrt(megapixels * 1e6 * 3 / 4))
     w = int(h * 4 / 3)

@@ -140,7 +140,7 @@ def backend_faults(photo: Path, work: Path) -> list[dict]:
     """Each fault on one tile's calls: twice (retries absorb it) and forever (the run fails, naming the tile)."""
     from mosaic_cli.main import main as mosaic
     from mosaic.offline.server import Fault, ModelServer
-    from mosaic.offline.stand_in import fake_vlm
+    from testkit.fake_vlm import fake_vlm
 
     rows = []
     for name, spec in FAULTS.items():
@@ -193,7 +193,7 @@ def _memo_entries(directory: Path) -> int:
 def interruptions(photo: Path, work: Path, count: int) -> list[dict]:
     """SIGKILL the whole process group at different points of the fan-out, then run again."""
     from mosaic.offline.server import ModelServer
-    from mosaic.offline.stand_in import fake_vlm
+    from testkit.fake_vlm import fake_vlm
 
     rows = []
     for i in range(count):

@@ -259,7 +259,7 @@ def page(runs: list[dict], system: dict, out_dir: Path, md_path: Path) -> str:
     sizes = ", ".join(f"{s['size'][0]}×{s['size'][1]}" for s in first["scenes"])
     L = ["# Detail-recall benchmark", "",
          "What Mosaic finds and what it costs, against its peers, on generated street scenes whose small signs are "
-         "known exactly (`bench/scenes.py`). Regenerate everything on this page (figures, plots) with:", "",
+         "known exactly (`testkit/scenes.py`). Regenerate everything on this page (figures, plots) with:", "",
          "```sh", f"{first['command']} --cold      # ~40 min on 2 cores; the memo makes a rerun take minutes",
          "python -m bench.run --budgets 448 --skip scheduling,memory,memo   # one budget only",
          "python -m bench.report                           # this page from docs/bench/*.json", "```", "",
@@ -272,11 +272,11 @@ def page(runs: list[dict], system: dict, out_dir: Path, md_path: Path) -> str:
          "centred on a tile line of a 2×2…5×5 grid; a quarter dim (low contrast, shadow or both).", "",
          "**Backend**: the built-in offline reader (RapidOCR on each image shrunk to the budget, standing in for a small "
          "VLM's encoder), called in process through Mosaic's call seam, the product's own path (`--model offline:<px>`). "
-         "Mosaic runs through `flows.review.run_review` (Prefect, concurrency 2); peers call `mosaic.llm.call_model` with "
+         "Mosaic runs through `mosaic_flows.review.run_review` (Prefect, concurrency 2); peers call `mosaic.llm.call_model` with "
          "Mosaic's own text question on crops cut in `bench/baselines.py`, the same budget and the same 1280-px crop cap. "
          "Each method has its own memo and a new reader (an empty OCR cache) through `MOSAIC_COMPLETION`, so each pays for "
          "its own reading.", "",
-         "**Scoring** (`bench/score.py`): text normalised by removing whitespace and casefolding; a sign counts as read "
+         "**Scoring** (`testkit/score.py`): text normalised by removing whitespace and casefolding; a sign counts as read "
          "if its text appears in the report (review, merged readings and tile readings) — the *review* column looks at "
          "the final review only. *Straddling*: signs cut by the method's own tile lines (one-shot: by any grid; count in "
          "brackets). *Smallest third*: the third of signs with the smallest text height relative to the image. "
@@ -353,7 +353,7 @@ def page(runs: list[dict], system: dict, out_dir: Path, md_path: Path) -> str:
                                     startup["server_start_s"])
         L += ["## Start-up of the command", "",
               f"`python -m bench.startup` ([startup.md]({rel}/startup.md)), real commands against a loopback server: "
-              f"imports {imports['mosaic_cli.main']} s (the command) + {imports['flows.review']} s (Prefect and the flow; "
+              f"imports {imports['mosaic_cli.main']} s (the command) + {imports.get('mosaic_flows.review', imports.get('flows.review'))} s (Prefect and the flow; "
               f"LiteLLM's {imports['litellm']} s only when a call reaches a backend); Mosaic's local Prefect server starts "
               f"in {start['fresh_database']} s on a fresh database, {start['again']} s later; first run "
               f"{first['s']} s (its first call at {first['first_call_s']} s); **memoized rerun {r['median_s']} s**, whole "

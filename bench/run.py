@@ -31,9 +31,10 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MOSAIC_RETRIES", "1")
 os.environ.setdefault("MOSAIC_RETRY_DELAY_S", "0.5")
 
-from bench import baselines, score  # noqa: E402
+from bench import baselines  # noqa: E402
+from testkit import score  # noqa: E402
 from bench.timed_reader import TIMINGS, new_readers, timed_reader  # noqa: E402
-from bench.scenes import scene_on_disk, scene_set  # noqa: E402
+from testkit.scenes import scene_on_disk, scene_set  # noqa: E402
 
 DENSITIES = ("quick", "light", "dense", "max")
 ALL_PHASES = ["text", "subjects", "characteristics"]
@@ -156,7 +157,7 @@ def run_peer(be: Backend, scene: dict, kind: str, cols: int, rows: int, memo_dir
 
 def run_mosaic(be: Backend, scene: dict, density: str, phases: list[str], memo_dir: Path, concurrency: int = 2,
                grid: str | None = None) -> dict:
-    from flows.review import run_review
+    from mosaic_flows.review import run_review
 
     os.environ["MOSAIC_CACHE_DIR"] = str(memo_dir)
     be.reset()
@@ -244,7 +245,7 @@ def scheduling(scene: dict, latency: float = 0.5, slots: int = 4, repeats: int =
 
 def _scheduling(scene: dict, latency: float, slots: int, repeats: int) -> dict:
     from bench.backend import BackendProcess
-    from flows.review import run_review
+    from mosaic_flows.review import run_review
     from mosaic.backend import Backend
     from mosaic.memo import BlobStore
     from mosaic.pipeline import prepare
@@ -350,7 +351,7 @@ def overhead_parts(scene: dict, slots: int, n: int = 60) -> dict:
     from PIL import Image
 
     from bench.backend import BackendProcess
-    from flows.review import heartbeats_only_on_a_shared_server
+    from mosaic_flows.review import heartbeats_only_on_a_shared_server
     from mosaic.images import encode_view, shrink
     from mosaic.llm import build_messages, call_model
     from mosaic.memo import BlobStore
@@ -407,7 +408,7 @@ def overhead_parts(scene: dict, slots: int, n: int = 60) -> dict:
 def prefect_start(scene_path: str) -> dict:
     """One-time cost of Prefect's temporary server: the first flow run of the process minus the second."""
     from bench.backend import BackendProcess
-    from flows.review import run_review
+    from mosaic_flows.review import run_review
 
     os.environ["MOSAIC_CACHE_DIR"] = str(WORK / "memo" / "warmup")
     times = []

@@ -44,8 +44,8 @@ def env(work: Path) -> dict:
 
 
 def scenes(folder: Path, n: int) -> list[Path]:
-    """Generated street scenes with small signs (bench.scenes), for the stand-ins that read them."""
-    from bench.scenes import make_scene
+    """Generated street scenes with small signs (testkit.scenes), for the stand-ins that read them."""
+    from testkit.scenes import make_scene
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"street{i}.jpg" for i in range(n)]
@@ -55,7 +55,7 @@ def scenes(folder: Path, n: int) -> list[Path]:
 
 
 def batch_on_dask(work: Path, spec: str | None = None) -> dict:
-    """With spec: two small-VLM stand-ins (bench.stand_ins) answering as fast as they read, on generated scenes and
+    """With spec: two small-VLM stand-ins (testkit.stand_ins) answering as fast as they read, on generated scenes and
     with the second look; the bound is then their busy time over the slots."""
     images = scenes(work / "photos", STAND_IN_IMAGES) if spec else photos(work / "photos", IMAGES)
     latency = 0.0 if spec else LATENCY_S
@@ -174,7 +174,7 @@ def render(result: dict) -> str:
         "machine ~0.9 s, more than the call (2.4-2.8x the bound with one item per task).", "",
         "## The same batch against two stand-ins that behave like small VLMs", "",
         f"{result['stand_in_batch']['images']} generated street scenes (2400×1600, 12 signs each), phases text with "
-        "the second look, against two `bench.stand_ins` servers of 2 slots each "
+        "the second look, against two `testkit.stand_ins` servers of 2 slots each "
         f"(`{result['stand_in_batch']['backend']}`: Tesseract reads behind them, they answer in prose, invent and "
         "misread), answering as fast as they read on the same two cores. The bound is their busy time over the 4 "
         "slots.", "",

@@ -21,7 +21,7 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.inbox_files import bad_files, good_photo
+from testkit.inbox_files import bad_files, good_photo
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,7 +64,7 @@ def run(minutes: float, outage_at: float, outage: float, good: int, base: Path, 
     """good images at the start; late more when the model server goes down (they wait for it to come back).
     until_done: stop before `minutes` once every good image is reviewed and every bad file rejected (a short soak)."""
     from mosaic.offline.server import ModelServer
-    from mosaic.offline.stand_in import fake_vlm
+    from testkit.fake_vlm import fake_vlm
 
     inbox, outbox = base / "inbox", base / "outbox"
     inbox.mkdir(parents=True)

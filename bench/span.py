@@ -22,7 +22,7 @@ LATENCY, SLOTS, CONCURRENCY = 0.5, 4, 4
 
 
 def scene(folder: Path, seed: int = 911) -> str:
-    from bench.scenes import make_scene
+    from testkit.scenes import make_scene
 
     path = folder / f"scene-{seed}.png"
     if not path.exists():
@@ -60,7 +60,7 @@ def run_once(driver: str, image: str, work: Path, latency: float = LATENCY, slot
                     use_memo=False, concurrency=concurrency)
         started = time.monotonic()
         if driver == "prefect":
-            from flows.review import run_review
+            from mosaic_flows.review import run_review
 
             state = run_review(image_path=image, **{k: v for k, v in args.items() if k != "concurrency"},
                                concurrency=concurrency)

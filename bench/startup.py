@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         return reader.answer(messages)
 
     out: dict = {"machine": f"{os.cpu_count()} cores", "image": SAMPLE.name, "model": "openai/ocr-448 (loopback)"}
-    out["imports_s"] = {m: imports(env, m) for m in ("mosaic_cli.main", "flows.review", "litellm")}
+    out["imports_s"] = {m: imports(env, m) for m in ("mosaic_cli.main", "mosaic_flows.review", "litellm")}
     server = LocalServer(port, work / "prefect")
     try:
         out["server_start_s"] = {"fresh_database": round(timed(mosaic("server", "start"), env)[0], 2)}
@@ -122,7 +122,7 @@ def markdown(out: dict) -> str:
     imports_s, start = out["imports_s"], out["server_start_s"]
     rows = [
         ("import mosaic_cli.main (the command, before Prefect)", imports_s["mosaic_cli.main"]),
-        ("import flows.review (Prefect and the flow)", imports_s["flows.review"]),
+        ("import mosaic_flows.review (Prefect and the flow)", imports_s["mosaic_flows.review"]),
         ("import litellm (only when a call reaches a backend)", imports_s["litellm"]),
         ("`mosaic server start`, fresh database (once per machine)", start["fresh_database"]),
         ("`mosaic server start` again", start["again"]),

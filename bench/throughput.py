@@ -133,9 +133,9 @@ def mosaic_library(image_path: str, concurrency: int, work: Path, parts: bool = 
 
 
 def mosaic_flow(image_path: str, concurrency: int, work: Path) -> dict:
-    """`mosaic run`'s flow (flows.review.run_review): a Prefect task per view on Mosaic's local Prefect server; the
+    """`mosaic run`'s flow (mosaic_flows.review.run_review): a Prefect task per view on Mosaic's local Prefect server; the
     server's own CPU is on the same cores and not counted here."""
-    from flows.review import run_review
+    from mosaic_flows.review import run_review
 
     with BackendProcess() as server:
         with Sampler() as sampler:

@@ -4,7 +4,7 @@
     python -m bench.trust --scenes 2 --cases inventing # fewer scenes, one case
     python -m bench.trust --cold                       # clear the memo first
 
-Stand-in models (bench/stand_ins.py) behave like small VLMs: they invent text, misread, answer in prose, drop
+Stand-in models (testkit/stand_ins.py) behave like small VLMs: they invent text, misread, answer in prose, drop
 readings. Each case is one stand-in spec; on the same scenes it runs Mosaic light with the second look, Mosaic light
 without it (the first look only), and for the reader cases SAHI-style 3x3 slices and the reader's ceiling (every
 sign cropped at full resolution). Writes docs/bench/trust.json and docs/bench/trust.md. Every call is memoized under
@@ -23,13 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-from bench import score
+from testkit import score
 from bench.run import ALL_PHASES, ROOT, WORK, scenes  # also sets the environment defaults bench.run sets
-from bench.scenes import Sign
+from testkit.scenes import Sign
 
 TRUST = WORK / "trust"
 DOCS = ROOT / "docs" / "bench"
-STAND_IN_FACTORY = "bench.stand_ins:completion"
+STAND_IN_FACTORY = "testkit.stand_ins:completion"
 
 CASES: dict[str, dict] = {
     "inventing": {
@@ -202,9 +202,9 @@ def case_targets(case: str, methods: dict[str, dict]) -> list[dict]:
 
 def stand_ins():
     try:
-        import bench.stand_ins as module
+        import testkit.stand_ins as module
     except ImportError as e:
-        raise SystemExit(f"bench/stand_ins.py is not usable yet ({e})") from None
+        raise SystemExit(f"testkit/stand_ins.py is not usable yet ({e})") from None
     return module
 
 
@@ -378,7 +378,7 @@ def case_markdown(case: str, result: dict) -> list[str]:
 
 def render_markdown(results: dict) -> str:
     lines = ["# Trust benchmark: a second look with evidence for every reading", "",
-             f"Command: `{results['command']}`. Stand-in models (bench/stand_ins.py) behave like small VLMs; "
+             f"Command: `{results['command']}`. Stand-in models (testkit/stand_ins.py) behave like small VLMs; "
              "Mosaic runs light (3x3, shaped to the aspect) at 896 px with all three phases. "
              "'Confirmed' readings are those the second look backed with evidence; a reading is invented when it "
              "matches no sign of the scene. Recall (report) counts a sign found in any reading, variant or tile "

@@ -4,7 +4,7 @@
     python -m bench.witness --cases varying    # one case
 
 Scenes are the bench's street scenes with four blank sign boards each (plain coloured rectangles, no text). Stand-in
-models (bench/stand_ins.py) read them: `boards=` reads a fixed made-up text on each blank board in every view that
+models (testkit/stand_ins.py) read them: `boards=` reads a fixed made-up text on each blank board in every view that
 shows it, `misread_by=text` misreads a given word the same way every time, `invent`/`misread` vary by call. Mosaic
 runs light, text phase only, second look on, with the witnesses on (the default) and with none (two views of the
 model confirm, as before). Figures: confirmed readings' share real, the share of signs a confirmed reading covers,
@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import score
+from testkit import score
 from bench.run import ROOT, WORK
-from bench.scenes import scene_on_disk
+from testkit.scenes import scene_on_disk
 from bench.trust import confirmed_real, reading_checks, share, sign_hits
 
 DOCS = ROOT / "docs" / "bench"
@@ -44,7 +44,12 @@ CASES = {
                            "deciding afresh; no text read on blank boards.",
                 "targets": {"confirmed_real": 0.97, "cover": 0.90}},
 }
-METHODS = {"witnesses": "detector,reader", "views only": "none"}
+# The settings of each method. A shaped plan's second look may fill up to 30 calls an image (MOSAIC_SHAPED_CALLS):
+# "share only" holds it to its share of the first wave (MOSAIC_SECOND_LOOK_SHARE, 0.3), what the calls target asks.
+METHODS = {"witnesses": {"MOSAIC_WITNESSES": "detector,reader"},
+           "views only": {"MOSAIC_WITNESSES": "none"},
+           "witnesses, share only": {"MOSAIC_WITNESSES": "detector,reader", "MOSAIC_SHAPED_CALLS": "0"}}
+SHARE_ONLY = "witnesses, share only"
 THRESHOLDS = (1.0, 0.9, 0.8, 0.7, 0.5)
 CALLS_TARGET = 1.3
 
@@ -65,7 +70,7 @@ def witness_scenes() -> list[dict]:
 # --- scoring (pure) ----------------------------------------------------------------------------------------------
 
 def board_texts(blanks) -> set[str]:
-    from bench.stand_ins import board_text
+    from testkit.stand_ins import board_text
 
     return {score.norm(board_text(b)) for b in blanks}
 
@@ -107,10 +112,11 @@ def review(case: str, method: str, scene: dict) -> dict:
 
     spec = CASES[case]["spec"] + (f",boards={scene['truth']}" if CASES[case]["boards"] else "")
     folder = WORK / "witness" / case
-    os.environ |= {"MOSAIC_COMPLETION": "bench.stand_ins:completion", "MOSAIC_STAND_IN": spec,
-                   "MOSAIC_CACHE_DIR": str(folder / "memo"), "MOSAIC_WITNESSES": METHODS[method]}
+    os.environ |= {"MOSAIC_COMPLETION": "testkit.stand_ins:completion", "MOSAIC_STAND_IN": spec,
+                   "MOSAIC_CACHE_DIR": str(folder / "memo"), "MOSAIC_SHAPED_CALLS": "30"} | METHODS[method]
     report = mosaic.review(scene["path"], model=f"openai/stand-in-{case}", density="light", phases=["text"],
-                           out_dir=str(folder / method.replace(" ", "-")), input_px=896, second_look=True)
+                           out_dir=str(folder / method.replace(", ", "-").replace(" ", "-")), input_px=896,
+                           second_look=True)
     return json.loads((Path(report.report_dir) / "report.json").read_text(encoding="utf-8"))
 
 
@@ -157,7 +163,7 @@ def run_case(case: str, scene_list: list[dict]) -> dict:
                                 "ms_per_image": [round(1000 * c["cpu_s"]) for c in costs],
                                 "image_mp": [round(c["mp"], 1) for c in costs]}
         result["methods"][method] = m
-        log(f"  {case:20s} {method:10s} confirmed_real {m['confirmed_real']} cover {m['cover']} boards "
+        log(f"  {case:20s} {method:21s} confirmed_real {m['confirmed_real']} cover {m['cover']} boards "
             f"{m['boards_confirmed']}/{m['boards_listed']} calls x{m['calls_vs_first_wave']} {m['wall_s']} s")
     main = result["methods"]["witnesses"]
     goals = CASES[case]["targets"]
@@ -166,6 +172,14 @@ def run_case(case: str, scene_list: list[dict]) -> dict:
          "met": None if main[k] is None else (main[k] == v if k == "boards_confirmed" else main[k] >= v)}
         for k, v in goals.items()] + [{"name": "calls / first wave", "value": main["calls_vs_first_wave"],
                                        "goal": f"≤ {CALLS_TARGET}", "met": main["calls_vs_first_wave"] <= CALLS_TARGET}]
+    held = result["methods"].get(SHARE_ONLY)
+    if held:  # the same targets with the second look held to its share
+        result["targets_share_only"] = [
+            {"name": k, "value": held[k], "goal": f"{'=' if k == 'boards_confirmed' else '≥'} {v}",
+             "met": None if held[k] is None else (held[k] == v if k == "boards_confirmed" else held[k] >= v)}
+            for k, v in goals.items()] + [{"name": "calls / first wave", "value": held["calls_vs_first_wave"],
+                                           "goal": f"≤ {CALLS_TARGET}",
+                                           "met": held["calls_vs_first_wave"] <= CALLS_TARGET}]
     return result
 
 
@@ -176,19 +190,28 @@ PAIR = {"rapidocr-eyed": "repeating", "tesseract-eyed": "repeating-tesseract"}
 
 def shared_habit(scene_list: list[dict]) -> dict:
     """Per method: rows both models agree on, how many are blank boards' texts, how many of each are confirmed."""
-    from mosaic.compare import align
+    from mosaic.compare import align, with_models_witness
     from mosaic.schema import Reading
 
     out = {}
-    for method in METHODS:
+    for method in ("witnesses", "views only"):
         n = {"agreed": 0, "agreed_real": 0, "agreed_boards": 0, "confirmed": 0, "confirmed_real": 0,
-             "boards_confirmed": 0, "boards": 0}
+             "boards_confirmed": 0, "boards": 0, "readings": 0, "readings_confirmed": 0,
+             "readings_confirmed_real": 0, "readings_boards_confirmed": 0}
         for sc in scene_list:
             by_model = {label: [Reading.model_validate(r) for r in review(case, method, sc)["readings"]]
                         for label, case in PAIR.items()}
             boards = board_texts(sc["blanks"])
             n["boards"] += len(sc["blanks"])
-            for row in align(by_model, families={label: label for label in PAIR}):
+            families = {label: label for label in PAIR}
+            for readings in with_models_witness(by_model, families).values():  # each model's report after a compare
+                for r in readings:
+                    real = not score.invented([r.text], [s.text for s in sc["signs"]])
+                    n["readings"] += 1
+                    n["readings_confirmed"] += bool(r.confirmed)
+                    n["readings_confirmed_real"] += bool(r.confirmed) and real
+                    n["readings_boards_confirmed"] += bool(r.confirmed) and score.norm(r.text) in boards
+            for row in align(by_model, families=families):
                 board = score.norm(row.text) in boards
                 real = not score.invented([row.text], [s.text for s in sc["signs"]])
                 if len(row.agreed) == 2:
@@ -217,7 +240,9 @@ def render(results: dict) -> str:
              f"Command: `{results['command']}`. Scenes: {results['scenes']} (each with {BLANKS} blank sign boards); "
              "Mosaic light, text phase, second look on. *witnesses*: the default (RapidOCR's detector and recognizer "
              "on each reading's place); *views only*: `--witnesses none`, two views of the model confirm (the old "
-             "meaning). A reading is real when it matches a sign (or a part of one); cover: signs whose text is in a "
+             "meaning); *witnesses, share only*: the default witnesses with the second look held to its share of the "
+             "first wave (`MOSAIC_SHAPED_CALLS=0`; by default a shaped plan's second look may fill up to 30 calls an "
+             "image). A reading is real when it matches a sign (or a part of one); cover: signs whose text is in a "
              "confirmed reading.", ""]
     for case, r in results["cases"].items():
         lines += [f"## {case}", "", r["meaning"], "", f"Stand-in: `{r['spec']}`.", "",
@@ -228,7 +253,9 @@ def render(results: dict) -> str:
         cost = w["witness_cpu"]
         lines += ["", "Targets (witnesses): " + "; ".join(
             f"{t['name']} {t['value']} (goal {t['goal']}): **{'met' if t['met'] else 'not met'}**"
-            for t in r["targets"]), "",
+            for t in r["targets"]), ""] + (["Targets (witnesses, share only): " + "; ".join(
+                f"{t['name']} {t['value']} (goal {t['goal']}): **{'met' if t['met'] else 'not met'}**"
+                for t in r["targets_share_only"]), ""] if "targets_share_only" in r else []) + [
             f"Local witnesses' CPU time (cold, both witnesses): {cost['ms_per_reading']} ms per reading; per image "
             + ", ".join(f"{ms} ms ({mp} MP)" for ms, mp in zip(cost["ms_per_image"], cost["image_mp"])) + ".", "",
             "Precision/cover over the reader's agreement threshold (`MOSAIC_WITNESS_SIMILARITY`; 1 = the same "
@@ -242,10 +269,16 @@ def render(results: dict) -> str:
                   "The repeating case's two stand-ins (RapidOCR's eyes, Tesseract's eyes; both read the same made-up "
                   "text on each blank board) aligned as `mosaic compare` aligns them, as two independent families.", "",
                   "| method | rows both agree on | of them real | of them blank boards | confirmed rows | confirmed real "
-                  "| boards confirmed (of boards) |", "|---|---|---|---|---|---|---|"]
+                  "| boards confirmed (of boards) | each model's readings | confirmed there (real, boards) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {name} | {n['agreed']} | {n['agreed_real']} | {n['agreed_boards']} | {n['confirmed']} | "
-                  f"{n['confirmed_real']} | {n['boards_confirmed']} (of {n['boards']}) |"
+                  f"{n['confirmed_real']} | {n['boards_confirmed']} (of {n['boards']}) | {n.get('readings', '–')} | "
+                  f"{n.get('readings_confirmed', '–')} ({n.get('readings_confirmed_real', '–')}, "
+                  f"{n.get('readings_boards_confirmed', '–')}) |"
                   for name, n in results["shared_habit"].items()]
+        lines += ["", "*Each model's readings*: the two models' reports as `mosaic compare` writes them again, the "
+                  "other model a witness of every reading (`witnesses.models`): confirmed by its own witnesses or by "
+                  "the other family reading the same text where the detector saw text."]
         lines.append("")
     return "\n".join(lines)
 

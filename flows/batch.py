@@ -20,11 +20,11 @@ from mosaic.context import RunContext
 from mosaic.driver import Job, drive, jobs_of, servers_for
 from mosaic.schema import DEFAULT_PHASES
 from mosaic.settings import load_settings
-from tasks import synthesis_not_attempted
-from tasks.artifacts import batch_progress, batch_summary
-from tasks.limits import leased_servers
+from mosaic_tasks import synthesis_not_attempted
+from mosaic_tasks.artifacts import batch_progress, batch_summary
+from mosaic_tasks.limits import leased_servers
 
-from .executor import PrefectExecutor
+from .executor import PrefectExecutor, untagged_tasks
 from .review import TASK_WORKERS
 from .temporary_server import temporary_server_env
 
@@ -73,7 +73,8 @@ def review_batch(
     ctx = RunContext.from_settings(settings, model, api_base, use_memo)
     jobs = jobs_of(batch_images(images))
     progress = batch_progress(len(jobs))
-    executor = PrefectExecutor(ctx, settings, out_dir, (density, grid, phases), second_look, carry_images, tag=True)
+    executor = PrefectExecutor(ctx, settings, out_dir, (density, grid, phases), second_look, carry_images,
+                                name_images=True)
 
     def on_change(job: Job) -> None:
         if job.ended:
@@ -87,7 +88,7 @@ def review_batch(
     # overloading them, and gives each call its server and slot itself, wherever the task runs.
     slots = ctx.server_slots if ctx.backend.pooled else ctx.concurrency
     try:
-        with leased_servers(ctx.backend, slots, logger.info) as held:
+        with leased_servers(ctx.backend, slots, logger.info) as held, untagged_tasks():
             pooled = ctx.backend.pooled
             in_flight = min(ctx.concurrency, held * len(ctx.backend.addresses)) if pooled else held
             drive(jobs, executor, in_flight=in_flight, servers=servers_for(ctx, held), memo=ctx.memo,

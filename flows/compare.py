@@ -13,8 +13,8 @@ from mosaic import compare
 from mosaic.backend import Backend
 from mosaic.schema import DEFAULT_PHASES, FinalReport
 from mosaic.settings import load_settings
-from tasks import save_comparison
-from tasks.artifacts import comparison_artifacts
+from mosaic_tasks import save_comparison
+from mosaic_tasks.artifacts import comparison_artifacts
 
 from .review import TASK_WORKERS, heartbeats_only_on_a_shared_server, review_image
 
@@ -68,11 +68,11 @@ def compare_models(
             print(f"mosaic: {_line(run)}", file=sys.stderr)
 
     outcomes = compare.review_each(backends, labels, review_model, said)  # each review a subflow of this run
-    result, folder = compare.assemble(image_path, labels, backends, outcomes, out_dir, phases,
-                                      time.monotonic() - started, (cols, rows, label), run_ids)
+    result, folder, witnessed = compare.assemble(image_path, labels, backends, outcomes, out_dir, phases,
+                                                 time.monotonic() - started, (cols, rows, label), run_ids)
     result.flow_run_id = _this_run_id()
     if folder:
-        result.comparison_dir = save_comparison(result, str(folder))
+        result.comparison_dir = save_comparison(result, str(folder), witnessed)
         comparison_artifacts(result)
     return result.model_dump(mode="json")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect.context import FlowRunContext
+from prefect.context import FlowRunContext, TagsContext
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
@@ -18,17 +18,25 @@ from mosaic.pipeline import report_dir_name
 from mosaic.schema import FinalReport
 from mosaic.second_look import for_run
 from mosaic.settings import Settings
-from tasks import STEP_TASKS, prepare_image, save_report
+from mosaic_tasks import STEP_TASKS, prepare_image, save_report
+
+
+def untagged_tasks() -> TagsContext:
+    """Task runs started within carry no tags (the flow run keeps its own): Prefect takes a slot of a tag's
+    concurrency limit for every tagged task run, a round trip to its server that now and then cost 2.4 s of a task's
+    start (one start in eight, measured) while the backend waited."""
+    return TagsContext(current_tags=set())
 
 
 class PrefectExecutor:
     """prepare: (image path, density, grid, phases) of the images it opens; carry_images: each task carries the
-    crops it shows (workers on other machines); tag: a task's tags name its image(s) (a batch)."""
+    crops it shows (workers on other machines); name_images: a task's name names its image(s) (a batch). Submit
+    within untagged_tasks()."""
 
     def __init__(self, ctx: RunContext, settings: Settings, out_dir: str, prepare: tuple = (),
-                 second_look: bool | None = None, carry_images: bool = False, tag: bool = False):
+                 second_look: bool | None = None, carry_images: bool = False, name_images: bool = False):
         self.ctx, self.settings, self.out_dir, self.prepare = ctx, settings, out_dir, prepare
-        self.second_look, self.carry_images, self.tag = second_look, carry_images, tag
+        self.second_look, self.carry_images, self.name_images = second_look, carry_images, name_images
         # Large inputs are quoted: Prefect would otherwise walk every field of each, looking for futures; on threads
         # only (prefect-dask's own walk turns a quote into a tuple).
         on_threads = isinstance(FlowRunContext.get().task_runner, ThreadPoolTaskRunner)
@@ -47,19 +55,16 @@ class PrefectExecutor:
 
     def steps(self, works: list[tuple[Job, Work]], addresses: list[str] | None) -> PrefectFuture:
         steps = [w for _, w in works]
-        names = ", ".join(f"{j.name}/{w.name}" if self.tag else w.name for j, w in works)
-        options = dict(task_run_name=names[:120])
-        if self.tag:
-            options["tags"] = sorted({f"image:{j.name}" for j, _ in works})
+        names = ", ".join(f"{j.name}/{w.name}" if self.name_images else w.name for j, w in works)
         carried = None
         if self.carry_images:
             blobs = self.ctx.blobs
             carried = self.wrap({sha: blobs.get(sha) for w in steps for call in w.calls for sha in call.images})
-        return STEP_TASKS[steps[0].kind].with_options(**options).submit(
+        return STEP_TASKS[steps[0].kind].with_options(task_run_name=names[:120]).submit(
             self.wrap(steps), self.wrap(self.ctx), addresses, carried)
 
     def save(self, job: Job, report: FinalReport) -> PrefectFuture:
-        return save_report.with_options(task_run_name=f"save-{job.name}" if self.tag else "save-report").submit(
+        return save_report.with_options(task_run_name=f"save-{job.name}" if self.name_images else "save-report").submit(
             self.wrap(report), self.wrap(job.review.plan), job.folder, self.wrap(self.ctx))
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, tags
 
-from flows.batch import review_batch_with
-from flows.review import review_image
+from mosaic_flows.batch import review_batch_with
+from mosaic_flows.review import review_image
 from mosaic.backend import Backend
 from mosaic.errors import BadOption, RunFailed
 from mosaic.images import set_pixel_limit
@@ -17,7 +17,7 @@ from mosaic.inbox import (check_grid_options, claim, clear_failures, count_failu
                           review_marker, unreviewable, write_marker)
 from mosaic.schema import DEFAULT_PHASES
 from mosaic.settings import load_settings
-from tasks.artifacts import retry_hint
+from mosaic_tasks.artifacts import retry_hint
 
 
 RUNNERS = ("images", "threads", "dask")

@@ -18,11 +18,11 @@ from mosaic.errors import RunFailed
 from mosaic.progress import Progress
 from mosaic.schema import DEFAULT_PHASES
 from mosaic.settings import load_settings
-from tasks import prepare_image, synthesis_not_attempted
-from tasks.artifacts import RunArtifacts, retry_hint
-from tasks.limits import leased_servers
+from mosaic_tasks import prepare_image, synthesis_not_attempted
+from mosaic_tasks.artifacts import RunArtifacts, retry_hint
+from mosaic_tasks.limits import leased_servers
 
-from .executor import PrefectExecutor
+from .executor import PrefectExecutor, untagged_tasks
 
 
 def _run_name() -> str:
@@ -52,41 +52,45 @@ def review_image(
     concurrency: int | None = None,
     input_px: int | None = None,
     second_look: bool | None = None,
+    works_per_task: int = 8,
 ) -> dict:
     """Review one image: orientation, every tile and seam crop (its phases asked one after another), the second
     look, a report per tile, the final review.
     concurrency: model calls in flight at once (default $MOSAIC_CONCURRENCY or 2).
     input_px: the model's encoder size, for density auto when Mosaic cannot size the model ($MOSAIC_INPUT_PX).
-    second_look: closer crops of readings seen once, unclear or read differently ($MOSAIC_SECOND_LOOK, on)."""
+    second_look: closer crops of readings seen once, unclear or read differently ($MOSAIC_SECOND_LOOK, on).
+    works_per_task: work items (a view's phases, a tile's synthesis) one task may ask in turn on one server slot
+        when more are ready than there are slots: a task's start costs Prefect more than a fast call."""
     started = time.monotonic()
     settings = load_settings(concurrency=concurrency, input_px=input_px, out_dir=out_dir)
     ctx = RunContext.from_settings(settings, model, api_base, use_memo)
     say = (lambda line: print(line, file=sys.stderr)) if show_progress else get_run_logger().info
-    try:
-        plan = prepare_image(image_path, density, grid, phases, quote(ctx), quote(settings))
-        executor = PrefectExecutor(ctx, settings, out_dir, second_look=second_look)
-        review, folder = executor.review_of(plan)
-        job = Job(image_path, Path(image_path).name, state="running", review=review, folder=folder, started=started)
-        artifacts = RunArtifacts(plan, Path(folder).name)
-        bar = Progress(review.first_wave_calls + review.second_look_cap, len(plan.tiles), enabled=show_progress)
-        bar.announce(planned_line(review))
+    with untagged_tasks():  # the flow run keeps its tags
+        try:
+            plan = prepare_image(image_path, density, grid, phases, quote(ctx), quote(settings))
+            executor = PrefectExecutor(ctx, settings, out_dir, second_look=second_look)
+            review, folder = executor.review_of(plan)
+            job = Job(image_path, Path(image_path).name, state="running", review=review, folder=folder, started=started)
+            artifacts = RunArtifacts(plan, Path(folder).name)
+            bar = Progress(review.first_wave_calls + review.second_look_cap, len(plan.tiles), enabled=show_progress)
+            bar.announce(planned_line(review))
 
-        def on_change(job: Job) -> None:
-            bar.show(job.review)
-            artifacts.tiles_done(len(job.review.reports))
+            def on_change(job: Job) -> None:
+                bar.show(job.review)
+                artifacts.tiles_done(len(job.review.reports))
 
-        # The run holds its share of each server's Prefect limit and gives every call its server and slot itself:
-        # a slot taken from the Prefect server per call costs more than a fast server's answer.
-        slots = ctx.concurrency if not ctx.backend.pooled else ctx.server_slots
-        with leased_servers(ctx.backend, slots, say) as held:
-            in_flight = held if not ctx.backend.pooled else min(ctx.concurrency, held * len(ctx.backend.addresses))
-            drive([job], executor, in_flight=in_flight, servers=servers_for(ctx, held), memo=ctx.memo,
-                  on_change=on_change)
-        for tile, views in review.blocked:  # a final state in the UI, named after its tile, instead of NotReady
-            synthesis_not_attempted(tile, views, return_state=True)
-        bar.close()
-    finally:
-        ctx.discard_scratch()
+            # The run holds its share of each server's Prefect limit and gives every call its server and slot itself:
+            # a slot taken from the Prefect server per call costs more than a fast server's answer.
+            slots = ctx.concurrency if not ctx.backend.pooled else ctx.server_slots
+            with leased_servers(ctx.backend, slots, say) as held:
+                in_flight = held if not ctx.backend.pooled else min(ctx.concurrency, held * len(ctx.backend.addresses))
+                drive([job], executor, in_flight=in_flight, servers=servers_for(ctx, held), memo=ctx.memo,
+                      per_task=works_per_task, on_change=on_change)
+            for tile, views in review.blocked:  # a final state in the UI, named after its tile, instead of NotReady
+                synthesis_not_attempted(tile, views, return_state=True)
+            bar.close()
+        finally:
+            ctx.discard_scratch()
     if job.report is None:
         raise RunFailed(job.error or "the report could not be written", report_dir=folder)
     report = job.report

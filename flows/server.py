@@ -20,7 +20,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
 
 from mosaic.errors import BadOption, BackendError, RunFailed
-from tasks.artifacts import SUMMARY_PREFIX, summary_from_table
+from mosaic_tasks.artifacts import SUMMARY_PREFIX, summary_from_table
 
 REVIEW_FLOW, INBOX_FLOW = "mosaic-review", "review-inbox"
 COMPARE_FLOW = "mosaic-compare"
@@ -38,7 +38,7 @@ def serve_inbox(name: str, parameters: dict, cron: str | None, interval_min: flo
     say: told what is served once the name is known to be free to serve here."""
     from prefect.deployments.runner import EntrypointType
 
-    from flows.inbox import review_inbox
+    from mosaic_flows.inbox import review_inbox
 
     schedule = {"cron": cron} if cron else {"interval": timedelta(minutes=interval_min)} if interval_min else {}
     with client() as c:
@@ -204,19 +204,19 @@ def _local_flow(run: FlowRun):
     with client() as c:
         flow_name = c.read_flow(run.flow_id).name
     if flow_name == REVIEW_FLOW:
-        from flows.review import review_image
+        from mosaic_flows.review import review_image
 
         return review_image
     if flow_name == INBOX_FLOW:
-        from flows.inbox import review_inbox
+        from mosaic_flows.inbox import review_inbox
 
         return review_inbox
     if flow_name == BATCH_FLOW:
-        from flows.batch import review_batch
+        from mosaic_flows.batch import review_batch
 
         return review_batch
     if flow_name == COMPARE_FLOW:
-        from flows.compare import compare_models
+        from mosaic_flows.compare import compare_models
 
         return compare_models
     raise BadOption(f"run {run.name} is a run of {flow_name!r}, not of a Mosaic flow")

@@ -144,6 +144,15 @@ def align(readings_by_model: dict[str, list[Reading]], families: dict[str, str] 
     confirmed (never where every model that read the text had its own witnesses find no text there: a habit shared,
     not evidence). A model whose readings split one sign (two fragments) has them joined left to right."""
     families = families or {}
+    rows = [_row(members, list(readings_by_model), families) for members in sign_groups(readings_by_model)]
+    rank = {t: i for i, t in enumerate(tile_order)}
+    order = {"different": 0, "near": 1, "single": 2, "exact": 3}
+    return sorted(rows, key=lambda r: (order[r.agreement], min((rank.get(t, len(rank)) for t in r.tiles),
+                                                               default=len(rank)), r.box or (0, 0, 0, 0), r.text))
+
+
+def sign_groups(readings_by_model: dict[str, list[Reading]]) -> list[list[tuple[str, Reading]]]:
+    """Every model's readings grouped by sign: by place, and by text where a model gave no place."""
     items = [(label, r) for label, readings in readings_by_model.items() for r in readings if group_key(r.text)]
     links = set()
     for i, (label, reading) in enumerate(items):
@@ -158,20 +167,61 @@ def align(readings_by_model: dict[str, list[Reading]], families: dict[str, str] 
             if same_sign(reading, candidate):
                 links.add((max(i, j), min(i, j)))
                 linked_to.add(other)
-    rows = [_row([items[i] for i in members], list(readings_by_model), families)
-            for members in clusters(len(items), lambda i, j: (i, j) in links)]
-    rank = {t: i for i, t in enumerate(tile_order)}
-    order = {"different": 0, "near": 1, "single": 2, "exact": 3}
-    return sorted(rows, key=lambda r: (order[r.agreement], min((rank.get(t, len(rank)) for t in r.tiles),
-                                                               default=len(rank)), r.box or (0, 0, 0, 0), r.text))
+    return [[items[i] for i in members] for members in clusters(len(items), lambda i, j: (i, j) in links)]
+
+
+def read_by_model(members: Sequence[tuple[str, Reading]]) -> dict[str, str]:
+    """What each model read at one sign, its fragments joined left to right."""
+    mine: dict[str, list[Reading]] = {}
+    for label, r in members:
+        mine.setdefault(label, []).append(r)
+    return {label: " ".join(r.text for r in sorted(rs, key=lambda r: (r.box or (0, 0, 0, 0))[:2]))
+            for label, rs in mine.items()}
+
+
+def with_models_witness(readings_by_model: dict[str, list[Reading]],
+                        families: dict[str, str] | None = None) -> dict[str, list[Reading]]:
+    """Every model's readings with the other models as witnesses (witnesses.models: what each read at the same place,
+    None for nothing). A model of another family reading the same text is an independent witness: the reading is
+    confirmed, unless the detector found no text there (a habit two models share is not evidence). Models of one
+    family share mistakes: their agreement confirms nothing. A different text another family read there becomes a
+    variant. Confirmed readings come first, as in a report."""
+    from .evidence import STATUS_ORDER, verdict
+    from .schema import Witnesses
+
+    families = families or {}
+    family = lambda m: families.get(m) or model_family(m.rsplit("@", 1)[0] if "@" in m else m)  # noqa: E731
+    read_at: dict[int, dict[str, str]] = {}
+    for members in sign_groups(readings_by_model):
+        read = read_by_model(members)
+        for _, r in members:
+            read_at[id(r)] = read
+    out = {}
+    for label, readings in readings_by_model.items():
+        judged = []
+        for r in readings:
+            read = read_at.get(id(r), {})
+            others = {m: read.get(m) for m in readings_by_model if m != label}
+            witnesses = (r.witnesses or Witnesses(views=list(r.views))).model_copy(update={"models": others})
+            update: dict = {"witnesses": witnesses}
+            independent = {m: t for m, t in others.items() if t and family(m) != family(label)}
+            agreeing = [m for m, t in independent.items() if group_key(t) == group_key(r.text)]
+            different = [t for t in independent.values() if group_key(t) != group_key(r.text)]
+            if different:
+                update["variants"] = list(dict.fromkeys([*r.variants, *different]))
+            if agreeing and r.status not in ("confirmed", "probably_absent"):
+                update |= verdict("confirmed", f'another model ({agreeing[0]}, of another family) read '
+                                                     f'"{read[agreeing[0]]}" here')
+            judged.append(r.model_copy(update=update))
+        out[label] = sorted(judged, key=lambda r: STATUS_ORDER[r.status or "unconfirmed"])
+    return out
 
 
 def _row(members: list[tuple[str, Reading]], labels: list[str], families: dict[str, str]) -> ComparedReading:
     mine: dict[str, list[Reading]] = {}
     for label, r in members:
         mine.setdefault(label, []).append(r)
-    read = {label: " ".join(r.text for r in sorted(rs, key=lambda r: (r.box or (0, 0, 0, 0))[:2]))
-            for label, rs in mine.items()}
+    read = read_by_model(members)
     own_confirmed = {label for label, rs in mine.items() if all(r.confirmed for r in rs)}
     keys = {label: group_key(text) for label, text in read.items()}
     support: dict[str, list[str]] = {}
@@ -321,17 +371,20 @@ def review_each(backends: Sequence[Backend], labels: Sequence[str], review: Call
 
 def assemble(image_path: str, labels: Sequence[str], backends: Sequence[Backend], outcomes: dict[str, Outcome],
              out_dir: str | Path, phases: Sequence[str], elapsed_s: float, grid: tuple[int, int, str],
-             run_ids: dict[str, str] | None = None) -> tuple[Comparison, Path | None]:
-    """The comparison of what every model's review ended with, and the folder to write it to (None: no model
-    finished, nothing to write)."""
+             run_ids: dict[str, str] | None = None) -> tuple[Comparison, Path | None, list[FinalReport]]:
+    """The comparison of what every model's review ended with, the folder to write it to (None: no model finished,
+    nothing to write), and the finished reports with the other models as witnesses of their readings (to write
+    over each model's report)."""
     runs = [model_run(label, b, outcomes[label]).model_copy(update={"flow_run_id": (run_ids or {}).get(label)})
             for label, b in zip(labels, backends)]
     reports = {label: o for label, o in outcomes.items() if isinstance(o, FinalReport)}
     result = comparison(image_path, runs, reports, elapsed_s, grid, phases)
     if not reports:
-        return result, None
-    return result, Path(out_dir) / comparison_dir_name(image_path, result.image_sha256, labels, result.grid,
-                                                       result.phases)
+        return result, None, []
+    witnessed = with_models_witness({label: r.readings for label, r in reports.items()},
+                                    {m.label: m.family for m in runs})
+    folder = Path(out_dir) / comparison_dir_name(image_path, result.image_sha256, labels, result.grid, result.phases)
+    return result, folder, [reports[label].model_copy(update={"readings": witnessed[label]}) for label in reports]
 
 
 def compare_image(image_path: str, models: Sequence[tuple[str, str | None]], *, density: str = "light",
@@ -360,8 +413,8 @@ def compare_image(image_path: str, models: Sequence[tuple[str, str | None]], *, 
                       out_dir=str(settings.out_dir), use_memo=use_memo, input_px=px, second_look=second_look)
 
     outcomes = review_each(backends, labels, review_model, on_model)
-    result, folder = assemble(image_path, labels, backends, outcomes, settings.out_dir, phases,
-                              time.monotonic() - started, (cols, rows, label))
+    result, folder, witnessed = assemble(image_path, labels, backends, outcomes, settings.out_dir, phases,
+                                         time.monotonic() - started, (cols, rows, label))
     if folder:
-        write_comparison(result, folder)
+        write_comparison(result, folder, witnessed)
     return result

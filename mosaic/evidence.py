@@ -108,8 +108,8 @@ def judge(r: Reading, look: Look | None, threshold: float = 1.0) -> Reading:
     w = Witnesses(views=list(r.views))
     update: dict = {"witnesses": w}
     if look is None:
-        return r.model_copy(update=update | _status("unconfirmed", "no place to check: the model did not say where it "
-                                                                   "read it"))
+        return r.model_copy(update=update | verdict("unconfirmed",
+                                                    "no place to check: the model did not say where it read it"))
     look = look.at(r.box)
     if look.regions is not None:
         w.detector = "text" if look.regions else "none"
@@ -118,7 +118,7 @@ def judge(r: Reading, look: Look | None, threshold: float = 1.0) -> Reading:
         w.reader = ReaderWitness(name=READER, text=line.text if line else None, agrees=score >= threshold,
                                  similarity=score)
         if w.reader.agrees:
-            return r.model_copy(update=update | _located(r, line) | _status(
+            return r.model_copy(update=update | _located(r, line) | verdict(
                 "confirmed", f'an independent reader ({READER}) read "{line.text}" here'))
         for variant in r.variants:
             v_line, v_score = closest(variant, look.lines)
@@ -126,28 +126,29 @@ def judge(r: Reading, look: Look | None, threshold: float = 1.0) -> Reading:
                 w.reader = ReaderWitness(name=READER, text=v_line.text, agrees=True, similarity=v_score)
                 others = [x for x in r.variants if x != variant] + [r.text]
                 return r.model_copy(update=update | _located(r, v_line) | {"text": variant, "variants": others} |
-                                    _status("confirmed", f'an independent reader ({READER}) read "{v_line.text}" '
+                                    verdict("confirmed", f'an independent reader ({READER}) read "{v_line.text}" '
                                                          f'here, as a view did; "{r.text}" kept as a variant'))
     reader_read = w.reader.text if w.reader else None
     if w.detector == "none" and not reader_read:
-        return r.model_copy(update=update | _status("probably_absent", NO_TEXT))
+        return r.model_copy(update=update | verdict("probably_absent", NO_TEXT))
     if reader_read:
         variants = list(dict.fromkeys([*r.variants, reader_read]))
-        return r.model_copy(update=update | {"variants": variants} | _status(
+        return r.model_copy(update=update | {"variants": variants} | verdict(
             "unconfirmed", f'the reader ({READER}) reads "{reader_read}" here'))
     if w.reader:
         found = " (the detector sees text-like detail)" if w.detector == "text" else ""
-        return r.model_copy(update=update | _status("unconfirmed", f"the reader reads nothing here{found}"))
+        return r.model_copy(update=update | verdict("unconfirmed", f"the reader reads nothing here{found}"))
     if w.detector == "text":
-        return r.model_copy(update=update | (_status("confirmed", f"read in {len(r.views)} views, and the detector "
-                                                                  "sees text here") if views_agree else _status(
-            "unconfirmed", "read in one view only; the detector sees text here")))
-    return r.model_copy(update=update | (_status("confirmed", "read in two or more views (no independent witness was "
-                                                              "asked)") if views_agree else _status(
-        "unconfirmed", "read in one view only (no independent witness was asked)")))
+        return r.model_copy(update=update | (
+            verdict("confirmed", f"read in {len(r.views)} views, and the detector sees text here") if views_agree
+            else verdict("unconfirmed", "read in one view only; the detector sees text here")))
+    return r.model_copy(update=update | (
+        verdict("confirmed", "read in two or more views (no independent witness was asked)") if views_agree
+        else verdict("unconfirmed", "read in one view only (no independent witness was asked)")))
 
 
-def _status(status: str, reason: str) -> dict:
+def verdict(status: str, reason: str) -> dict:
+    """A reading's status, confirmed flag and reason, as fields to update it with."""
     return {"status": status, "confirmed": status == "confirmed", "reason": reason}
 
 
@@ -302,7 +303,7 @@ def witness(readings: list[Reading], image: Callable[[], Image.Image], plan: Pla
     try:
         found = iter(looks(image, plan.image_sha256, asked, on, blobs) if on else [Look(None, None)] * len(asked))
     except BadImage as e:
-        return [r.model_copy(update={"witnesses": Witnesses(views=list(r.views))} | _status(
+        return [r.model_copy(update={"witnesses": Witnesses(views=list(r.views))} | verdict(
             "unconfirmed", f"not witnessed: {e}")) for r in readings]
     judged = [judge(r, next(found) if p else None, threshold) for r, p in zip(readings, places)]
     return sorted(judged, key=lambda r: STATUS_ORDER[r.status or "unconfirmed"])

@@ -211,12 +211,33 @@ def _draw_readings(base: Image.Image, readings: Sequence[Reading], plan: Plan, s
 HARD_SPOT_PX = 480  # long side of a hard spot's crop in comparison.md
 
 
-def write_comparison(comparison: Comparison, folder: Path) -> Path:
+def rewrite_readings(report: FinalReport) -> None:
+    """A finished report's report.json, report.md and report.html written again with its readings as now judged (the
+    other models of a comparison as witnesses); overview.jpg stays, the crops are cut from the photo."""
+    from .images import load_image
+
+    folder = Path(report.report_dir or "")
+    if not (folder / "report.json").is_file():
+        return
+    image = load_image(report.image).image
+    tiles = {t.tile: t.box for t in report.tiles}
+    places = {i: r.box or hull(tiles[t] for t in r.tiles if t in tiles) for i, r in enumerate(report.readings)}
+    crops = {i: crop_jpeg(image, box) for i, box in places.items() if box}
+    overview = folder / "overview.jpg"
+    write_atomically(folder / "report.json", report.model_dump_json(indent=2).encode())
+    write_atomically(folder / "report.md", render_markdown(report).encode())
+    write_atomically(folder / "report.html",
+                     render_report_html(report, overview.read_bytes() if overview.is_file() else b"", crops).encode())
+
+
+def write_comparison(comparison: Comparison, folder: Path, witnessed: Sequence[FinalReport] = ()) -> Path:
     """comparison.json, comparison.md, comparison.html and a crop of every hard spot (where the models read a sign
-    differently)."""
+    differently); each model's report written again with the other models as witnesses (`witnessed`)."""
     from .images import load_image
     from .tiles import cell_label, parse_grid, tile_boxes
 
+    for report in witnessed:
+        rewrite_readings(report)
     folder.mkdir(parents=True, exist_ok=True)
     comparison.comparison_dir = str(folder)
     crops: dict[int, str] = {}

@@ -80,7 +80,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         f"to {backend.model} at {backend.address}, on {args.runner}" + (f" ({args.dask_address})" if args.dask_address else ""))
     quiet_prefect(args.verbose)
     connect_prefect(settings, say)
-    from flows.batch import run_batch
+    from mosaic_flows.batch import run_batch
 
     state = run_batch(args.runner, args.dask_address, images=[str(p.resolve()) for p in images], model=settings.model,
                       api_base=settings.api_base, density=args.density, grid=args.grid, phases=phases,

@@ -70,7 +70,7 @@ def connect_prefect(settings: Settings, say) -> str:
         del os.environ["PREFECT_API_URL"]
     if configured_api_url() == local.api_url:  # from the profile `mosaic`
         os.environ["PREFECT_PROFILE"] = "ephemeral"
-    from flows.temporary_server import start_temporary_server
+    from mosaic_flows.temporary_server import start_temporary_server
 
     start_temporary_server(say)
     return "temporary"

@@ -92,7 +92,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     quiet_prefect(args.verbose)
     connect_prefect(settings, lambda line: print(line, file=sys.stderr))
-    from flows.compare import run_compare
+    from mosaic_flows.compare import run_compare
 
     state = run_compare(
         image_path=str(Path(args.image).resolve()), models=models, density=args.density,

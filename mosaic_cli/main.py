@@ -171,7 +171,7 @@ def entry() -> None:
             APILogWorker.drain_all(timeout=5)
             EventsWorker.drain_all(timeout=5)
             if "prefect.server.api.server" in sys.modules:
-                from flows.temporary_server import stop_temporary_servers
+                from mosaic_flows.temporary_server import stop_temporary_servers
 
                 stop_temporary_servers()
         except Exception:  # noqa: BLE001 - whatever is left unsent, the run's files are written
@@ -247,7 +247,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_flow(args, settings, phases, density, input_px):
     quiet_prefect(args.verbose)
     connect_prefect(settings, lambda line: print(line, file=sys.stderr))
-    from flows.review import run_review
+    from mosaic_flows.review import run_review
 
     return run_review(
         concurrency=settings.concurrency, image_path=str(Path(args.image).resolve()), model=settings.model,

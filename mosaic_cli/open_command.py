@@ -48,7 +48,7 @@ def _page_of_run(run: str) -> Path:
 
     quiet_prefect(False)
     connect_prefect(load(), lambda line: print(line, file=sys.stderr))
-    from flows.server import show
+    from mosaic_flows.server import show
 
     facts = show(run)
     folder = (facts.get("summary") or {}).get("report_dir")

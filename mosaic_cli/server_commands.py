@@ -134,7 +134,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                   "api_base": settings.api_base, "density": args.density, "grid": args.grid, "phases": phases,
                   "runner": args.runner, "dask_address": args.dask_address}
     cron, every = (None, None) if args.no_schedule else (args.cron, None if args.cron else (args.every or 10))
-    from flows.server import serve_inbox
+    from mosaic_flows.server import serve_inbox
 
     serve_inbox(args.name, parameters, cron, every, paused=args.paused, say=lambda line: print(line, file=sys.stderr))
     return 0
@@ -142,7 +142,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     _need_server()
-    from flows.server import BATCH_FLOW, INBOX_FLOW, REVIEW_FLOW, history
+    from mosaic_flows.server import BATCH_FLOW, INBOX_FLOW, REVIEW_FLOW, history
 
     rows = history(args.limit, (REVIEW_FLOW, INBOX_FLOW, BATCH_FLOW) if args.inbox else (REVIEW_FLOW,))
     if args.json:
@@ -157,7 +157,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     _need_server()
-    from flows.server import show
+    from mosaic_flows.server import show
 
     info = show(args.run)
     if args.json:
@@ -184,7 +184,7 @@ def _print_review(info: dict) -> None:
 
 def cmd_rerun(args: argparse.Namespace) -> int:
     _need_server()
-    from flows.server import rerun
+    from mosaic_flows.server import rerun
 
     out = rerun(args.run, args.wait)
     if out["how"] == "scheduled":

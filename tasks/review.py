@@ -55,5 +55,5 @@ def save_report(report: FinalReport, plan: Plan, folder: str, ctx: RunContext) -
 
 
 @task(name="save-comparison", **quiet)
-def save_comparison(comparison: Comparison, folder: str) -> str:
-    return str(write_comparison(comparison, Path(folder)))
+def save_comparison(comparison: Comparison, folder: str, witnessed: list[FinalReport]) -> str:
+    return str(write_comparison(comparison, Path(folder), witnessed))

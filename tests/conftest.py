@@ -1,38 +1,22 @@
 import io
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
-# Isolate Prefect and LiteLLM before either is imported anywhere in the session.
-_SESSION_DIR = Path(tempfile.mkdtemp(prefix="mosaic-tests-"))
-os.environ["PREFECT_HOME"] = str(_SESSION_DIR / "prefect")
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(_SESSION_DIR / "prefect-storage")
-os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "90"
-os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-os.environ.pop("PREFECT_API_URL", None)
-for key in [k for k in os.environ if k.startswith("MOSAIC_")]:
-    del os.environ[key]
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mosaic.offline.stand_in import fake_vlm  # noqa: E402  (after the environment is set)
+from testkit.isolation import isolate_session, isolate_test  # noqa: E402
+
+isolate_session()  # before Prefect or LiteLLM is imported anywhere in the session
+
+from testkit.fake_vlm import fake_vlm  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def _mosaic_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("MOSAIC_CACHE_DIR", str(tmp_path / "memo"))
-    monkeypatch.setenv("MOSAIC_OUT_DIR", str(tmp_path / "reports"))
-    monkeypatch.setenv("MOSAIC_RETRIES", "1")
-    monkeypatch.setenv("MOSAIC_RETRY_DELAY_S", "0")
-    # Tests of the first wave count its calls exactly; the second look's own tests turn it on.
-    monkeypatch.setenv("MOSAIC_SECOND_LOOK", "false")
-    # Prefect's temporary server, once per session; tests/test_local_server.py starts Mosaic's lasting one itself.
-    monkeypatch.setenv("MOSAIC_PREFECT_SERVER", "temporary")
+    isolate_test(tmp_path, monkeypatch)
 
 
 def free_port() -> int:

@@ -47,7 +47,7 @@ def pooled_deployment(env: dict, base: Path, backend) -> subprocess.CompletedPro
     a user would in the UI, its parameters point at a test inbox and backend, and its schedule is every 30 s."""
     from prefect.client.schemas.actions import DeploymentUpdate
 
-    from flows.server import client
+    from mosaic_flows.server import client
 
     run = lambda *argv: subprocess.run([sys.executable, "-m", "prefect", *argv], env=env, cwd=ROOT,  # noqa: E731
                                        capture_output=True, text=True, timeout=180)
@@ -70,7 +70,7 @@ def completed_scheduled_runs(deployment_id) -> list:
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
-    from flows.server import client
+    from mosaic_flows.server import client
 
     with client() as c:
         # filtered on the server: the scheduler keeps ~100 future runs, which sort first

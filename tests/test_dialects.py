@@ -12,7 +12,7 @@ from mosaic.dialects import crop_fractions, smart_resize, strip_thinking
 from mosaic.errors import BackendError
 from mosaic.llm import call_model
 from mosaic.memo import BlobStore, Memo
-from mosaic.offline.dialect_stand_in import DIALECTS, INVENTED, OVERFLOW_BODY, model_for, speak
+from testkit.dialects import DIALECTS, INVENTED, OVERFLOW_BODY, model_for, speak
 from mosaic.offline.server import Fault, ModelServer
 from mosaic.profiles import BOX_CONVENTIONS, DEFAULT, Profile, profile_for, table_profile, unknown_model_line
 from mosaic.schema import ModelCall, ModelReply, View

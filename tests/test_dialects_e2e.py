@@ -5,7 +5,7 @@ import json
 
 from PIL import Image, ImageDraw, ImageFont
 
-from mosaic.offline.dialect_stand_in import in_dialect
+from testkit.dialects import in_dialect
 from mosaic.offline.reader import OfflineReader
 from mosaic.offline.server import ModelServer
 

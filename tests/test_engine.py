@@ -24,7 +24,7 @@ from mosaic.schema import View
 from mosaic.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-STAND_IN = "mosaic.offline.stand_in:completion"
+STAND_IN = "testkit.fake_vlm:completion"
 
 
 @pytest.fixture
@@ -175,7 +175,7 @@ def test_a_run_without_the_memo_leaves_nothing_in_the_cache(tmp_path, stand_in):
 def test_both_drivers_make_the_same_calls_counts_and_report(tmp_path, stand_in, monkeypatch):
     """The thread-pool driver (mosaic.review) and the Prefect flow run the same engine: on the same inputs, the
     same number of calls, the same counts and the same report."""
-    from flows.review import run_review
+    from mosaic_flows.review import run_review
 
     image = str(make_photo(tmp_path / "p.png"))
     args = dict(grid="2x2", phases=["text", "subjects"])
@@ -201,7 +201,7 @@ def test_both_drivers_make_the_same_calls_counts_and_report(tmp_path, stand_in, 
 
 FAILING_R1C2 = '''
 from mosaic.errors import BackendError
-from mosaic.offline.stand_in import completion
+from testkit.fake_vlm import completion
 
 
 def failing_r1c2(backend):

@@ -186,8 +186,8 @@ def test_one_detection_serves_both_witnesses_and_each_finds_what_it_finds_alone(
 
 @pytest.mark.slow
 def test_a_model_repeating_an_invention_on_a_blank_board_is_not_confirmed(tmp_path, monkeypatch):
-    from bench.scenes import dump_ground_truth, make_scene
-    from bench.stand_ins import StandIn, board_text
+    from testkit.scenes import dump_ground_truth, make_scene
+    from testkit.stand_ins import StandIn, board_text
     from mosaic.driver import review
     from mosaic.offline.server import ModelServer
     from mosaic.settings import load_settings

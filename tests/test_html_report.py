@@ -28,8 +28,8 @@ EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*["'](?:https?:)?//|url\(\s*["']?(?:
 def reviewed(tmp_path_factory):
     """A real run: a drawn street scene, read by a stand-in VLM over HTTP that gives boxes for some readings and
     places in words for others, with the second look on."""
-    from bench.scenes import make_scene
-    from bench.stand_ins import StandIn
+    from testkit.scenes import make_scene
+    from testkit.stand_ins import StandIn
     from mosaic.driver import review
     from mosaic.offline.server import ModelServer
 
@@ -103,7 +103,7 @@ def test_a_crop_is_cut_from_the_smallest_view_holding_the_reading():
 
 
 def test_comparison_html_puts_the_models_side_by_side_disagreements_first(reviewed, tmp_path):
-    from bench.stand_ins import StandIn
+    from testkit.stand_ins import StandIn
     from mosaic.compare import compare_image
     from mosaic.offline.server import ModelServer
 

@@ -8,13 +8,13 @@ import threading
 
 import pytest
 
-from bench.inbox_files import bad_files, good_photo
+from testkit.inbox_files import bad_files, good_photo
 from conftest import free_port
 from mosaic.inbox import ATTEMPTS_DIR, claim, failures, rejected_folder
 
 
 def sweep(inbox, outbox, **options):
-    from flows.inbox import review_inbox
+    from mosaic_flows.inbox import review_inbox
 
     return review_inbox(inbox=str(inbox), outbox=str(outbox), density="quick", phases=["text"], return_state=True,
                         **options)
@@ -70,7 +70,7 @@ class Lines(logging.Handler):
         self.lines.append(self.format(record))
 
     def __enter__(self):
-        from flows.expected_failures import RUN_LOGGERS
+        from mosaic_flows.expected_failures import RUN_LOGGERS
 
         self.names = RUN_LOGGERS
         for name in self.names:
@@ -83,7 +83,7 @@ class Lines(logging.Handler):
 
 
 def test_expected_failures_are_logged_in_one_line_and_others_with_their_traceback():
-    import flows  # noqa: F401  (installs the filter, as any run of a Mosaic flow does)
+    import mosaic_flows  # noqa: F401  (installs the filter, as any run of a Mosaic flow does)
     from mosaic.errors import BackendError
 
     with Lines() as logged:
@@ -155,15 +155,3 @@ def test_the_work_pool_deployments_inbox_and_outbox_are_ignored_by_git():
     for folder in folders:
         done = subprocess.run(["git", "check-ignore", "-q", f"{folder}/photo.jpg"], cwd=root)
         assert done.returncode == 0, f"{folder}/ would show as untracked in the checkout"
-
-
-@pytest.mark.slow
-def test_a_short_soak_of_the_served_inbox(tmp_path):
-    """bench/soak.py, short: `mosaic serve --every 1` on Mosaic's local server, good and bad files in the inbox."""
-    from bench.soak import run
-
-    result = run(minutes=2.5, outage_at=0, outage=0, good=3, base=tmp_path, say=lambda line: None, until_done=True)
-    assert result["reviewed_once"] and result["bad_left_in_inbox"] == [], result
-    assert result["rejected_with_reason"], result["reasons"]
-    assert result["sweeps"] >= 1 and result["failed_sweeps_outside_outage"] == [], result
-    assert result["tracebacks_in_serve_log"] == 0

@@ -1,17 +1,22 @@
 """The layers show in the imports: mosaic/ is the library (no Prefect, no flows, tasks or CLI), tasks/ wraps it,
-flows/ composes, mosaic_cli/ stays on top; and no module imports itself back through others."""
+flows/ composes, mosaic_cli/ stays on top; and no module imports itself back through others. flows/ and tasks/ are
+installed as mosaic_flows and mosaic_tasks, so a user's own `flows` or `tasks` cannot take their place."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("mosaic", "mosaic_cli", "tasks", "flows")
+INSTALLED_AS = {"mosaic": "mosaic", "mosaic_cli": "mosaic_cli", "tasks": "mosaic_tasks", "flows": "mosaic_flows"}
+PACKAGES = tuple(INSTALLED_AS)
 
 
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    parts[0] = INSTALLED_AS[parts[0]]
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -45,11 +50,11 @@ def project_graph() -> dict[str, set[str]]:
 def test_the_library_imports_neither_prefect_nor_the_layers_above_it():
     offenders = []
     for path in (ROOT / "mosaic").rglob("*.py"):
-        bad = {m for m in imports_of(path) if m.split(".")[0] in ("prefect", "flows", "tasks", "mosaic_cli")}
+        bad = {m for m in imports_of(path) if m.split(".")[0] in ("prefect", "mosaic_flows", "mosaic_tasks", "mosaic_cli")}
         if bad:
             offenders.append(f"{module_name(path)} imports {sorted(bad)}")
     for path in (ROOT / "tasks").rglob("*.py"):
-        bad = {m for m in imports_of(path) if m.split(".")[0] in ("flows", "mosaic_cli")}
+        bad = {m for m in imports_of(path) if m.split(".")[0] in ("mosaic_flows", "mosaic_cli")}
         if bad:
             offenders.append(f"{module_name(path)} imports {sorted(bad)}")
     assert not offenders, offenders
@@ -79,5 +84,23 @@ def test_there_are_no_import_cycles():
 def test_the_graph_sees_imports_inside_functions():
     """The check above is only worth something if it sees deferred imports: mosaic_cli imports flows lazily."""
     graph = project_graph()
-    assert "flows.server" in graph["mosaic_cli.server_commands"]
-    assert "mosaic.driver" in graph["flows.review"]
+    assert "mosaic_flows.server" in graph["mosaic_cli.server_commands"]
+    assert "mosaic.driver" in graph["mosaic_flows.review"]
+
+
+def test_no_module_imports_the_folders_by_their_bare_names():
+    """`import flows` would work from the checkout and break everywhere else (or import a user's own flows)."""
+    offenders = [f"{module_name(p)} imports {sorted(bad)}" for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
+                 if (bad := {m for m in imports_of(p) if m.split(".")[0] in ("flows", "tasks")})]
+    assert not offenders, offenders
+
+
+def test_a_users_own_flows_and_tasks_packages_do_not_shadow_mosaics(tmp_path):
+    for name in ("flows", "tasks"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("raise ImportError('the user\'s own package was imported')\n")
+    code = ("import mosaic_flows.review, mosaic_tasks, mosaic_cli.main\n"
+            "print(mosaic_flows.review.__file__)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert Path(out.stdout.strip()) == ROOT / "flows" / "review.py"

@@ -147,7 +147,7 @@ def test_ctrl_c_is_one_true_line_with_and_without_the_memo(local, tmp_path):
     import signal
 
     from mosaic.offline.server import ModelServer
-    from mosaic.offline.stand_in import fake_vlm
+    from testkit.fake_vlm import fake_vlm
 
     env, server = local
     photo = make_photo(tmp_path / "photo.png")

@@ -86,7 +86,7 @@ def test_a_scheduled_run_on_a_postgres_backed_server_completes_and_history_reads
                                   "--port", str(port)])
         wait_for(lambda: api_healthy(api, server, tmp_path / "server.log"), 120, "the Prefect server on PostgreSQL")
         with temporary_settings({PREFECT_API_URL: api}):
-            from flows.server import client
+            from mosaic_flows.server import client
 
             deployed = pooled_deployment(env, tmp_path, vlm)
             assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]

@@ -85,7 +85,7 @@ def ops(tmp_path_factory):
                               "--model", "openai/fake-vl", "--api-base", auto_vlm.openai_base, "--grid", "1x1",
                               "--phases", "text"])
         with temporary_settings({PREFECT_API_URL: api}):
-            from flows.server import client
+            from mosaic_flows.server import client
 
             def deployment(name=DEPLOYMENT):
                 with client() as c:
@@ -119,7 +119,7 @@ def trigger(ops) -> uuid.UUID:
 
 
 def wait_final(ops, run_id: uuid.UUID, after: str | None = None, timeout: float = 240):
-    from flows.server import client
+    from mosaic_flows.server import client
 
     def final():
         with client() as c:
@@ -136,7 +136,7 @@ def wait_final(ops, run_id: uuid.UUID, after: str | None = None, timeout: float 
 def task_runs(run_id: uuid.UUID) -> dict:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from flows.server import client
+    from mosaic_flows.server import client
 
     with client() as c:
         found = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])), limit=200)
@@ -147,7 +147,7 @@ def children(run_id: uuid.UUID) -> list:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
     from prefect.client.schemas.sorting import FlowRunSort
 
-    from flows.server import client
+    from mosaic_flows.server import client
 
     with client() as c:
         runs = c.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id])),
@@ -157,7 +157,7 @@ def children(run_id: uuid.UUID) -> list:
 
 def artifacts_of(run_id: uuid.UUID) -> dict[str, object]:
     """A run's artifacts by kind: summary, tiles, review, progress (their keys go on with the report folder's name)."""
-    from flows.server import client, read_artifacts
+    from mosaic_flows.server import client, read_artifacts
 
     with client() as c:
         found = read_artifacts(c, [run_id])
@@ -169,7 +169,7 @@ def table(artifact) -> list[dict]:
 
 
 def summary(artifact) -> dict:
-    from tasks.artifacts import summary_from_table
+    from mosaic_tasks.artifacts import summary_from_table
 
     return summary_from_table(table(artifact))
 
@@ -236,6 +236,8 @@ def fail_then_retry(ops) -> dict:
     tasks = task_runs(image_runs[0].id)
     assert tasks["synthesize-r1c2"].state.is_failed()  # not left NotReady: the graph ends, named after the tile
     assert all(t.state.is_final() for t in tasks.values()), {n: t.state.name for n, t in tasks.items()}
+    # a tagged task run first takes a slot of Prefect's tag concurrency limits (seconds, now and then): none carry tags
+    assert not [t.name for t in tasks.values() if t.tags]
     assert not list((ops["outbox"]).glob(".mosaic-reviewed/*.json"))
 
     # the server recovers; `prefect flow-run retry` puts the same run back on the deployment's queue
@@ -334,7 +336,7 @@ def test_mosaic_rerun_makes_only_the_missing_calls(ops, retried, monkeypatch, ca
 def test_one_concurrency_limit_per_backend(ops, retried):  # retried: runs that called the backend
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.server import client
+    from mosaic_flows.server import client
 
     name = Backend.create("openai/fake-vl", ops["vlm"].openai_base).limit_name
     assert name == f"mosaic-backend-127-0-0-1-{ops['vlm'].openai_base.split(':')[-1].split('/')[0]}-v1"
@@ -394,7 +396,7 @@ def test_both_deployments_fire_by_themselves(ops):
     """Runs the scheduler created (auto_scheduled), not started by hand, complete and leave a report in the outbox."""
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-    from flows.server import client
+    from mosaic_flows.server import client
 
     with client() as c:
         pooled = c.read_deployment_by_name("review-inbox/inbox-worker")

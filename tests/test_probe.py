@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mosaic.offline.dialect_stand_in import CONVENTION, in_dialect, model_for
+from testkit.dialects import CONVENTION, in_dialect, model_for
 from mosaic.offline.reader import OfflineReader
 from mosaic.offline.server import ModelServer
 from mosaic.profiles import profile_for

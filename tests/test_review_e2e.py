@@ -190,7 +190,7 @@ def test_density_auto_uses_the_stated_encoder_size_of_an_unknown_model(photo, vl
 @pytest.mark.slow  # an end-to-end run of ~10 s: CI runs it, the fast lane keeps three
 def test_density_auto_asks_an_ollama_server_for_the_encoder_size(photo):
     from mosaic.offline.server import ModelServer
-    from mosaic.offline.stand_in import fake_vlm
+    from testkit.fake_vlm import fake_vlm
 
     with ModelServer(fake_vlm, models=["fake-vl"], encoder_px=lambda model: 1200) as server:
         # the Ollama API says the encoder takes 1200 px: a 2×2 grid already gives it every pixel
@@ -203,7 +203,7 @@ def test_density_auto_asks_an_ollama_server_for_the_encoder_size(photo):
 
 
 def test_an_inbox_run_creates_a_missing_inbox(tmp_path):
-    from flows.inbox import review_inbox
+    from mosaic_flows.inbox import review_inbox
 
     state = review_inbox(inbox=str(tmp_path / "new-inbox"), outbox=str(tmp_path / "outbox"), return_state=True)
     assert state.is_completed(), state.message

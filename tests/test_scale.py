@@ -17,7 +17,7 @@ from mosaic.engine import Outcome
 from mosaic.errors import BadOption
 from mosaic.memo import Memo, network_filesystem
 from mosaic.offline.server import Fault, ModelServer
-from mosaic.offline.stand_in import fake_vlm
+from testkit.fake_vlm import fake_vlm
 from mosaic.servers import ServerPool
 
 pytestmark = pytest.mark.slow  # the fast lane (-m 'not slow') leaves these to CI
@@ -173,7 +173,7 @@ def test_a_batch_names_bad_input_in_one_line(tmp_path, capsys):
 def _dask_worker(scheduler: str, cache: Path) -> subprocess.Popen:
     """A worker as on another machine: its own cache folder, PREFECT_API_URL at the Prefect server the runs use
     (this process's temporary one, so no worker starts one of its own)."""
-    from flows.temporary_server import temporary_server_env
+    from mosaic_flows.temporary_server import temporary_server_env
 
     env = {**os.environ, "MOSAIC_CACHE_DIR": str(cache), **temporary_server_env()}
     return subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", scheduler, "--nthreads", "2",
@@ -218,7 +218,7 @@ def test_a_batch_on_a_dask_cluster_whose_workers_have_memos_of_their_own(tmp_pat
 def test_the_inbox_reviews_its_new_images_as_one_batch_on_a_dask_cluster(tmp_path, folder):
     """The scheduled inbox's batch path: new images in one mosaic-batch run on a local Dask cluster, calls over two
     servers, a marker per reviewed image; the next sweep finds nothing new and makes no call."""
-    from flows.inbox import review_inbox
+    from mosaic_flows.inbox import review_inbox
 
     with ModelServer(fake_vlm, slots=2) as a, ModelServer(fake_vlm, slots=2) as b:
         parameters = dict(inbox=str(folder), outbox=str(tmp_path / "outbox"), model="openai/fake-vl",

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.scenes import (
+from testkit.scenes import (
     Scene,
     Sign,
     grid_lines,
@@ -117,7 +117,7 @@ def test_text_drawing_enforces_uniqueness_at_scale():
     # so this fails if the generator stops checking.
     import random
 
-    from bench.scenes import _unique_texts
+    from testkit.scenes import _unique_texts
 
     scripts = ["cjk"] * 200 + ["digits"] * 100 + ["latin"] * 100
     texts = _unique_texts(random.Random(0), scripts)
@@ -261,7 +261,7 @@ def test_bundled_sample_ground_truth_is_reproducible():
 
 
 def test_missing_cjk_font_names_the_package(monkeypatch):
-    import bench.scenes as scenes
+    import testkit.scenes as scenes
 
     monkeypatch.setattr(scenes, "_cjk_font_candidates", lambda: [])
     scenes._cjk_font_source.cache_clear()

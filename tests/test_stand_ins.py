@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from bench.stand_ins import StandIn, ceiling, completion, join_cjk, parse_tsv, stand_in_for
+from testkit.stand_ins import StandIn, ceiling, completion, join_cjk, parse_tsv, stand_in_for
 from mosaic import prompts
 from mosaic.images import encode_view
 from mosaic.llm import build_messages

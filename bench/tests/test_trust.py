@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench import trust
-from bench.scenes import Sign
+from testkit.scenes import Sign
 
 import pytest  # noqa: E402
 

@@ -34,7 +34,7 @@ or a path in ``$MOSAIC_CJK_FONT`` also works.
 
 Regenerate the bundled sample with::
 
-    python -m bench.scenes --seed 7 --size 3000x2000 --signs 16 \\
+    python -m testkit.scenes --seed 7 --size 3000x2000 --signs 16 \\
         --out mosaic/samples/street.jpg --quality 90
 """
 
@@ -777,7 +777,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scene.image.save(out)
     gt = scene.ground_truth()
     gt["generator"] = (
-        f"python -m bench.scenes --seed {a.seed} --size {w}x{h} --signs {a.signs} "
+        f"python -m testkit.scenes --seed {a.seed} --size {w}x{h} --signs {a.signs} "
         f"--out {out.name}" + (f" --quality {a.quality}" if out.suffix.lower() in (".jpg", ".jpeg") else "")
     )
     out.with_suffix(".json").write_text(dump_ground_truth(gt), encoding="utf-8")

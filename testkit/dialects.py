@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from PIL import Image
 
-from ..dialects import smart_resize
-from ..profiles import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS
+from mosaic.dialects import smart_resize
+from mosaic.profiles import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS
 
 DIALECTS = ("json", "qwen-pixels", "thousandths", "thousandths-yx", "fractions", "words", "glm", "loc-yx", "think",
             "think-unopened", "loop")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bench import baselines, score
+from bench import baselines
+from testkit import score
 from bench.report import blog_comparison, targets
-from bench.scenes import Sign, make_scene
+from testkit.scenes import Sign, make_scene
 from mosaic.backend import Backend
 
 pytestmark = pytest.mark.slow  # the fast lane (-m 'not slow') leaves these to CI
@@ -224,7 +225,7 @@ def test_the_page_links_its_plots_from_wherever_it_is_written(tmp_path):
 
     results = tmp_path / "bench-results"
     results.mkdir()
-    shutil.copy(Path(__file__).parents[1] / "docs" / "bench" / "run-896.json", results)
+    shutil.copy(Path(__file__).parents[2] / "docs" / "bench" / "run-896.json", results)
     runs, system = load(results)
     beside = page(runs, system, results, results / "benchmark.md")
     above = page(runs, system, results, tmp_path / "benchmark.md")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from bench.scenes import Sign
-from bench.stand_ins import board_readings, board_text, crop_box
+from testkit.scenes import Sign
+from testkit.stand_ins import board_readings, board_text, crop_box
 from bench.witness import confirmed_at, figures, scene_figures
 
 import pytest  # noqa: E402

@@ -33,9 +33,9 @@ def fake_vlm(messages: list[dict], model: str) -> str:
 
 
 def completion(backend):
-    """The stand-in as a completion function (MOSAIC_COMPLETION=mosaic.offline.stand_in:completion): it answers
+    """The stand-in as a completion function (MOSAIC_COMPLETION=testkit.fake_vlm:completion): it answers
     in process, through the same seam as LiteLLM, for any model string."""
-    from ..llm import Completion
+    from mosaic.llm import Completion
 
     def complete(call, messages, api_key=None, timeout_s=0.0):
         return Completion(fake_vlm(messages, call.model), "stop", {})

@@ -4,11 +4,11 @@ A stand-in reads text with a real OCR engine (RapidOCR or Tesseract) on the imag
 answers the way small models do: it sometimes invents a sign, misreads a look-alike character, answers in prose or
 in fenced JSON instead of bare JSON, and drops readings when it merges. It answers through Mosaic's call seam:
 
-    MOSAIC_COMPLETION=bench.stand_ins:completion MOSAIC_STAND_IN="reader=tesseract,invent=0.2,style=prose" mosaic run ...
+    MOSAIC_COMPLETION=testkit.stand_ins:completion MOSAIC_STAND_IN="reader=tesseract,invent=0.2,style=prose" mosaic run ...
 
 or over HTTP (OpenAI and Ollama APIs):
 
-    python -m bench.stand_ins --port 8091 --spec "reader=rapidocr,misread=0.1"
+    python -m testkit.stand_ins --port 8091 --spec "reader=rapidocr,misread=0.1"
 
 Spec keys (comma-separated key=value): reader (rapidocr | tesseract), budget (px, long side), invent, misread, drop
 (fractions 0-1), style (json | fenced | prose | mixed), positions (box | words | none), seed, misread_by (call | text:
@@ -460,7 +460,7 @@ def stand_in_for(spec: str) -> StandIn:
 
 
 def completion(backend) -> StandIn:
-    """The factory MOSAIC_COMPLETION=bench.stand_ins:completion names: the stand-in $MOSAIC_STAND_IN describes
+    """The factory MOSAIC_COMPLETION=testkit.stand_ins:completion names: the stand-in $MOSAIC_STAND_IN describes
     (default 'reader=rapidocr'), whatever the backend."""
     return stand_in_for(os.environ.get("MOSAIC_STAND_IN") or DEFAULT_SPEC)
 
@@ -468,7 +468,7 @@ def completion(backend) -> StandIn:
 def main(argv: list[str] | None = None) -> None:
     from mosaic.offline.server import ModelServer, serve_until_interrupted
 
-    parser = argparse.ArgumentParser(prog="python -m bench.stand_ins", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m testkit.stand_ins", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8091)
     parser.add_argument("--spec", default=DEFAULT_SPEC, help="e.g. reader=tesseract,invent=0.2,style=prose")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from bench.scenes import Sign, straddled_grids
+from testkit.scenes import Sign, straddled_grids
 
 
 def norm(text: str) -> str:
