@@ -141,7 +141,9 @@ def score_scene(result: dict, signs) -> dict:
         own = own_readings(m["report_dir"])
         per_model[m["label"]] = {"hits": score.recalled(signs, model_texts(own)), "calls": m["calls"],
                                  "elapsed_s": m["elapsed_s"], "readings": m["readings"],
-                                 "confirmed": [is_real(r["text"], signs) for r in own if r["confirmed"]]}
+                                 "confirmed": [is_real(r["text"], signs) for r in own if r["confirmed"]],
+                                 "by_models": [is_real(r["text"], signs) for r in own if r["confirmed"]
+                                               and (r.get("reason") or "").startswith("another model")]}
     union = score.recalled(signs, [t for r in result["readings"] for t in row_texts(r)])
     return {"rows": rows, "per_model": per_model, "union_hits": union, "command_s": result["command_s"],
             "signs": len(signs)}
@@ -179,6 +181,9 @@ def figures(scored: list[dict], labels: list[str]) -> dict:
             "elapsed_s": round(sum(p["elapsed_s"] for p in per), 1),
             "own_confirmed": sum(len(p["confirmed"]) for p in per),
             "own_confirmed_real": share(sum(sum(p["confirmed"]) for p in per), sum(len(p["confirmed"]) for p in per)),
+            "by_models": sum(len(p.get("by_models", [])) for p in per),
+            "by_models_real": share(sum(sum(p.get("by_models", [])) for p in per),
+                                    sum(len(p.get("by_models", [])) for p in per)),
         }
     best = max(m["recall"] or 0 for m in out["models"].values())
     out["union_vs_best_model"] = round(out["union_recall"] - best, 4)
@@ -191,11 +196,13 @@ def render_markdown(results: dict) -> str:
     pair, trio = results["pair"], results["trio"]
 
     def model_rows(f: dict) -> list[str]:
-        rows = ["| model | family | recall (own report) | readings | confirmed in its own views | real | "
-                "calls (made, from the memo) | time |", "|---|---|---|---|---|---|---|---|"]
+        rows = ["| model | family | recall (own report) | readings | confirmed in its own report | real | "
+                "of them by another model only (real) | calls (made, from the memo) | time |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for label, m in f["models"].items():
             rows.append(f"| `{label}` | {results['families'][label]} | {m['recall']} | {m['readings']} | "
-                        f"{m['own_confirmed']} | {m['own_confirmed_real']} | {m['calls']} ({m['made']}, "
+                        f"{m['own_confirmed']} | {m['own_confirmed_real']} | {m.get('by_models', '–')} "
+                        f"({m.get('by_models_real') or '–'}) | {m['calls']} ({m['made']}, "
                         f"{m['from_memo']}) | {m['elapsed_s']} s |")
         return rows
 
@@ -211,6 +218,10 @@ def render_markdown(results: dict) -> str:
     lines += [f"- `{label}` ({MODELS[label][0]} API): `{MODELS[label][2]}`" for label in MODELS]
     lines += ["", "## Two models that read differently (A: RapidOCR, B: Tesseract)", ""]
     lines += model_rows(pair)
+    lines += ["", "*Confirmed in its own report*: each model's report.json as `mosaic compare` writes it again, the other "
+              "models witnesses of its readings (`witnesses.models`): a model of another family reading the same text "
+              "there confirms it, unless the detector saw no text there; *by another model only*: confirmed for that "
+              "reason alone (its own local witnesses had not confirmed it)."]
     lines += ["", "| rows | read alike by both (confirmed) | real | read by one model only | real | hard spots | real |",
               "|---|---|---|---|---|---|---|",
               f"| {pair['rows']} | {pair['agreed_rows']} | **{pair['agreed_real']}** | {pair['single_rows']} | "

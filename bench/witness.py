@@ -197,13 +197,14 @@ def shared_habit(scene_list: list[dict]) -> dict:
     for method in ("witnesses", "views only"):
         n = {"agreed": 0, "agreed_real": 0, "agreed_boards": 0, "confirmed": 0, "confirmed_real": 0,
              "boards_confirmed": 0, "boards": 0, "readings": 0, "readings_confirmed": 0,
-             "readings_confirmed_real": 0, "readings_boards_confirmed": 0}
+             "readings_confirmed_real": 0, "readings_boards_confirmed": 0, "readings_confirmed_alone": 0}
         for sc in scene_list:
             by_model = {label: [Reading.model_validate(r) for r in review(case, method, sc)["readings"]]
                         for label, case in PAIR.items()}
             boards = board_texts(sc["blanks"])
             n["boards"] += len(sc["blanks"])
             families = {label: label for label in PAIR}
+            n["readings_confirmed_alone"] += sum(bool(r.confirmed) for rs in by_model.values() for r in rs)
             for readings in with_models_witness(by_model, families).values():  # each model's report after a compare
                 for r in readings:
                     real = not score.invented([r.text], [s.text for s in sc["signs"]])
@@ -269,10 +270,12 @@ def render(results: dict) -> str:
                   "The repeating case's two stand-ins (RapidOCR's eyes, Tesseract's eyes; both read the same made-up "
                   "text on each blank board) aligned as `mosaic compare` aligns them, as two independent families.", "",
                   "| method | rows both agree on | of them real | of them blank boards | confirmed rows | confirmed real "
-                  "| boards confirmed (of boards) | each model's readings | confirmed there (real, boards) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| boards confirmed (of boards) | each model's readings | confirmed alone | confirmed after the compare "
+                  "(real, boards) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {name} | {n['agreed']} | {n['agreed_real']} | {n['agreed_boards']} | {n['confirmed']} | "
                   f"{n['confirmed_real']} | {n['boards_confirmed']} (of {n['boards']}) | {n.get('readings', '–')} | "
+                  f"{n.get('readings_confirmed_alone', '–')} | "
                   f"{n.get('readings_confirmed', '–')} ({n.get('readings_confirmed_real', '–')}, "
                   f"{n.get('readings_boards_confirmed', '–')}) |"
                   for name, n in results["shared_habit"].items()]

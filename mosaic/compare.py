@@ -43,6 +43,12 @@ def model_family(model: str) -> str:
     return re.split(r"[:\d]", name, maxsplit=1)[0].strip("-_.") or name
 
 
+def family_of(label: str, families: dict[str, str]) -> str:
+    """A compared model's family: as given, else from its label (the model string, with @address when one model is
+    compared on two servers)."""
+    return families.get(label) or model_family(label.rsplit("@", 1)[0] if "@" in label else label)
+
+
 def labels_for(models: Sequence[tuple[str, str | None]]) -> list[str]:
     """What names each model in a comparison: its model string, with @address when it is compared on two servers."""
     names = [m for m, _ in models]
@@ -190,7 +196,7 @@ def with_models_witness(readings_by_model: dict[str, list[Reading]],
     from .schema import Witnesses
 
     families = families or {}
-    family = lambda m: families.get(m) or model_family(m.rsplit("@", 1)[0] if "@" in m else m)  # noqa: E731
+    family = lambda m: family_of(m, families)  # noqa: E731
     read_at: dict[int, dict[str, str]] = {}
     for members in sign_groups(readings_by_model):
         read = read_by_model(members)
@@ -210,8 +216,8 @@ def with_models_witness(readings_by_model: dict[str, list[Reading]],
             if different:
                 update["variants"] = list(dict.fromkeys([*r.variants, *different]))
             if agreeing and r.status not in ("confirmed", "probably_absent"):
-                update |= verdict("confirmed", f'another model ({agreeing[0]}, of another family) read '
-                                                     f'"{read[agreeing[0]]}" here')
+                update |= verdict("confirmed",
+                                  f'another model ({agreeing[0]}, of another family) read "{read[agreeing[0]]}" here')
             judged.append(r.model_copy(update=update))
         out[label] = sorted(judged, key=lambda r: STATUS_ORDER[r.status or "unconfirmed"])
     return out
@@ -228,7 +234,7 @@ def _row(members: list[tuple[str, Reading]], labels: list[str], families: dict[s
     for label in labels:
         if label in keys:
             support.setdefault(keys[label], []).append(label)
-    family = lambda m: families.get(m) or model_family(m.rsplit("@", 1)[0] if "@" in m else m)  # noqa: E731
+    family = lambda m: family_of(m, families)  # noqa: E731
     votes = {k: len({family(m) for m in ms}) for k, ms in support.items()}  # one family is one voter
     main = max(support, key=lambda k: (votes[k], len(support[k]), any(m in own_confirmed for m in support[k]),
                                        -labels.index(support[k][0])))
