@@ -278,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                                       **({"budget_curve": curve} if len(curve) > 1 else {})}
         for tg in results["readers"][reader]["targets"]:
             log(f"  target {tg['name']}: {tg['value']} (goal {tg['goal']}): {trust.verdict(tg['met'])}")
+    results["readers"] = {r: results["readers"][r] for r in READERS if r in results["readers"]}
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     DOCS.mkdir(parents=True, exist_ok=True)
     (DOCS / "affordable.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")

@@ -75,15 +75,19 @@ def halves(box: Box, overlap: float = 0.2) -> list[Box]:
 def zoom_boxes(regions: list[Box], readings: list[Reading], width: int, height: int, tile_side: int,
                limit: int, taken: list[Box]) -> list[Box]:
     """At most `limit` more crops for text-like regions (found by a text detector) that no reading covers and no
-    crop already taken holds: where the first wave saw detail but read nothing. Close regions share a crop."""
+    crop already taken holds: where the first wave saw detail but read nothing. Close regions share a crop; the
+    crops holding most unread regions are kept (a small budget goes where the most text is left to read)."""
     max_side = max(MIN_SIDE, tile_side // 2)
     read = [r.box for r in readings if r.box]
     boxes: list[Box] = []
     for region in regions:
         if any(_covers(b, region) for b in read + taken + boxes):
             continue
-        _add_crop(boxes, crop_around(region, width, height, max_side), max_side, limit)
-    return boxes
+        _add_crop(boxes, crop_around(region, width, height, max_side), max_side, len(regions))
+    unread = [r for r in regions if not any(_covers(b, r) for b in read + taken)]
+    held = [sum(_covers(b, r) for r in unread) for b in boxes]
+    best = sorted(range(len(boxes)), key=lambda i: -held[i])[:limit]
+    return [boxes[i] for i in sorted(best)]
 
 
 def _add_crop(boxes: list[Box], want: Box, max_side: int, limit: int) -> None:

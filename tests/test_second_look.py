@@ -173,6 +173,15 @@ def test_zoom_boxes_go_where_text_like_detail_was_not_read_and_keep_to_the_limit
     assert zoom_boxes(regions, [], 1000, 1000, tile_side=1000, limit=0, taken=[]) == []
 
 
+def test_a_small_budget_zooms_where_most_unread_text_is():
+    lone = [(100, 100, 160, 120)]
+    cluster = [(700, 700, 760, 720), (700, 730, 760, 750), (700, 760, 760, 780)]  # one crop holds all three
+    boxes = zoom_boxes(lone + cluster, [], 1000, 1000, tile_side=1000, limit=1, taken=[])
+    assert len(boxes) == 1 and boxes[0][0] <= 700 and boxes[0][3] >= 780  # not the first region found (top left)
+    both = zoom_boxes(lone + cluster, [], 1000, 1000, tile_side=1000, limit=2, taken=[])
+    assert both[0][0] <= 100 and both[1][0] <= 700  # kept in the order found
+
+
 # --- whole runs against stand-ins ------------------------------------------------------------------------------
 
 SIGNS = {"KARUMEDO": (120, 140), "0312-5567": (980, 620), "VOSTENIK": (560, 380)}
