@@ -196,7 +196,6 @@ def with_models_witness(readings_by_model: dict[str, list[Reading]],
     from .schema import Witnesses
 
     families = families or {}
-    family = lambda m: family_of(m, families)  # noqa: E731
     read_at: dict[int, dict[str, str]] = {}
     for members in sign_groups(readings_by_model):
         read = read_by_model(members)
@@ -204,13 +203,14 @@ def with_models_witness(readings_by_model: dict[str, list[Reading]],
             read_at[id(r)] = read
     out = {}
     for label, readings in readings_by_model.items():
+        mine = family_of(label, families)
         judged = []
         for r in readings:
             read = read_at.get(id(r), {})
             others = {m: read.get(m) for m in readings_by_model if m != label}
             witnesses = (r.witnesses or Witnesses(views=list(r.views))).model_copy(update={"models": others})
             update: dict = {"witnesses": witnesses}
-            independent = {m: t for m, t in others.items() if t and family(m) != family(label)}
+            independent = {m: t for m, t in others.items() if t and family_of(m, families) != mine}
             agreeing = [m for m, t in independent.items() if group_key(t) == group_key(r.text)]
             different = [t for t in independent.values() if group_key(t) != group_key(r.text)]
             if different:
@@ -234,8 +234,7 @@ def _row(members: list[tuple[str, Reading]], labels: list[str], families: dict[s
     for label in labels:
         if label in keys:
             support.setdefault(keys[label], []).append(label)
-    family = lambda m: family_of(m, families)  # noqa: E731
-    votes = {k: len({family(m) for m in ms}) for k, ms in support.items()}  # one family is one voter
+    votes = {k: len({family_of(m, families) for m in ms}) for k, ms in support.items()}  # one family is one voter
     main = max(support, key=lambda k: (votes[k], len(support[k]), any(m in own_confirmed for m in support[k]),
                                        -labels.index(support[k][0])))
     agreed = support[main]

@@ -297,10 +297,9 @@ def answer_data(answer: str, phase: str) -> dict | None:
 def _readings(value, view: View, tiles: dict[str, Box], profile: Profile, source: str = "json") -> list[Reading]:
     readings: list[Reading] = []
     for item in value if isinstance(value, list) else []:
-        text = sign_text(item if isinstance(item, str) else _text(item.get("text")) if isinstance(item, dict) else "")
-        if text and isinstance(item, str):
+        if isinstance(item, str) and (text := sign_text(item)):
             readings.append(_placed(Reading(text=text, views=[view.id]), None, None, view, tiles))
-        elif text:
+        elif isinstance(item, dict) and (text := sign_text(_text(item.get("text")))):
             reading = Reading(
                 text=text, romanized=_text(item.get("romanized")) or None,
                 translation=_text(item.get("translation")) or None, unclear=bool(item.get("unclear", False)),

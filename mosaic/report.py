@@ -211,15 +211,12 @@ def _draw_readings(base: Image.Image, readings: Sequence[Reading], plan: Plan, s
 HARD_SPOT_PX = 480  # long side of a hard spot's crop in comparison.md
 
 
-def rewrite_readings(report: FinalReport) -> None:
+def rewrite_readings(report: FinalReport, image: Image.Image) -> None:
     """A finished report's report.json, report.md and report.html written again with its readings as now judged (the
-    other models of a comparison as witnesses); overview.jpg stays, the crops are cut from the photo."""
-    from .images import load_image
-
+    other models of a comparison as witnesses); overview.jpg stays, the crops are cut from the photo (`image`)."""
     folder = Path(report.report_dir or "")
     if not (folder / "report.json").is_file():
         return
-    image = load_image(report.image).image
     tiles = {t.tile: t.box for t in report.tiles}
     places = {i: r.box or hull(tiles[t] for t in r.tiles if t in tiles) for i, r in enumerate(report.readings)}
     crops = {i: crop_jpeg(image, box) for i, box in places.items() if box}
@@ -236,15 +233,15 @@ def write_comparison(comparison: Comparison, folder: Path, witnessed: Sequence[F
     from .images import load_image
     from .tiles import cell_label, parse_grid, tile_boxes
 
+    hard = [r for r in comparison.readings if r.hard]
+    image = load_image(comparison.image).image if witnessed or hard else None  # decoded once for every crop
     for report in witnessed:
-        rewrite_readings(report)
+        rewrite_readings(report, image)
     folder.mkdir(parents=True, exist_ok=True)
     comparison.comparison_dir = str(folder)
     crops: dict[int, str] = {}
     jpegs: dict[int, bytes] = {}  # by id() of the hard spot's row
-    hard = [r for r in comparison.readings if r.hard]
     if hard:
-        image = load_image(comparison.image).image
         cols, rows = parse_grid(comparison.grid)
         tiles = {cell_label(cell): b for cell, b in tile_boxes(image.width, image.height, cols, rows).items()}
         (folder / "hard-spots").mkdir(exist_ok=True)
