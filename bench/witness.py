@@ -39,6 +39,10 @@ CASES = {
     "repeating-tesseract": {"spec": f"reader=tesseract,{REPEATING}", "boards": True,
                             "meaning": "The same habits with Tesseract as the stand-in's eyes (a weaker reader).",
                             "targets": {"confirmed_real": 0.95, "cover": 0.26, "boards_confirmed": 0}},
+    "placeless": {"spec": f"reader=rapidocr,{REPEATING},positions=none", "boards": True,
+                  "meaning": "The repeating habits, from a model that never says where it read (as many small VLMs "
+                             "answer): the witnesses look for each reading in the tiles it was read in.",
+                  "targets": {"confirmed_real": 0.97, "cover": 0.85, "boards_confirmed": 0}},
     "varying": {"spec": "reader=rapidocr,budget=896,invent=0.2,misread=0.1", "boards": False,
                 "meaning": "Today's case: inventions in a fifth of the calls and misreads in a tenth, each view "
                            "deciding afresh; no text read on blank boards.",

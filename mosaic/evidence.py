@@ -14,6 +14,7 @@ and the local looks."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -26,6 +27,7 @@ from .memo import BlobStore
 from .readings import area, group_key, grown, hull, intersection
 from .schema import Plan, ReaderWitness, Reading, Witnesses, canonical_sha256
 from .settings import load_settings
+from .text_regions import text_regions
 from .tiles import Box
 
 WITNESSES = ("detector", "reader")
@@ -167,25 +169,47 @@ GROW = 0.25  # share of the reading's size added all round: a model's box is a f
 def place_of(r: Reading, tiles: dict[str, Box], width: int, height: int) -> Box | None:
     """Where to look for a reading: its box grown a little (by at least a quarter of its short side), else the
     tiles it was read in (a model that said nothing of where); inside the image. None: no place at all."""
-    if r.box:
-        x0, y0, x1, y1 = r.box
-        margin = min(x1 - x0, y1 - y0)
-        dx, dy = max((x1 - x0) * GROW, margin / 4), max((y1 - y0) * GROW, margin / 4)
-        box = (round(x0 - dx), round(y0 - dy), round(x1 + dx), round(y1 + dy))
-    else:
-        box = hull(tiles[t] for t in r.tiles if t in tiles)
-        if box is None:
-            return None
+    box = grown_place(r.box) if r.box else hull(tiles[t] for t in r.tiles if t in tiles)
+    if box is None:
+        return None
     box = (max(0, box[0]), max(0, box[1]), min(width, box[2]), min(height, box[3]))
     return box if box[2] - box[0] >= 4 and box[3] - box[1] >= 4 else None
 
 
-def zoom_for(r: Reading) -> float:
-    """How much a place is enlarged before the witnesses look: small text to about TEXT_PX, large kept as it is."""
-    if not r.box:
+def grown_place(box: Box) -> Box:
+    """A box grown by a quarter of its size all round (at least a quarter of its short side): a model's box, or a
+    detector's, is a few units off."""
+    x0, y0, x1, y1 = box
+    margin = min(x1 - x0, y1 - y0)
+    dx, dy = max((x1 - x0) * GROW, margin / 4), max((y1 - y0) * GROW, margin / 4)
+    return round(x0 - dx), round(y0 - dy), round(x1 + dx), round(y1 + dy)
+
+
+def zoom_for(box: Box | None) -> float:
+    """How much a place is enlarged before the witnesses look: small text to about TEXT_PX, large kept as it is.
+    box: the text's own box (None: a place the model did not give, looked at as it is)."""
+    if not box:
         return 1.0
-    short = max(1, min(r.box[2] - r.box[0], r.box[3] - r.box[1]))
+    short = max(1, min(box[2] - box[0], box[3] - box[1]))
     return round(min(MAX_ZOOM, max(1.0, TEXT_PX / short)), 3)
+
+
+def places_to_look(r: Reading, place: Box | None, regions: Callable[[], list[Box]]) -> list[tuple[Box, float]]:
+    """(box, zoom) of each place the witnesses look at for a reading: its own place; for a reading the model did
+    not place, the text-like regions the detector found in its tiles (each enlarged as its text needs: far less
+    to read than the whole tiles), or its tiles as they are where the detector found none."""
+    if place is None:
+        return []
+    if r.box:
+        return [(place, zoom_for(r.box))]
+    inside = [b for b in regions() if area(intersection(b, place))]
+    at = [(clipped, zoom_for(b)) for b in inside
+          for clipped in [_inside(grown_place(b), place)] if clipped[2] - clipped[0] >= 4 and clipped[3] - clipped[1] >= 4]
+    return at or [(place, 1.0)]
+
+
+def _inside(box: Box, outer: Box) -> Box:
+    return max(box[0], outer[0]), max(box[1], outer[1]), min(box[2], outer[2]), min(box[3], outer[3])
 
 
 # Canvas sides are multiples of 32 within RapidOCR's limits, so it looks at every canvas as it is (no resizing): what
@@ -296,17 +320,41 @@ def witness(readings: list[Reading], image: Callable[[], Image.Image], plan: Pla
             on: Sequence[str] = WITNESSES, threshold: float = 1.0) -> list[Reading]:
     """Every reading with its witnesses, status and reason: confirmed ones first, then unconfirmed, then those
     probably not in the image (each group in the order given). image: decodes the plan's image when called (only
-    when a witness has not looked at a place before). on: the witnesses to ask (none: views alone decide)."""
+    when a witness has not looked at a place before). on: the witnesses to ask (none: views alone decide).
+    A reading the model did not place is looked for at the detector's text-like regions in its tiles first, and
+    in its whole tiles only when those do not confirm it."""
     tiles = plan.tile_boxes
+    regions = functools.cache(lambda: text_regions(image, plan.image_sha256, blobs))
     places = [place_of(r, tiles, plan.width, plan.height) for r in readings]
-    asked = [(p, zoom_for(r)) for r, p in zip(readings, places) if p]
+    first = [places_to_look(r, p, regions) for r, p in zip(readings, places)]
     try:
-        found = iter(looks(image, plan.image_sha256, asked, on, blobs) if on else [Look(None, None)] * len(asked))
+        judged = _judged(readings, first, image, plan.image_sha256, on, blobs, threshold)
+        again = [i for i, r in enumerate(readings)
+                 if not r.box and places[i] and judged[i].status != "confirmed" and first[i] != [(places[i], 1.0)]]
+        redone = _judged([readings[i] for i in again], [[(places[i], 1.0)] for i in again], image,
+                         plan.image_sha256, on, blobs, threshold)
     except BadImage as e:
         return [r.model_copy(update={"witnesses": Witnesses(views=list(r.views))} | verdict(
             "unconfirmed", f"not witnessed: {e}")) for r in readings]
-    judged = [judge(r, next(found) if p else None, threshold) for r, p in zip(readings, places)]
+    for i, r in zip(again, redone):
+        judged[i] = r
     return sorted(judged, key=lambda r: STATUS_ORDER[r.status or "unconfirmed"])
+
+
+def _judged(readings: list[Reading], per_reading: list[list[tuple[Box, float]]], image: Callable[[], Image.Image],
+            image_sha256: str, on: Sequence[str], blobs: BlobStore, threshold: float) -> list[Reading]:
+    """Each reading judged on what the witnesses found at its places (none: no place to look at)."""
+    asked = list(dict.fromkeys(p for places in per_reading for p in places))
+    found = dict(zip(asked, looks(image, image_sha256, asked, on, blobs) if on else [Look(None, None)] * len(asked)))
+    return [judge(r, merged([found[p] for p in places]) if places else None, threshold)
+            for r, places in zip(readings, per_reading)]
+
+
+def merged(found: Sequence[Look]) -> Look:
+    """What the witnesses found at several places, as at one."""
+    first = found[0]
+    return Look(None if first.regions is None else [b for f in found for b in f.regions],
+                None if first.lines is None else [l for f in found for l in f.lines])
 
 
 def run_settings() -> dict:
