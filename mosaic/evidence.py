@@ -203,13 +203,9 @@ def places_to_look(r: Reading, place: Box | None, regions: Callable[[], list[Box
     if r.box:
         return [(place, zoom_for(r.box))]
     inside = [b for b in regions() if area(intersection(b, place))]
-    at = [(clipped, zoom_for(b)) for b in inside
-          for clipped in [_inside(grown_place(b), place)] if clipped[2] - clipped[0] >= 4 and clipped[3] - clipped[1] >= 4]
+    at = [(clipped, zoom_for(b)) for b in inside for clipped in [intersection(grown_place(b), place)]
+          if min(clipped[2] - clipped[0], clipped[3] - clipped[1]) >= 4]
     return at or [(place, 1.0)]
-
-
-def _inside(box: Box, outer: Box) -> Box:
-    return max(box[0], outer[0]), max(box[1], outer[1]), min(box[2], outer[2]), min(box[3], outer[3])
 
 
 # Canvas sides are multiples of 32 within RapidOCR's limits, so it looks at every canvas as it is (no resizing): what

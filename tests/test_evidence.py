@@ -137,19 +137,27 @@ def test_the_witnesses_tell_a_sign_from_a_blank_board_and_a_rerun_looks_at_nothi
     assert alone["KARUMEDO"].status == "unconfirmed" and alone["BAKERY"].status == "probably_absent"
 
 
-def test_a_place_asked_twice_in_one_look_is_looked_at_once_so_a_rerun_reads_back_the_same(street, tmp_path,
-                                                                                          monkeypatch):
+@pytest.fixture
+def looked(monkeypatch) -> list[tuple[list[str], list]]:
+    """(witnesses, places) of every local look, as they are made."""
     from mosaic import evidence
 
-    img, _ = street
     asked = []
     real = evidence.look_locally
 
     def spy(image, places, which):
-        asked.append((which, list(places)))
+        asked.append((list(which), list(places)))
         return real(image, places, which)
 
     monkeypatch.setattr(evidence, "look_locally", spy)
+    return asked
+
+
+def test_a_place_asked_twice_in_one_look_is_looked_at_once_so_a_rerun_reads_back_the_same(street, tmp_path, looked):
+    from mosaic import evidence
+
+    img, _ = street
+    asked = looked
     blobs = BlobStore(tmp_path / "blobs")
     place, other = ((60, 60, 380, 190), 1.0), ((650, 450, 990, 610), 1.0)
     first = evidence.looks(lambda: img, "street", [place, other, place], ("reader",), blobs)
@@ -183,23 +191,14 @@ def test_one_detection_serves_both_witnesses_and_each_finds_what_it_finds_alone(
 
 
 def test_a_reading_with_no_place_is_looked_for_at_the_detectors_regions_then_in_its_whole_tiles(street, tmp_path,
-                                                                                              monkeypatch):
-    from mosaic import evidence
-
+                                                                                              looked):
     img, plan = street
-    asked = []
-    real = evidence.look_locally
-
-    def spy(image, places, which):
-        asked.append(list(places))
-        return real(image, places, which)
-
-    monkeypatch.setattr(evidence, "look_locally", spy)
     readings = [Reading(text="KARUMEDO", views=["r1c1"], tiles=["r1c1"]),
                 Reading(text="BAKERY", views=["r1c2"], tiles=["r1c2"])]  # an invention, no text in r1c2 at all
     blobs = BlobStore(tmp_path / "blobs")
     got = {r.text: r for r in witness(readings, lambda: img, plan, blobs)}
     assert got["KARUMEDO"].status == "confirmed" and got["KARUMEDO"].box  # it takes the place the reader read it at
+    asked = [places for _, places in looked]
     # in r1c1 the sign's region, enlarged a little; r1c2 holds no text-like region: its whole tile, as it is
     assert len(asked) == 1 and len(asked[0]) == 2 and asked[0][1] == ((600, 0, 1200, 800), 1.0)
     (x0, y0, x1, y1), zoom = asked[0][0]
@@ -208,16 +207,11 @@ def test_a_reading_with_no_place_is_looked_for_at_the_detectors_regions_then_in_
 
 
 def test_a_reading_with_no_place_not_confirmed_at_the_regions_is_looked_for_in_its_whole_tiles(street, tmp_path,
-                                                                                            monkeypatch):
-    from mosaic import evidence
-
+                                                                                            looked):
     img, plan = street
-    asked = []
-    real = evidence.look_locally
-    monkeypatch.setattr(evidence, "look_locally", lambda image, places, which: asked.append(list(places)) or real(
-        image, places, which))
     got = witness([Reading(text="SIGN-0A1B2C", views=["r1c1"], tiles=["r1c1"])], lambda: img, plan,
                   BlobStore(tmp_path / "blobs"))
+    asked = [places for _, places in looked]
     assert len(asked) == 2 and ((0, 0, 600, 800), 1.0) not in asked[0] and asked[1] == [((0, 0, 600, 800), 1.0)]
     assert got[0].status == "unconfirmed" and "KARUMEDO" in got[0].variants[0]
 
