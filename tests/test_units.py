@@ -206,3 +206,22 @@ def test_one_retry_policy_fails_over_at_once_honours_retry_after_once_and_backs_
 
     again = pickle.loads(pickle.dumps(BackendError("gone", retryable=False, retry_after=None)))
     assert again.retryable is False and str(again) == "gone"  # across processes with its flag
+
+
+def test_the_settings_page_has_a_row_for_every_setting_with_its_default_and_description():
+    """docs/settings.md is the settings' reference: a field added or changed in mosaic.settings without its row is
+    caught here."""
+    from pathlib import Path
+
+    from mosaic.settings import Settings
+
+    page = (Path(__file__).parent.parent / "docs" / "settings.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip(" `"): line for line in page.splitlines() if line.startswith("| `MOSAIC_")}
+    for name, field in Settings.model_fields.items():
+        row = rows.get(f"MOSAIC_{name.upper()}")
+        assert row, f"docs/settings.md has no row for MOSAIC_{name.upper()}"
+        cells = [c.strip() for c in row.split("|")]
+        if field.default is None or isinstance(field.default, bool) or name in ("cache_dir", "max_image_mp"):
+            continue  # none, true/false, or a default said in words
+        assert cells[2] == f"`{field.default}`", f"MOSAIC_{name.upper()}: the page says {cells[2]}, the code {field.default}"
+        assert field.description.split(".")[0] in cells[3], f"MOSAIC_{name.upper()}: the description differs"
