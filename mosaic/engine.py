@@ -23,14 +23,13 @@ from .errors import BackendError, RunFailed
 from .schema import CallStats, FinalReport, ModelCall, ModelReply, Observation, Plan, Reading, TileReport, View
 from .second_look import SecondLook
 
-StepKind = Literal["orientation", "view", "view-witness", "look", "synthesis", "evidence", "final"]
+StepKind = Literal["orientation", "view", "look", "synthesis", "evidence", "final"]
 
 
 class Work(BaseModel):
     """One step: the calls one task makes one after another (the orientation, a view's phases, a tile's synthesis,
-    the final review), or local work with no call: a view's readings witnessed as soon as it answers (while the
-    backend answers other views; what the witnesses find is kept, so the second look and the evidence find it
-    done), the second look's planning (its closer crops) and the evidence (the readings' independent witnesses)."""
+    the final review), or local work with no call: the second look's planning (its closer crops) and the evidence
+    (the readings' independent witnesses)."""
 
     kind: StepKind
     name: str  # e.g. inspect-r1c2: the task run's name in Prefect
@@ -99,7 +98,6 @@ class Review:
         self._follow_up = follow_up
         self.outcomes: dict[str, Outcome] = {}  # by step name
         self._handed: set[str] = set()
-        self._to_witness: dict[str, list[Reading]] = {}  # each answered view's readings, by view id
         self.observed: dict[str, list[Observation]] = {}
         self.reports: dict[str, TileReport] = {}
         self.orientation: str | None = None
@@ -111,14 +109,11 @@ class Review:
     # --- what a driver calls -----------------------------------------------------------------------------------
 
     def ready(self, limit: int | None = None) -> list[Work]:
-        """Steps to start now (at most limit that ask the backend; local work is never held back); each is handed
-        out once."""
-        steps, asking = [], 0
+        """Steps to start now (at most limit); each is handed out once."""
+        steps = []
         for step in self._candidates():
-            if step.needs_backend:
-                if limit is not None and asking >= limit:
-                    continue
-                asking += 1
+            if limit is not None and len(steps) >= limit:
+                break
             self._handed.add(step.name)
             steps.append(step)
         return steps
@@ -189,8 +184,7 @@ class Review:
 
     @property
     def errors(self) -> list[str]:
-        return [str(o.error) for name, o in self.outcomes.items()
-                if o.error is not None and not name.startswith(VIEW_WITNESS)]
+        return [str(o.error) for o in self.outcomes.values() if o.error is not None]
 
     def add_view(self, view: View) -> None:
         """Ask one more view, e.g. a closer crop; the tiles it touches are reported only after it has answered."""
@@ -283,15 +277,11 @@ class Review:
             if view.phases and view_step(view.id) not in self._handed:
                 calls = [pipeline.view_call(self.plan, view, p, self.orientation, self.backend) for p in view.phases]
                 yield Work(kind="view", name=view_step(view.id), target=view.id, calls=calls)
-        for view_id, readings in self._to_witness.items():
-            if view_witness_step(view_id) not in self._handed:
-                yield Work(kind="view-witness", name=view_witness_step(view_id), target=view_id, plan=self.plan,
-                           readings=readings, **self._witness_options)
         if self._look_due and LOOK not in self._handed:
             yield Work(kind="look", name=LOOK, plan=self.plan, readings=self._grouped_readings(), look=self.second_look,
                        room=self.second_look_cap, **self._witness_options)
         all_reported = len(self.reports) == len(self.plan.tiles)
-        if all_reported and self._views_witnessed and WITNESS not in self._handed:
+        if all_reported and WITNESS not in self._handed:
             yield Work(kind="evidence", name=WITNESS, plan=self.plan, readings=self._grouped_readings(),
                        **self._witness_options)
         if all_reported and WITNESS in self.outcomes and FINAL not in self._handed:
@@ -311,12 +301,7 @@ class Review:
         """A second look is planned from a complete first wave only: from partial readings a rerun would ask other
         crops."""
         return (self.second_look is not None and self.orientation is not None and self._first_wave_settled
-                and not self.failed_views and self._views_witnessed)
-
-    @property
-    def _views_witnessed(self) -> bool:
-        """Every answered view's readings are witnessed (or that failed): nothing is looked at twice at once."""
-        return all(view_witness_step(v) in self.outcomes for v in self._to_witness)
+                and not self.failed_views)
 
     @property
     def _look_settled(self) -> bool:
@@ -353,9 +338,6 @@ class Review:
             return
         self.observed[view.id] = [pipeline.parse_observation(view, p, r, self.plan.tile_boxes)
                                   for p, r in zip(view.phases, outcome.replies)]
-        readings = pipeline.run_readings(self.plan, self.observed[view.id])
-        if self.witnesses["on"] and readings:
-            self._to_witness[view.id] = readings
         if self._follow_up:
             self._follow_up(self, view, self.observed[view.id])
 
@@ -379,12 +361,7 @@ class Review:
         if outcome.ok:
             self.review = outcome.replies[0].content
 
-    def _settle_view_witness(self, step: Work, outcome: Outcome) -> None:
-        """Nothing to take: what the witnesses found is kept for the second look and the evidence, which witness
-        every reading again (one that failed here is witnessed there)."""
-
-    _SETTLE = {"orientation": _settle_orientation, "view": _settle_view, "view-witness": _settle_view_witness,
-               "look": _settle_look,
+    _SETTLE = {"orientation": _settle_orientation, "view": _settle_view, "look": _settle_look,
                "synthesis": _settle_synthesis, "evidence": _settle_evidence, "final": _settle_final}
 
     # --- inside ------------------------------------------------------------------------------------------------
@@ -406,11 +383,6 @@ class Review:
 
 
 ORIENT, LOOK, WITNESS, FINAL = "orient", "second-look", "witness", "write-review"
-VIEW_WITNESS = "witness-"
-
-
-def view_witness_step(view_id: str) -> str:
-    return VIEW_WITNESS + view_id
 
 
 def view_step(view_id: str) -> str:

@@ -36,7 +36,7 @@ def perform(works: list[Work], ctx: RunContext, addresses: list[str] | None = No
         for sha, data in carried.items():
             if not blobs.has(sha):
                 blobs.put(data)
-    local = {"look": closer_look, "evidence": witnessed, "view-witness": witnessed}
+    local = {"look": closer_look, "evidence": witnessed}
     outcomes = [local[w.kind](w, ctx.blobs) if w.kind in local else ask(w, ctx, addresses, log) for w in works]
     if any(not o.ok for o in outcomes):
         raise StepsFailed(outcomes)

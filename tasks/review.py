@@ -35,11 +35,10 @@ def run_steps(works: list[Work], ctx: RunContext, addresses: list[str] | None = 
     return perform(works, ctx, addresses, carried, log=get_run_logger().warning)
 
 
-# Named by kind in the UI, as the review's steps: orient, inspect-view, witness-view, second-look, synthesize-tile,
-# witness, write-review.
+# Named by kind in the UI, as the review's steps: orient, inspect-view, second-look, synthesize-tile, witness,
+# write-review.
 STEP_TASKS = {kind: run_steps.with_options(name=name) for kind, name in
-              [("orientation", "orient"), ("view", "inspect-view"), ("view-witness", "witness-view"),
-               ("look", "second-look"),
+              [("orientation", "orient"), ("view", "inspect-view"), ("look", "second-look"),
                ("synthesis", "synthesize-tile"), ("evidence", "witness"), ("final", "write-review")]}
 
 
