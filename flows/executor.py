@@ -3,6 +3,7 @@ and report a task, on the flow's task runner (threads, or Dask through prefect-d
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from prefect.context import FlowRunContext, TagsContext
@@ -18,6 +19,7 @@ from mosaic.pipeline import report_dir_name
 from mosaic.schema import FinalReport
 from mosaic.second_look import for_run
 from mosaic.settings import Settings
+from mosaic.steps import perform
 from mosaic_tasks import STEP_TASKS, prepare_image, save_report
 
 
@@ -53,8 +55,10 @@ class PrefectExecutor:
             job.image, density, grid, phases, self.wrap(self.ctx), self.wrap(self.settings))
         return _Mapped(future, self.review_of)
 
-    def steps(self, works: list[tuple[Job, Work]], addresses: list[str] | None) -> PrefectFuture:
+    def steps(self, works: list[tuple[Job, Work]], addresses: list[str] | None) -> PrefectFuture | Future:
         steps = [w for _, w in works]
+        if all(w.kind == "view-witness" for w in steps):  # a view's witnesses: in this process, not a task run
+            return _LOCAL.submit(perform, steps, self.ctx)
         names = ", ".join(f"{j.name}/{w.name}" if self.name_images else w.name for j, w in works)
         carried = None
         if self.carry_images:
@@ -66,6 +70,11 @@ class PrefectExecutor:
     def save(self, job: Job, report: FinalReport) -> PrefectFuture:
         return save_report.with_options(task_run_name=f"save-{job.name}" if self.name_images else "save-report").submit(
             self.wrap(report), self.wrap(job.review.plan), job.folder, self.wrap(self.ctx))
+
+
+# A view's witnesses are a second or less of local work, in the middle of the calls: as a task run each would also
+# cost this process and the Prefect server the CPU of starting and tracking one, beside the backend's.
+_LOCAL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mosaic-witness")
 
 
 class _Mapped:

@@ -237,14 +237,19 @@ def run_settings(ctx: RunContext) -> dict:
 # --- the Python API: a thread pool --------------------------------------------------------------------------------
 
 class ThreadExecutor:
-    def __init__(self, pool: ThreadPoolExecutor, ctx: RunContext, open_image: Callable[[Job], tuple[Review, str]]):
-        self.pool, self.ctx, self.open_image = pool, ctx, open_image
+    """Steps that ask the backend on `pool`; local work (the witnesses, the second look's crops) on `local`, so it
+    never holds a thread a call waits for."""
+
+    def __init__(self, pool: ThreadPoolExecutor, ctx: RunContext, open_image: Callable[[Job], tuple[Review, str]],
+                 local: ThreadPoolExecutor | None = None):
+        self.pool, self.ctx, self.open_image, self.local = pool, ctx, open_image, local or pool
 
     def open(self, job: Job) -> Future:
         return self.pool.submit(self.open_image, job)
 
     def steps(self, works: list[tuple[Job, Work]], addresses: list[str] | None) -> Future:
-        return self.pool.submit(perform, [w for _, w in works], self.ctx, addresses)
+        pool = self.pool if any(w.needs_backend for _, w in works) else self.local
+        return pool.submit(perform, [w for _, w in works], self.ctx, addresses)
 
     def save(self, job: Job, report: FinalReport) -> Future:
         return self.pool.submit(lambda: str(write_report(report, job.review.plan, self.ctx.blobs, Path(job.folder))))
@@ -278,8 +283,9 @@ def review(image_path: str, model: str | None = None, api_base: str | None = Non
                   folder=str(Path(settings.out_dir) / report_dir_name(plan, ctx.backend)))
         bar = Progress(job.review.first_wave_calls + job.review.second_look_cap, len(plan.tiles), enabled=show_progress)
         bar.announce(planned_line(job.review))
-        with ThreadPoolExecutor(max_workers=ctx.concurrency + 1, thread_name_prefix="mosaic") as pool:
-            drive([job], ThreadExecutor(pool, ctx, None), in_flight=ctx.concurrency, servers=servers_for(ctx),
+        with (ThreadPoolExecutor(max_workers=ctx.concurrency + 1, thread_name_prefix="mosaic") as pool,
+              ThreadPoolExecutor(max_workers=2, thread_name_prefix="mosaic-local") as local):
+            drive([job], ThreadExecutor(pool, ctx, None, local), in_flight=ctx.concurrency, servers=servers_for(ctx),
                   memo=ctx.memo, on_change=lambda j: bar.show(j.review))
         bar.close()
     finally:

@@ -23,13 +23,14 @@ from .errors import BackendError, RunFailed
 from .schema import CallStats, FinalReport, ModelCall, ModelReply, Observation, Plan, Reading, TileReport, View
 from .second_look import SecondLook
 
-StepKind = Literal["orientation", "view", "look", "synthesis", "evidence", "final"]
+StepKind = Literal["orientation", "view", "view-witness", "look", "synthesis", "evidence", "final"]
 
 
 class Work(BaseModel):
     """One step: the calls one task makes one after another (the orientation, a view's phases, a tile's synthesis,
-    the final review), or local work with no call: the second look's planning (its closer crops) and the evidence
-    (the readings' independent witnesses)."""
+    the final review), or local work with no call: a view's readings witnessed as soon as it answers (while the
+    backend answers other views; what the witnesses find is kept, so the second look and the evidence find it
+    done), the second look's planning (its closer crops) and the evidence (the readings' independent witnesses)."""
 
     kind: StepKind
     name: str  # e.g. inspect-r1c2: the task run's name in Prefect
@@ -41,6 +42,7 @@ class Work(BaseModel):
     room: int = 0  # a look's calls at most
     witnesses: list[str] = []  # a look's or the evidence step's local witnesses (mosaic.evidence)
     similarity: float = 1.0
+    found: dict[str, str] = {}  # what earlier steps' witnesses found (mosaic.evidence.looks)
 
     @property
     def needs_backend(self) -> bool:
@@ -58,6 +60,7 @@ class Outcome:
     error: BaseException | None = None
     retries: int = 0
     troubled: list[str] = field(default_factory=list)  # servers that failed as down ones do, on the way
+    found: dict[str, str] = field(default_factory=dict)  # what a local step's witnesses found, for the next steps
 
     @property
     def ok(self) -> bool:
@@ -98,6 +101,7 @@ class Review:
         self._follow_up = follow_up
         self.outcomes: dict[str, Outcome] = {}  # by step name
         self._handed: set[str] = set()
+        self._to_witness: dict[str, list[Reading]] = {}  # each answered view's readings, by view id
         self.observed: dict[str, list[Observation]] = {}
         self.reports: dict[str, TileReport] = {}
         self.orientation: str | None = None
@@ -109,11 +113,14 @@ class Review:
     # --- what a driver calls -----------------------------------------------------------------------------------
 
     def ready(self, limit: int | None = None) -> list[Work]:
-        """Steps to start now (at most limit); each is handed out once."""
-        steps = []
+        """Steps to start now (at most limit that ask the backend; local work is never held back); each is handed
+        out once."""
+        steps, asking = [], 0
         for step in self._candidates():
-            if limit is not None and len(steps) >= limit:
-                break
+            if step.needs_backend:
+                if limit is not None and asking >= limit:
+                    continue
+                asking += 1
             self._handed.add(step.name)
             steps.append(step)
         return steps
@@ -184,7 +191,8 @@ class Review:
 
     @property
     def errors(self) -> list[str]:
-        return [str(o.error) for o in self.outcomes.values() if o.error is not None]
+        return [str(o.error) for name, o in self.outcomes.items()
+                if o.error is not None and not name.startswith(VIEW_WITNESS)]
 
     def add_view(self, view: View) -> None:
         """Ask one more view, e.g. a closer crop; the tiles it touches are reported only after it has answered."""
@@ -277,13 +285,17 @@ class Review:
             if view.phases and view_step(view.id) not in self._handed:
                 calls = [pipeline.view_call(self.plan, view, p, self.orientation, self.backend) for p in view.phases]
                 yield Work(kind="view", name=view_step(view.id), target=view.id, calls=calls)
+        for view_id, readings in self._to_witness.items():
+            if view_witness_step(view_id) not in self._handed:
+                yield Work(kind="view-witness", name=view_witness_step(view_id), target=view_id, plan=self.plan,
+                           readings=readings, **self._witness_options)
         if self._look_due and LOOK not in self._handed:
             yield Work(kind="look", name=LOOK, plan=self.plan, readings=self._grouped_readings(), look=self.second_look,
-                       room=self.second_look_cap, **self._witness_options)
+                       room=self.second_look_cap, found=self._found(), **self._witness_options)
         all_reported = len(self.reports) == len(self.plan.tiles)
-        if all_reported and WITNESS not in self._handed:
+        if all_reported and self._views_witnessed and WITNESS not in self._handed:
             yield Work(kind="evidence", name=WITNESS, plan=self.plan, readings=self._grouped_readings(),
-                       **self._witness_options)
+                       found=self._found(), **self._witness_options)
         if all_reported and WITNESS in self.outcomes and FINAL not in self._handed:
             call = pipeline.final_call(self.plan, self.orientation, self._tile_reports(self.readings()), self.backend)
             yield Work(kind="final", name=FINAL, calls=[call])
@@ -301,7 +313,21 @@ class Review:
         """A second look is planned from a complete first wave only: from partial readings a rerun would ask other
         crops."""
         return (self.second_look is not None and self.orientation is not None and self._first_wave_settled
-                and not self.failed_views)
+                and not self.failed_views and self._views_witnessed)
+
+    def _found(self) -> dict[str, str]:
+        """What the witnesses found so far: each view's (in the plan's order), then the second look's; a place's
+        first finding stands. Derived from the outcomes alone, so the next step finds the same wherever it runs."""
+        found: dict[str, str] = {}
+        for name in [*(view_witness_step(v.id) for v in self.plan.views), LOOK]:
+            for key, value in (self.outcomes[name].found if name in self.outcomes else {}).items():
+                found.setdefault(key, value)
+        return found
+
+    @property
+    def _views_witnessed(self) -> bool:
+        """Every answered view's readings are witnessed (or that failed): nothing is looked at twice at once."""
+        return all(view_witness_step(v) in self.outcomes for v in self._to_witness)
 
     @property
     def _look_settled(self) -> bool:
@@ -338,6 +364,9 @@ class Review:
             return
         self.observed[view.id] = [pipeline.parse_observation(view, p, r, self.plan.tile_boxes)
                                   for p, r in zip(view.phases, outcome.replies)]
+        readings = pipeline.run_readings(self.plan, self.observed[view.id])
+        if self.witnesses["on"] and readings:
+            self._to_witness[view.id] = readings
         if self._follow_up:
             self._follow_up(self, view, self.observed[view.id])
 
@@ -361,7 +390,12 @@ class Review:
         if outcome.ok:
             self.review = outcome.replies[0].content
 
-    _SETTLE = {"orientation": _settle_orientation, "view": _settle_view, "look": _settle_look,
+    def _settle_view_witness(self, step: Work, outcome: Outcome) -> None:
+        """Nothing to take but what the witnesses found (in the outcome), for the second look and the evidence,
+        which witness every reading again (one that failed here is witnessed there)."""
+
+    _SETTLE = {"orientation": _settle_orientation, "view": _settle_view, "view-witness": _settle_view_witness,
+               "look": _settle_look,
                "synthesis": _settle_synthesis, "evidence": _settle_evidence, "final": _settle_final}
 
     # --- inside ------------------------------------------------------------------------------------------------
@@ -383,6 +417,11 @@ class Review:
 
 
 ORIENT, LOOK, WITNESS, FINAL = "orient", "second-look", "witness", "write-review"
+VIEW_WITNESS = "witness-"
+
+
+def view_witness_step(view_id: str) -> str:
+    return VIEW_WITNESS + view_id
 
 
 def view_step(view_id: str) -> str:

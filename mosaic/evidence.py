@@ -7,7 +7,8 @@ model look at the reading's place in the original image:
 
 A reading is confirmed when an independent witness agrees with its text; probably absent when the detector finds no
 text where the model said (and the reader reads none); else unconfirmed, with the reader's text as a variant. What
-the witnesses found is kept by (image sha256, place), so a rerun asks them nothing.
+the witnesses found is kept in the store by the places looked at together, and passes from step to step (a view's
+witnesses to the second look and the evidence), so a rerun, here or on another machine, finds the same.
 
 `witness(readings, image, plan, blobs, on)` is the one entry point; the rest are its pure parts (judge, similarity)
 and the local looks."""
@@ -283,52 +284,79 @@ def look_locally(image: Image.Image, places: Sequence[tuple[Box, float]], which:
     return {w: regions if w == "detector" else lines for w in which}
 
 
-def _look_key(which: str, image_sha256: str, place: tuple[Box, float]) -> str:
-    return canonical_sha256(["witness", 2, which, image_sha256, list(place[0]), place[1]])
+Found = dict[str, str]  # what the witnesses found, by found_key(witness, image, place): JSON, passed between steps
+
+
+def found_key(which: str, image_sha256: str, place: tuple[Box, float]) -> str:
+    return canonical_sha256(["witness", 3, which, image_sha256, list(place[0]), place[1]])
 
 
 def looks(image: Callable[[], Image.Image], image_sha256: str, places: Sequence[tuple[Box, float]],
-          on: Sequence[str], blobs: BlobStore) -> list[Look]:
-    """Look for each (place, zoom): what the witnesses on found, from the store when they have looked before (kept
-    by the image, the place and the zoom), else looked at now, all missing places at once."""
-    kept = {which: {p: blobs.get_plan(_look_key(which, image_sha256, p)) for p in places} for which in on}
-    # each place looked at once: a place's finding depends a little on what shares its canvas, so a place
-    # repeated in one look would be found two ways, and a rerun would read back only one of them
-    missing = list(dict.fromkeys(p for which in on for p, found in kept[which].items() if found is None))
-    if missing:
-        wanted = [w for w in on if any(kept[w][p] is None for p in missing)]
-        for which, per_place in look_locally(image(), missing, wanted).items():
-            for place, result in zip(missing, per_place):
-                if kept[which][place] is None:
-                    kept[which][place] = json.dumps(result)
-                    blobs.put_plan(_look_key(which, image_sha256, place), kept[which][place])
-    found = {which: [json.loads(kept[which][p]) for p in places] for which in on}
-    regions = found.get("detector")
-    lines = found.get("reader")
+          on: Sequence[str], blobs: BlobStore, found: Found | None = None) -> list[Look]:
+    """Look for each (place, zoom): what the witnesses on found. found: what earlier steps found (taken as it is),
+    and filled with what this look finds. What a place's finding is depends a little on what shares its canvas, so
+    what a step finds must depend only on its own places and what it is given, never on what this machine's store
+    holds from other steps (a step run on another Dask worker, or rerun here, finds the same): the places not in
+    found are looked at together, kept in the store as one group; a large one (a whole tile) alone, kept by itself,
+    so no step looks at it again."""
+    found = {} if found is None else found
+    missing = sorted({p for p in places for which in on if found_key(which, image_sha256, p) not in found})
+    groups = [[p] for p in missing if _alone(p)] + [[p for p in missing if not _alone(p)]]
+    for group in filter(None, groups):
+        for which, per_place in _looked(image, image_sha256, group, on, blobs).items():
+            for place, result in zip(group, per_place):
+                found.setdefault(found_key(which, image_sha256, place), result)
+    result = {which: [json.loads(found[found_key(which, image_sha256, p)]) for p in places] for which in on}
+    regions = result.get("detector")
+    lines = result.get("reader")
     return [Look([tuple(b) for b in regions[i]] if regions is not None else None,
                  [Line(t, s, tuple(b)) for t, s, b in lines[i]] if lines is not None else None)
             for i in range(len(places))]
 
 
+ALONE_PX = 512  # a place this large (enlarged) would fill most of a canvas: it is looked at on one of its own
+
+
+def _alone(place: tuple[Box, float]) -> bool:
+    (x0, y0, x1, y1), zoom = place
+    return max(x1 - x0, y1 - y0) * zoom > ALONE_PX
+
+
+def _looked(image: Callable[[], Image.Image], image_sha256: str, group: list[tuple[Box, float]], on: Sequence[str],
+            blobs: BlobStore) -> dict[str, list[str]]:
+    """Per witness, what it found at each place of a group looked at together (JSON): from the store when the
+    group was looked at before, else looked at now."""
+    keys = {which: canonical_sha256(["witness-look", 3, which, image_sha256, [[list(b), z] for b, z in group]])
+            for which in on}
+    kept = {which: blobs.get_plan(key) for which, key in keys.items()}
+    wanted = [which for which, value in kept.items() if value is None]
+    for which, per_place in (look_locally(image(), group, wanted) if wanted else {}).items():
+        kept[which] = json.dumps(per_place)
+        blobs.put_plan(keys[which], kept[which])
+    return {which: [json.dumps(result) for result in json.loads(value)] for which, value in kept.items()}
+
+
 # --- the entry point --------------------------------------------------------------------------------------------
 
 def witness(readings: list[Reading], image: Callable[[], Image.Image], plan: Plan, blobs: BlobStore,
-            on: Sequence[str] = WITNESSES, threshold: float = 1.0) -> list[Reading]:
+            on: Sequence[str] = WITNESSES, threshold: float = 1.0, found: Found | None = None) -> list[Reading]:
     """Every reading with its witnesses, status and reason: confirmed ones first, then unconfirmed, then those
     probably not in the image (each group in the order given). image: decodes the plan's image when called (only
     when a witness has not looked at a place before). on: the witnesses to ask (none: views alone decide).
+    found: what earlier steps' witnesses found, filled with what these find (see looks).
     A reading the model did not place is looked for at the detector's text-like regions in its tiles first, and
     in its whole tiles only when those do not confirm it."""
     tiles = plan.tile_boxes
+    found = {} if found is None else found
     regions = functools.cache(lambda: text_regions(image, plan.image_sha256, blobs))
     places = [place_of(r, tiles, plan.width, plan.height) for r in readings]
     first = [places_to_look(r, p, regions) for r, p in zip(readings, places)]
     try:
-        judged = _judged(readings, first, image, plan.image_sha256, on, blobs, threshold)
+        judged = _judged(readings, first, image, plan.image_sha256, on, blobs, threshold, found)
         again = [i for i, r in enumerate(readings)
                  if not r.box and places[i] and judged[i].status != "confirmed" and first[i] != [(places[i], 1.0)]]
         redone = _judged([readings[i] for i in again], [[(places[i], 1.0)] for i in again], image,
-                         plan.image_sha256, on, blobs, threshold)
+                         plan.image_sha256, on, blobs, threshold, found)
     except BadImage as e:
         return [r.model_copy(update={"witnesses": Witnesses(views=list(r.views))} | verdict(
             "unconfirmed", f"not witnessed: {e}")) for r in readings]
@@ -338,10 +366,11 @@ def witness(readings: list[Reading], image: Callable[[], Image.Image], plan: Pla
 
 
 def _judged(readings: list[Reading], per_reading: list[list[tuple[Box, float]]], image: Callable[[], Image.Image],
-            image_sha256: str, on: Sequence[str], blobs: BlobStore, threshold: float) -> list[Reading]:
+            image_sha256: str, on: Sequence[str], blobs: BlobStore, threshold: float,
+            found: Found | None) -> list[Reading]:
     """Each reading judged on what the witnesses found at its places (none: no place to look at)."""
     asked = list(dict.fromkeys(p for places in per_reading for p in places))
-    found = dict(zip(asked, looks(image, image_sha256, asked, on, blobs) if on else [Look(None, None)] * len(asked)))
+    found = dict(zip(asked, looks(image, image_sha256, asked, on, blobs, found) if on else [Look(None, None)] * len(asked)))
     return [judge(r, merged([found[p] for p in places]) if places else None, threshold)
             for r, places in zip(readings, per_reading)]
 

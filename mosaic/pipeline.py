@@ -409,16 +409,19 @@ def reading_line(r: Reading) -> str:
 # --- the second look's views -----------------------------------------------------------------------------------
 
 def original_image(plan: Plan) -> Callable[[], Image.Image]:
-    """The plan's image, decoded on first use and kept: a rerun whose crops are all stored decodes nothing.
-    Raises BadImage when the file is gone or is no longer the image the plan was cut from."""
+    """The plan's image, decoded on first use: a rerun whose crops are all stored decodes nothing. The last two
+    images decoded are kept in the process, so a review's local steps (each view's witnesses, the second look, the
+    evidence) decode a photo once. Raises BadImage when the file is gone or is no longer the image the plan was cut
+    from."""
+    return functools.partial(_decoded, plan.image_path, plan.image_sha256)
 
-    def load() -> Image.Image:
-        data = read_image_file(plan.image_path)
-        if sha256_hex(data) != plan.image_sha256:
-            raise BadImage(f"{plan.image_path} changed after the run started")
-        return decode_image(data, plan.image_path).image
 
-    return functools.cache(load)
+@functools.lru_cache(maxsize=2)
+def _decoded(path: str, sha256: str) -> Image.Image:
+    data = read_image_file(path)
+    if sha256_hex(data) != sha256:
+        raise BadImage(f"{path} changed after the run started")
+    return decode_image(data, path).image
 
 
 def detail_views(plan: Plan, image: Callable[[], Image.Image], boxes: list[Box], blobs: BlobStore, zoom_px: int,

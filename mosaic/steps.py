@@ -36,7 +36,7 @@ def perform(works: list[Work], ctx: RunContext, addresses: list[str] | None = No
         for sha, data in carried.items():
             if not blobs.has(sha):
                 blobs.put(data)
-    local = {"look": closer_look, "evidence": witnessed}
+    local = {"look": closer_look, "evidence": witnessed, "view-witness": witnessed}
     outcomes = [local[w.kind](w, ctx.blobs) if w.kind in local else ask(w, ctx, addresses, log) for w in works]
     if any(not o.ok for o in outcomes):
         raise StepsFailed(outcomes)
@@ -93,19 +93,23 @@ def closer_look(work: Work, blobs: BlobStore) -> Outcome:
     """The second look's views: first of the readings worth one more look (witnessed first: one probably not in
     the image is not looked at again), then, within the cap, of text-like regions no view read; each crop cut,
     stored and named (d1, d2, …)."""
+    found = dict(work.found)
     try:
         readings = evidence.witness(work.readings, pipeline.original_image(work.plan), work.plan, blobs,
-                                    work.witnesses, work.similarity)
-        return Outcome(views=closer_views(work.plan, readings, work.look, work.room, blobs))
+                                    work.witnesses, work.similarity, found)
+        return Outcome(views=closer_views(work.plan, readings, work.look, work.room, blobs), found=found)
     except BadImage as e:  # the file changed or went away since the plan was made
         return Outcome(error=e)
 
 
 def witnessed(work: Work, blobs: BlobStore) -> Outcome:
-    """The readings with their independent witnesses (mosaic.evidence); looks are kept, so a rerun redoes none."""
+    """The readings with their independent witnesses (mosaic.evidence) and what those found; looks are kept, so a
+    rerun redoes none."""
+    found = dict(work.found)
     try:
-        return Outcome(readings=evidence.witness(work.readings, pipeline.original_image(work.plan), work.plan, blobs,
-                                                 work.witnesses, work.similarity))
+        readings = evidence.witness(work.readings, pipeline.original_image(work.plan), work.plan, blobs,
+                                    work.witnesses, work.similarity, found)
+        return Outcome(readings=readings, found=found)
     except BadImage as e:
         return Outcome(error=e)
 

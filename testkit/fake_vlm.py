@@ -9,7 +9,8 @@ import json
 import re
 
 
-def fake_vlm(messages: list[dict], model: str) -> str:
+def fake_vlm(messages: list[dict], model: str, box: list[int] | None = None) -> str:
+    """box: where each reading is, in thousandths of the crop (None: it says nowhere, as many small VLMs)."""
     prompt = messages[-1]["content"] if isinstance(messages[-1]["content"], str) else next(
         p["text"] for p in messages[-1]["content"] if p.get("type") == "text")
     images = [p["image_url"]["url"] for m in messages if isinstance(m["content"], list)
@@ -20,7 +21,8 @@ def fake_vlm(messages: list[dict], model: str) -> str:
     if task == "orientation":
         return f"A test scene {tag}."
     if task in ("text", "inspect"):
-        return "```json\n" + json.dumps({"readings": [{"text": f"SIGN-{tag}", "unclear": False}], "notes": ""}) + "\n```"
+        reading = {"text": f"SIGN-{tag}", "unclear": False} | ({"box": box} if box else {})
+        return "```json\n" + json.dumps({"readings": [reading], "notes": ""}) + "\n```"
     if task == "subjects":
         return json.dumps({"items": [f"object {tag}"]})
     if task == "characteristics":
@@ -39,5 +41,15 @@ def completion(backend):
 
     def complete(call, messages, api_key=None, timeout_s=0.0):
         return Completion(fake_vlm(messages, call.model), "stop", {})
+
+    return complete
+
+
+def placed_completion(backend):
+    """The same stand-in, saying where each reading is (MOSAIC_COMPLETION=testkit.fake_vlm:placed_completion)."""
+    from mosaic.llm import Completion
+
+    def complete(call, messages, api_key=None, timeout_s=0.0):
+        return Completion(fake_vlm(messages, call.model, box=[400, 300, 600, 400]), "stop", {})
 
     return complete

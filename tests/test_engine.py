@@ -25,6 +25,7 @@ from mosaic.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 STAND_IN = "testkit.fake_vlm:completion"
+PLACED = "testkit.fake_vlm:placed_completion"  # the same, saying where it read
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def stand_in(monkeypatch):
 
 
 def context(tmp_path, **overrides) -> tuple[RunContext, object]:
-    settings = load_settings(cache_dir=tmp_path / "memo", completion=STAND_IN, **overrides)
+    settings = load_settings(**{"cache_dir": tmp_path / "memo", "completion": STAND_IN} | overrides)
     return RunContext.from_settings(settings, "openai/stand-in", "http://127.0.0.1:9/v1"), settings
 
 
@@ -41,15 +42,15 @@ def drive_by_hand(review: Review, ctx: RunContext, fail: set[str] = frozenset())
     """The smallest driver: one step at a time, in this thread; `fail` names steps that fail."""
     asked = []
     while not review.finished:
-        steps = review.ready(1)
+        steps = review.ready(1)  # one step that asks the backend, and any local work that is ready
         if not steps:
             break
-        step = steps[0]
-        asked.append(step.name)
-        if step.name in fail:
-            review.done(step, Outcome(replies=[None] * len(step.calls), error=RuntimeError("injected failure")))
-        else:
-            review.done(step, perform([step], ctx)[0])
+        for step in steps:
+            asked.append(step.name)
+            if step.name in fail:
+                review.done(step, Outcome(replies=[None] * len(step.calls), error=RuntimeError("injected failure")))
+            else:
+                review.done(step, perform([step], ctx)[0])
     return asked
 
 
@@ -72,6 +73,78 @@ def test_the_engine_does_nothing_in_its_constructor_and_moves_through_its_phases
     assert kinds[-1] == "final" and review.phase == "done"
     stats = review.stats  # derived from the outcomes: every answered reply counted once
     assert stats.total == sum(len(o.replies) for o in review.outcomes.values()) == stats.made
+
+
+def test_a_views_readings_are_witnessed_as_it_answers_and_the_second_look_finds_them_witnessed(tmp_path,
+                                                                                               monkeypatch):
+    from mosaic import evidence
+    from mosaic.second_look import SecondLook
+
+    ctx, settings = context(tmp_path, completion=PLACED)
+    plan = ctx.prepare(str(make_photo(tmp_path / "p.png")), "light", "2x2", ["text"], settings)
+    review = Review(plan, ctx.backend, SecondLook(), witnesses={"on": ["detector", "reader"], "similarity": 1.0})
+    orient = review.ready(1)
+    review.done(orient[0], perform(orient, ctx)[0])
+    first = review.ready(1)
+    assert [s.kind for s in first] == ["view"]
+    review.done(first[0], perform(first, ctx)[0])
+    early = review.ready(0)  # no room at the backend: the view's witnesses go all the same
+    assert [(s.kind, s.name) for s in early] == [("view-witness", "witness-" + first[0].target)]
+    assert early[0].readings and all(r.views == [first[0].target] for r in early[0].readings)
+    while True:
+        steps = review.ready()
+        early += [s for s in steps if s.kind == "view-witness"]
+        views = [s for s in steps if s.kind == "view"]
+        if not views:
+            break
+        for step in views:
+            review.done(step, perform([step], ctx)[0])
+    assert {s.kind for s in early} == {"view-witness"} and len(early) == len(review.observed)
+    assert review.ready() == []  # the second look waits for every view's witnesses
+    for step in early:
+        review.done(step, perform([step], ctx)[0])
+    look = review.ready()
+    assert [s.kind for s in look] == ["look"]
+    looked = []
+    real = evidence.look_locally
+    monkeypatch.setattr(evidence, "look_locally", lambda *a: looked.append(a) or real(*a))
+    review.done(look[0], perform(look, ctx)[0])
+    assert looked == []  # every place was looked at already, while the backend answered other views
+    no_witnesses = Review(plan, ctx.backend, SecondLook())
+    assert "view-witness" not in {k for k in drive_kinds(no_witnesses, ctx)}
+
+
+def test_witnesses_on_workers_with_stores_of_their_own_find_what_one_machine_finds(tmp_path):
+    """Each view's witnesses and the evidence run on machines of their own (each its own cache folder, as Dask
+    workers): the rerun on this machine, from the memo, asks nothing again, not even the final review, whose
+    prompt holds what the witnesses found."""
+    from mosaic.second_look import SecondLook
+
+    ctx, settings = context(tmp_path, completion=PLACED)  # at this size a place's finding depends on its neighbours
+    plan = ctx.prepare(str(make_photo(tmp_path / "p.png", size=(1000, 800))), "light", "2x2", ["text"], settings)
+    on = {"on": ["detector", "reader"], "similarity": 1.0}
+    review = Review(plan, ctx.backend, SecondLook(), witnesses=on)
+    machines = iter(range(100))
+    while steps := review.ready():
+        for step in steps:
+            where = context(tmp_path / f"worker{next(machines)}")[0] if step.kind in ("view-witness", "evidence") else ctx
+            review.done(step, perform([step], where)[0])
+    assert review.finished and next(machines) > 4
+    again = Review(plan, ctx.backend, SecondLook(), witnesses=on)
+    while steps := again.ready():
+        for step in steps:
+            assert all(cached_reply(c, ctx.memo) for c in step.calls), f"{step.name} asked again"
+            again.done(step, perform([step], ctx)[0])
+    assert again.report().model_dump(exclude={"calls"}) == review.report().model_dump(exclude={"calls"})
+
+
+def drive_kinds(review: Review, ctx: RunContext) -> list[str]:
+    kinds = []
+    while steps := review.ready():
+        for step in steps:
+            kinds.append(step.kind)
+            review.done(step, perform([step], ctx)[0])
+    return kinds
 
 
 def test_the_engine_asks_in_order_counts_and_builds_the_report(tmp_path):

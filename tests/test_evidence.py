@@ -160,11 +160,39 @@ def test_a_place_asked_twice_in_one_look_is_looked_at_once_so_a_rerun_reads_back
     asked = looked
     blobs = BlobStore(tmp_path / "blobs")
     place, other = ((60, 60, 380, 190), 1.0), ((650, 450, 990, 610), 1.0)
-    first = evidence.looks(lambda: img, "street", [place, other, place], ("reader",), blobs)
+    found = {}
+    first = evidence.looks(lambda: img, "street", [place, other, place], ("reader",), blobs, found)
     assert asked == [(["reader"], [place, other])]
     assert first[0] == first[2]
-    again = evidence.looks(lambda: img, "street", [place], ("reader",), blobs)
-    assert again[0] == first[0] and len(asked) == 1
+    again = evidence.looks(lambda: img, "street", [other, place], ("reader",), blobs)  # the same look: from the store
+    assert again == [first[1], first[0]] and len(asked) == 1
+    given = evidence.looks(lambda: img, "street", [place], ("reader",), blobs, dict(found))  # an earlier step's
+    assert given == [first[0]] and len(asked) == 1
+
+
+def test_what_a_step_finds_depends_on_its_places_and_what_it_is_given_not_on_the_store(street, tmp_path, looked):
+    """A place's finding depends a little on what shares its canvas: a step that took it from this machine's store,
+    looked at with other neighbours by another step, would find otherwise than the same step on another worker."""
+    from mosaic import evidence
+
+    img, _ = street
+    place, other = ((60, 60, 380, 190), 1.0), ((650, 450, 990, 610), 1.0)
+    used = BlobStore(tmp_path / "used")
+    evidence.looks(lambda: img, "street", [place], ("detector", "reader"), used)  # another step, alone
+    here = evidence.looks(lambda: img, "street", [place, other], ("detector", "reader"), used)
+    elsewhere = evidence.looks(lambda: img, "street", [place, other], ("detector", "reader"), BlobStore(tmp_path / "new"))
+    assert here == elsewhere and len(looked) == 3
+
+
+def test_a_whole_tile_is_looked_at_alone_once_for_every_step_that_needs_it(street, tmp_path, looked):
+    from mosaic import evidence
+
+    img, _ = street
+    tile, sign = ((0, 0, 600, 800), 1.0), ((60, 60, 380, 190), 1.0)
+    blobs = BlobStore(tmp_path / "blobs")
+    first = evidence.looks(lambda: img, "street", [tile], ("reader",), blobs)
+    second = evidence.looks(lambda: img, "street", [sign, tile], ("reader",), blobs)  # another step, nothing given
+    assert [places for _, places in looked] == [[tile], [sign]] and second[1] == first[0]
 
 
 def test_one_detection_serves_both_witnesses_and_each_finds_what_it_finds_alone(street, tmp_path, monkeypatch):
@@ -199,9 +227,10 @@ def test_a_reading_with_no_place_is_looked_for_at_the_detectors_regions_then_in_
     got = {r.text: r for r in witness(readings, lambda: img, plan, blobs)}
     assert got["KARUMEDO"].status == "confirmed" and got["KARUMEDO"].box  # it takes the place the reader read it at
     asked = [places for _, places in looked]
-    # in r1c1 the sign's region, enlarged a little; r1c2 holds no text-like region: its whole tile, as it is
-    assert len(asked) == 1 and len(asked[0]) == 2 and asked[0][1] == ((600, 0, 1200, 800), 1.0)
-    (x0, y0, x1, y1), zoom = asked[0][0]
+    # in r1c1 the sign's region, enlarged a little; r1c2 holds no text-like region: its whole tile, as it is (on a
+    # canvas of its own: large)
+    assert len(asked) == 2 and asked[0] == [((600, 0, 1200, 800), 1.0)] and len(asked[1]) == 1
+    (x0, y0, x1, y1), zoom = asked[1][0]
     assert x0 <= 100 and x1 >= 300 and x1 - x0 < 400 and y1 - y0 < 100 and zoom > 1
     assert got["BAKERY"].status == "probably_absent"
 
