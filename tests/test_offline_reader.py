@@ -1,6 +1,7 @@
 """The built-in offline backend: what it reads, that seam crops catch text cut by a tile line, and a full run."""
 
 import json
+import pytest
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -37,6 +38,7 @@ def test_text_cut_by_a_tile_line_reads_whole_only_in_the_seam_crop(tmp_path):
     assert WORD in seam
 
 
+@pytest.mark.slow  # a whole review on the offline reader (16 s): CI's lane
 def test_full_run_on_the_offline_backend_keeps_the_seam_reading(tmp_path):
     straddling_sign(tmp_path / "sign.png")
     code, out = run_cli("run", str(tmp_path / "sign.png"), "--grid", "2x1", "--phases", "text", "--json")
