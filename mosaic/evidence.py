@@ -367,11 +367,11 @@ def witness(readings: list[Reading], image: Callable[[], Image.Image], plan: Pla
 
 def _judged(readings: list[Reading], per_reading: list[list[tuple[Box, float]]], image: Callable[[], Image.Image],
             image_sha256: str, on: Sequence[str], blobs: BlobStore, threshold: float,
-            found: Found | None) -> list[Reading]:
+            found: Found) -> list[Reading]:
     """Each reading judged on what the witnesses found at its places (none: no place to look at)."""
     asked = list(dict.fromkeys(p for places in per_reading for p in places))
-    found = dict(zip(asked, looks(image, image_sha256, asked, on, blobs, found) if on else [Look(None, None)] * len(asked)))
-    return [judge(r, merged([found[p] for p in places]) if places else None, threshold)
+    at = dict(zip(asked, looks(image, image_sha256, asked, on, blobs, found) if on else [Look(None, None)] * len(asked)))
+    return [judge(r, merged([at[p] for p in places]) if places else None, threshold)
             for r, places in zip(readings, per_reading)]
 
 
