@@ -26,8 +26,9 @@ STARTUP_S = 60
 class BackendProcess:
     """`with BackendProcess(latency=0.5, slots=4) as b:` b.openai_base to call; b.requests once the block has ended."""
 
-    def __init__(self, latency: float = 0.0, slots: int | None = None, spec: str | None = None):
-        self.latency, self.slots, self.spec = latency, slots, spec
+    def __init__(self, latency: float = 0.0, slots: int | None = None, spec: str | None = None,
+                 dialect: str | None = None):
+        self.latency, self.slots, self.spec, self.dialect = latency, slots, spec, dialect
         self.requests: list[SimpleNamespace] = []
 
     def __enter__(self) -> BackendProcess:
@@ -38,6 +39,8 @@ class BackendProcess:
             command += ["--slots", str(self.slots)]
         if self.spec:
             command += ["--spec", self.spec]
+        if self.dialect:
+            command += ["--dialect", self.dialect]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         self._process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
         try:
@@ -77,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--log", required=True)
     ap.add_argument("--spec", help="a small-VLM stand-in (testkit.stand_ins), e.g. reader=tesseract,style=prose; "
                                    "default: the fake VLM")
+    ap.add_argument("--dialect", help="the stand-in answers as a model family does (testkit.dialects), e.g. qwen-pixels")
     a = ap.parse_args(argv)
     from mosaic.offline.server import ModelServer
     from testkit.fake_vlm import fake_vlm
@@ -86,8 +90,13 @@ def main(argv: list[str] | None = None) -> None:
         from testkit.stand_ins import StandIn
 
         stand_in = StandIn.from_spec(a.spec)
-        server = ModelServer(stand_in.answer_http, latency=a.latency, slots=a.slots, listed=["stand-in"],
-                             encoder_px=lambda model: stand_in.budget).start()
+        if a.dialect:
+            from testkit.dialects import in_dialect
+
+            server = ModelServer(in_dialect(stand_in.answer_http, a.dialect), latency=a.latency, slots=a.slots).start()
+        else:
+            server = ModelServer(stand_in.answer_http, latency=a.latency, slots=a.slots, listed=["stand-in"],
+                                 encoder_px=lambda model: stand_in.budget).start()
     else:
         server = ModelServer(fake_vlm, latency=a.latency, slots=a.slots).start()
     print(server.url, flush=True)

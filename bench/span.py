@@ -71,13 +71,16 @@ def stages(reqs) -> list[list]:
 
 
 def run_once(driver: str, image: str, work: Path, latency: float = LATENCY, slots: int = SLOTS,
-             concurrency: int = CONCURRENCY, spec: str | None = None) -> dict:
+             concurrency: int = CONCURRENCY, spec: str | None = None, dialect: str | None = None) -> dict:
     from bench.backend import BackendProcess
 
     shutil.rmtree(work / "memo", ignore_errors=True)
     os.environ["MOSAIC_CACHE_DIR"] = str(work / "memo")
-    with BackendProcess(latency=latency, slots=slots, spec=spec) as server:
-        args = dict(model="openai/stand-in" if spec else "openai/fake-vl", api_base=server.openai_base, density="light", out_dir=str(work / "out"),
+    from testkit.dialects import model_for
+
+    model = f"openai/{model_for(dialect)}-as-{dialect}" if dialect else "openai/stand-in" if spec else "openai/fake-vl"
+    with BackendProcess(latency=latency, slots=slots, spec=spec, dialect=dialect) as server:
+        args = dict(model=model, api_base=server.openai_base, density="light", out_dir=str(work / "out"),
                     use_memo=False, concurrency=concurrency)
         started = time.monotonic()
         if driver == "prefect":
@@ -104,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", help="a small-VLM stand-in that reads the scene and says where "
                                        "(testkit.stand_ins, e.g. reader=rapidocr,budget=896); default: the fake VLM, "
                                        "whose readings have no place")
+    parser.add_argument("--dialect", help="with --spec: the stand-in answers as a model family does "
+                                          "(testkit.dialects, e.g. qwen-pixels: boxes in pixels of its resized input)")
     args = parser.parse_args(argv)
+    from testkit.dialects import model_for
+
     latency, slots, concurrency = args.latency, args.slots, args.concurrency
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("MOSAIC_PREFECT_SERVER", "temporary")
@@ -112,20 +119,24 @@ def main(argv: list[str] | None = None) -> int:
     image = scene(work)
     results = {}
     for driver in ("prefect", "threads"):
-        runs = [run_once(driver, image, work, latency, slots, concurrency, args.spec) for _ in range(args.repeats)]
+        runs = [run_once(driver, image, work, latency, slots, concurrency, args.spec, args.dialect)
+                for _ in range(args.repeats)]
         median = sorted(runs, key=lambda r: r["span_over_bound"])[len(runs) // 2]
         results[driver] = {"median": median, "runs": runs,
                            "span_over_bound_all": [r["span_over_bound"] for r in runs]}
         print(driver, json.dumps(median), flush=True)
     out = {"latency_s": latency, "slots": slots, "concurrency": concurrency, "scene": "4000x3000 generated, seed 911",
-           "density": "light", "second_look": True, "stand_in": args.spec or "fake_vlm", "results": results}
+           "density": "light", "second_look": True, "stand_in": args.spec or "fake_vlm",
+           "dialect": args.dialect, "results": results}
     Path(args.out).with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
     command = " ".join(["python -m bench.span", *(argv if argv is not None else sys.argv[1:])])
     lines = [f"# Is the backend kept busy? (`{command}`)", "",
              f"One generated 4000×3000 street scene, light density, three phases, second look on, no memo; a stand-in "
              f"server in its own process answering in {latency} s with {slots} slots; `--concurrency {concurrency}`; "
              + (f"the model: a stand-in that reads the scene and says where (`{args.spec}`, its reading is part of "
-                "the server's time). " if args.spec else "the model: the fake VLM, whose readings have no place (the "
+                "the server's time" + (f"; in the `{args.dialect}` dialect, as the model "
+                                       f"`{model_for(args.dialect)}` answers" if args.dialect else "") + "). "
+                if args.spec else "the model: the fake VLM, whose readings have no place (the "
                 "witnesses read whole tiles). ") +
              "Span: the first call's arrival to the last answer, as the server saw them; bound: calls × latency / slots "
              "(or the calls' own time / slots where the stand-in took longer); floor: what the review's stages allow "
