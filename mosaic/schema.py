@@ -102,9 +102,15 @@ class Plan(BaseModel):
 
     def views_in_call_order(self) -> list[View]:
         """Tiles row by row, each seam crop right after the last of its tiles: the views around a
-        tile are all asked early, so its report can be made while later rows are still being asked."""
+        tile are all asked early, so its report can be made while later rows are still being asked. A view of
+        every tile (a shaped plan's whole image) goes first: every tile's report waits for it."""
         index = {tuple(t.cells[0]): i for i, t in enumerate(self.tiles)}
-        return sorted(self.views, key=lambda v: (max(index[tuple(c)] for c in v.cells), v.kind != "tile"))
+
+        def key(v: View) -> tuple:
+            everywhere = len(self.tiles) > 1 and len(v.cells) == len(self.tiles)
+            return not everywhere, max(index[tuple(c)] for c in v.cells), v.kind != "tile"
+
+        return sorted(self.views, key=key)
 
     def needs_synthesis(self, tile: View) -> bool:
         """A tile report needs a model call only to merge several phases' answers into one summary. With one

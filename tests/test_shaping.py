@@ -138,6 +138,7 @@ def test_prepare_asks_the_text_phase_only_where_the_detector_finds_text(tmp_path
     assert [v.id for v in plan.views if v.kind == "seam" and v.phases] == []  # the sign crosses no tile line
     whole = [v for v in plan.views if v.kind == "region"]
     assert [(v.id, v.phases, v.box) for v in whole] == [("all", ["subjects", "characteristics"], (0, 0, 1500, 1200))]
+    assert plan.views_in_call_order()[0].id == "all"  # every tile's report waits for it
     assert not any(plan.needs_synthesis(t) for t in plan.tiles)
     assert plan.total_calls == 1 + len(asked) + 2 + 1
 
