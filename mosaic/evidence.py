@@ -195,7 +195,8 @@ def zoom_for(box: Box | None) -> float:
     return round(min(MAX_ZOOM, max(1.0, TEXT_PX / short)), 3)
 
 
-def places_to_look(r: Reading, place: Box | None, regions: Callable[[], list[Box]]) -> list[tuple[Box, float]]:
+def places_to_look(r: Reading, place: Box | None, regions: Callable[[], list[Box]],
+                   tiles: dict[str, Box]) -> list[tuple[Box, float]]:
     """(box, zoom) of each place the witnesses look at for a reading: its own place; for a reading the model did
     not place, the text-like regions the detector found in its tiles (each enlarged as its text needs: far less
     to read than the whole tiles), or its tiles as they are where the detector found none."""
@@ -206,7 +207,13 @@ def places_to_look(r: Reading, place: Box | None, regions: Callable[[], list[Box
     inside = [b for b in regions() if area(intersection(b, place))]
     at = [(clipped, zoom_for(b)) for b in inside for clipped in [intersection(grown_place(b), place)]
           if min(clipped[2] - clipped[0], clipped[3] - clipped[1]) >= 4]
-    return at or [(place, 1.0)]
+    return at or whole_tiles(r, place, tiles)
+
+
+def whole_tiles(r: Reading, place: Box, tiles: dict[str, Box]) -> list[tuple[Box, float]]:
+    """A reading the model did not place, looked at in each of its tiles whole and as it is: a seam's reading in
+    both its tiles, each a look every reading there shares (their hull would be one more look, shrunk to fit)."""
+    return [(tiles[t], 1.0) for t in dict.fromkeys(r.tiles) if t in tiles] or [(place, 1.0)]
 
 
 # Canvas sides are multiples of 32 within RapidOCR's limits, so it looks at every canvas as it is (no resizing): what
@@ -350,12 +357,12 @@ def witness(readings: list[Reading], image: Callable[[], Image.Image], plan: Pla
     found = {} if found is None else found
     regions = functools.cache(lambda: text_regions(image, plan.image_sha256, blobs))
     places = [place_of(r, tiles, plan.width, plan.height) for r in readings]
-    first = [places_to_look(r, p, regions) for r, p in zip(readings, places)]
+    first = [places_to_look(r, p, regions, tiles) for r, p in zip(readings, places)]
+    last = [whole_tiles(r, p, tiles) if p and not r.box else [] for r, p in zip(readings, places)]
     try:
         judged = _judged(readings, first, image, plan.image_sha256, on, blobs, threshold, found)
-        again = [i for i, r in enumerate(readings)
-                 if not r.box and places[i] and judged[i].status != "confirmed" and first[i] != [(places[i], 1.0)]]
-        redone = _judged([readings[i] for i in again], [[(places[i], 1.0)] for i in again], image,
+        again = [i for i in range(len(readings)) if last[i] and judged[i].status != "confirmed" and first[i] != last[i]]
+        redone = _judged([readings[i] for i in again], [last[i] for i in again], image,
                          plan.image_sha256, on, blobs, threshold, found)
     except BadImage as e:
         return [r.model_copy(update={"witnesses": Witnesses(views=list(r.views))} | verdict(

@@ -245,6 +245,20 @@ def test_a_reading_with_no_place_not_confirmed_at_the_regions_is_looked_for_in_i
     assert got[0].status == "unconfirmed" and "KARUMEDO" in got[0].variants[0]
 
 
+
+def test_a_seam_reading_with_no_place_is_looked_for_in_each_of_its_tiles_whole_as_the_tiles_readings_are(
+        street, tmp_path, looked):
+    img, plan = street
+    readings = [Reading(text="SIGN-0A1B2C", views=["r1c1"], tiles=["r1c1"]),
+                Reading(text="BAKERY", views=["r1c2"], tiles=["r1c2"]),
+                Reading(text="OPEN LATE", views=["r1c1|r1c2"], tiles=["r1c1", "r1c2"])]
+    got = witness(readings, lambda: img, plan, BlobStore(tmp_path / "blobs"))
+    wholes = [places for _, places in looked if places[0][1] == 1.0 and places[0][0][2] - places[0][0][0] >= 600]
+    # each tile once, as it is: not their hull as a third look (1200 px wide, and shrunk on a canvas of its own)
+    assert sorted(wholes) == [[((0, 0, 600, 800), 1.0)], [((600, 0, 1200, 800), 1.0)]]
+    seam = next(r for r in got if r.text == "OPEN LATE")
+    assert seam.status == "unconfirmed" and "KARUMEDO" in seam.variants[0]
+
 # --- end to end: a stand-in that repeats an invention on a blank board ---------------------------------------
 
 @pytest.mark.slow
