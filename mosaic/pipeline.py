@@ -6,6 +6,7 @@ import functools
 import json
 import math
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def prepare(image_path: str, density: str, grid: str | None, phases: list[str], 
     if kept:
         return kept
     loaded = decode_image(data, str(image_path))
-    image = loaded.image
+    image = _kept(str(image_path), loaded.sha256, loaded.image)  # the review's local steps look at it again
     width, height = image.size
     try:
         cols, rows, density = choose_grid(width, height, density, grid, model, input_px)
@@ -409,19 +410,33 @@ def reading_line(r: Reading) -> str:
 # --- the second look's views -----------------------------------------------------------------------------------
 
 def original_image(plan: Plan) -> Callable[[], Image.Image]:
-    """The plan's image, decoded on first use: a rerun whose crops are all stored decodes nothing. The last two
-    images decoded are kept in the process, so a review's local steps (each view's witnesses, the second look, the
-    evidence) decode a photo once. Raises BadImage when the file is gone or is no longer the image the plan was cut
-    from."""
+    """The plan's image, when called: a rerun whose crops are all stored reads nothing. The last two images
+    decoded (or cut into views by prepare) are kept in the process, so a review's local steps (each view's
+    witnesses, the second look, the evidence) decode a photo once at most. Raises BadImage when the file is gone or
+    is no longer the image the plan was cut from (its bytes are hashed at every call: far less than a decoding)."""
     return functools.partial(_decoded, plan.image_path, plan.image_sha256)
 
 
-@functools.lru_cache(maxsize=2)
+_RECENT: dict[tuple[str, str], Image.Image] = {}  # (path, sha256) -> the image, the last two decoded or cut
+_RECENT_LOCK = threading.Lock()
+
+
 def _decoded(path: str, sha256: str) -> Image.Image:
     data = read_image_file(path)
     if sha256_hex(data) != sha256:
         raise BadImage(f"{path} changed after the run started")
-    return decode_image(data, path).image
+    with _RECENT_LOCK:
+        image = _RECENT.get((path, sha256))
+    return image if image is not None else _kept(path, sha256, decode_image(data, path).image)
+
+
+def _kept(path: str, sha256: str, image: Image.Image) -> Image.Image:
+    with _RECENT_LOCK:
+        _RECENT.pop((path, sha256), None)
+        _RECENT[(path, sha256)] = image
+        while len(_RECENT) > 2:
+            del _RECENT[next(iter(_RECENT))]
+    return image
 
 
 def detail_views(plan: Plan, image: Callable[[], Image.Image], boxes: list[Box], blobs: BlobStore, zoom_px: int,

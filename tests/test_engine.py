@@ -75,6 +75,23 @@ def test_the_engine_does_nothing_in_its_constructor_and_moves_through_its_phases
     assert stats.total == sum(len(o.replies) for o in review.outcomes.values()) == stats.made
 
 
+def test_the_photo_prepare_cut_is_not_decoded_again_by_the_local_steps_yet_a_changed_file_is_refused(
+        tmp_path, monkeypatch):
+    from mosaic import pipeline
+    from mosaic.errors import BadImage
+
+    decoded, real = [], pipeline.decode_image
+    monkeypatch.setattr(pipeline, "decode_image", lambda data, name="image": decoded.append(name) or real(data, name))
+    ctx, settings = context(tmp_path)
+    path = make_photo(tmp_path / "p.png")
+    plan = ctx.prepare(str(path), "light", "2x2", ["text"], settings)
+    image = pipeline.original_image(plan)  # what each view's witnesses, the second look and the evidence look at
+    assert image().size == (plan.width, plan.height) and image() is image() and len(decoded) == 1
+    Path(path).write_bytes(Path(path).read_bytes() + b"changed")
+    with pytest.raises(BadImage, match="changed after the run started"):
+        image()
+
+
 def test_a_views_readings_are_witnessed_as_it_answers_and_the_second_look_finds_them_witnessed(tmp_path,
                                                                                                monkeypatch):
     from mosaic import evidence
