@@ -109,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
                                        "whose readings have no place")
     parser.add_argument("--dialect", help="with --spec: the stand-in answers as a model family does "
                                           "(testkit.dialects, e.g. qwen-pixels: boxes in pixels of its resized input)")
+    parser.add_argument("--witnesses", help="the local witnesses asked ($MOSAIC_WITNESSES; none: the scheduling "
+                                            "alone, without the OCR on this machine's cores)")
     args = parser.parse_args(argv)
+    if args.witnesses is not None:
+        os.environ["MOSAIC_WITNESSES"] = args.witnesses
     from testkit.dialects import model_for
 
     latency, slots, concurrency = args.latency, args.slots, args.concurrency
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="mosaic-span-"))
     image = scene(work)
     results = {}
-    for driver in ("prefect", "threads"):
+    for driver in ("threads", "prefect"):  # threads first: no Prefect server of the process running beside them
         runs = [run_once(driver, image, work, latency, slots, concurrency, args.spec, args.dialect)
                 for _ in range(args.repeats)]
         median = sorted(runs, key=lambda r: r["span_over_bound"])[len(runs) // 2]
@@ -127,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         print(driver, json.dumps(median), flush=True)
     out = {"latency_s": latency, "slots": slots, "concurrency": concurrency, "scene": "4000x3000 generated, seed 911",
            "density": "light", "second_look": True, "stand_in": args.spec or "fake_vlm",
-           "dialect": args.dialect, "results": results}
+           "dialect": args.dialect, "witnesses": os.environ.get("MOSAIC_WITNESSES", "detector,reader") or "none",
+           "results": results}
     Path(args.out).with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
     command = " ".join(["python -m bench.span", *(argv if argv is not None else sys.argv[1:])])
     lines = [f"# Is the backend kept busy? (`{command}`)", "",
@@ -138,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                                        f"`{model_for(args.dialect)}` answers" if args.dialect else "") + "). "
                 if args.spec else "the model: the fake VLM, whose readings have no place (the "
                 "witnesses read whole tiles). ") +
+             ("No local witnesses (`--witnesses none`): the scheduling alone. " if args.witnesses == "none" else "") +
              "Span: the first call's arrival to the last answer, as the server saw them; bound: calls × latency / slots "
              "(or the calls' own time / slots where the stand-in took longer); floor: what the review's stages allow "
              "however well they are scheduled (orientation, first wave, second look, syntheses, final review: each "
