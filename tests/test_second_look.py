@@ -374,8 +374,10 @@ def reader_answer(messages, model):
     return _READER.answer(messages)
 
 
-@pytest.mark.parametrize("style", ["openai", "ollama"])
-@pytest.mark.parametrize("refuse", [False, True], ids=["accepts", "refuses"])
+@pytest.mark.parametrize("refuse, style", [  # the fast lane keeps one of each style and each answer
+    pytest.param(False, "openai", id="accepts-openai"), pytest.param(True, "ollama", id="refuses-ollama"),
+    pytest.param(False, "ollama", id="accepts-ollama", marks=pytest.mark.slow),
+    pytest.param(True, "openai", id="refuses-openai", marks=pytest.mark.slow)])
 def test_the_answers_schema_is_asked_of_a_server_and_dropped_when_it_refuses(street, style, refuse):
     with ModelServer(reader_answer, models=["reader"], refuse_schema=refuse) as server:
         model, base = ("openai/reader", server.openai_base) if style == "openai" else ("ollama_chat/reader", server.url)
