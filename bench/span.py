@@ -111,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
                                           "(testkit.dialects, e.g. qwen-pixels: boxes in pixels of its resized input)")
     parser.add_argument("--witnesses", help="the local witnesses asked ($MOSAIC_WITNESSES; none: the scheduling "
                                             "alone, without the OCR on this machine's cores)")
+    parser.add_argument("--plan", help="the plan's design ($MOSAIC_PLAN: shaped, full; default: light's, shaped)")
     args = parser.parse_args(argv)
+    if args.plan is not None:
+        os.environ["MOSAIC_PLAN"] = args.plan
     if args.witnesses is not None:
         os.environ["MOSAIC_WITNESSES"] = args.witnesses
     from testkit.dialects import model_for
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         print(driver, json.dumps(median), flush=True)
     out = {"latency_s": latency, "slots": slots, "concurrency": concurrency, "scene": "4000x3000 generated, seed 911",
            "density": "light", "second_look": True, "stand_in": args.spec or "fake_vlm",
-           "dialect": args.dialect, "witnesses": os.environ.get("MOSAIC_WITNESSES", "detector,reader") or "none",
+           "dialect": args.dialect, "plan": args.plan or "auto", "witnesses": os.environ.get("MOSAIC_WITNESSES", "detector,reader") or "none",
            "results": results}
     Path(args.out).with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
     command = " ".join(["python -m bench.span", *(argv if argv is not None else sys.argv[1:])])
@@ -144,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.spec else "the model: the fake VLM, whose readings have no place (the "
                 "witnesses read whole tiles). ") +
              ("No local witnesses (`--witnesses none`): the scheduling alone. " if args.witnesses == "none" else "") +
+             (f"The {args.plan} plan (`--plan {args.plan}`). " if args.plan else "") +
              "Span: the first call's arrival to the last answer, as the server saw them; bound: calls × latency / slots "
              "(or the calls' own time / slots where the stand-in took longer); floor: what the review's stages allow "
              "however well they are scheduled (orientation, first wave, second look, syntheses, final review: each "

@@ -57,7 +57,7 @@ class PrefectExecutor:
 
     def steps(self, works: list[tuple[Job, Work]], addresses: list[str] | None) -> PrefectFuture | Future:
         steps = [w for _, w in works]
-        if all(w.kind == "view-witness" for w in steps):  # a view's witnesses: in this process, not a task run
+        if all(w.kind in ("view-witness", "regions") for w in steps):  # in this process, not a task run each
             return _LOCAL.submit(perform, steps, self.ctx)
         names = ", ".join(f"{j.name}/{w.name}" if self.name_images else w.name for j, w in works)
         carried = None
@@ -72,8 +72,8 @@ class PrefectExecutor:
             self.wrap(report), self.wrap(job.review.plan), job.folder, self.wrap(self.ctx))
 
 
-# A view's witnesses are a second or less of local work, in the middle of the calls: as a task run each would also
-# cost this process and the Prefect server the CPU of starting and tracking one, beside the backend's.
+# A view's witnesses and the text-like regions are a second or so of local work, in the middle of the calls: as a
+# task run each would also cost this process and the Prefect server the CPU of starting and tracking one.
 _LOCAL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mosaic-witness")
 
 

@@ -23,14 +23,15 @@ from .errors import BackendError, RunFailed
 from .schema import CallStats, FinalReport, ModelCall, ModelReply, Observation, Plan, Reading, TileReport, View
 from .second_look import SecondLook
 
-StepKind = Literal["orientation", "view", "view-witness", "look", "synthesis", "evidence", "final"]
+StepKind = Literal["orientation", "regions", "view", "view-witness", "look", "synthesis", "evidence", "final"]
 
 
 class Work(BaseModel):
     """One step: the calls one task makes one after another (the orientation, a view's phases, a tile's synthesis,
     the final review), or local work with no call: a view's readings witnessed as soon as it answers (while the
     backend answers other views; what the witnesses find is kept, so the second look and the evidence find it
-    done), the second look's planning (its closer crops) and the evidence (the readings' independent witnesses)."""
+    done), the text-like regions the second look zooms into (found while the first views are asked), the second
+    look's planning (its closer crops) and the evidence (the readings' independent witnesses)."""
 
     kind: StepKind
     name: str  # e.g. inspect-r1c2: the task run's name in Prefect
@@ -275,6 +276,8 @@ class Review:
             return
         if self.orientation is None:
             return
+        if self._regions_wanted and REGIONS not in self._handed:  # for the second look, found while views are asked
+            yield Work(kind="regions", name=REGIONS, plan=self.plan)
         for tile in self._tiles_ready():
             name = f"synthesize-{tile.id}"
             if self.plan.needs_synthesis(tile) and name not in self._handed:
@@ -313,13 +316,20 @@ class Review:
         """A second look is planned from a complete first wave only: from partial readings a rerun would ask other
         crops."""
         return (self.second_look is not None and self.orientation is not None and self._first_wave_settled
-                and not self.failed_views and self._views_witnessed)
+                and not self.failed_views and self._views_witnessed
+                and (REGIONS in self.outcomes or not self._regions_wanted))
+
+    @property
+    def _regions_wanted(self) -> bool:
+        """The text-like regions the second look zooms into where no view read (found once, beside the views)."""
+        return self.second_look is not None and self.second_look.zoom_unread
 
     def _found(self) -> dict[str, str]:
-        """What the witnesses found so far: each view's (in the plan's order), then the second look's; a place's
-        first finding stands. Derived from the outcomes alone, so the next step finds the same wherever it runs."""
+        """What the witnesses found so far: the text-like regions, each view's (in the plan's order), then the second
+        look's; a place's first finding stands. Derived from the outcomes alone, so the next step finds the same
+        wherever it runs."""
         found: dict[str, str] = {}
-        for name in [*(view_witness_step(v.id) for v in self.plan.views), LOOK]:
+        for name in [REGIONS, *(view_witness_step(v.id) for v in self.plan.views), LOOK]:
             for key, value in (self.outcomes[name].found if name in self.outcomes else {}).items():
                 found.setdefault(key, value)
         return found
@@ -390,12 +400,13 @@ class Review:
         if outcome.ok:
             self.review = outcome.replies[0].content
 
-    def _settle_view_witness(self, step: Work, outcome: Outcome) -> None:
-        """Nothing to take but what the witnesses found (in the outcome), for the second look and the evidence,
-        which witness every reading again (one that failed here is witnessed there)."""
+    def _settle_found(self, step: Work, outcome: Outcome) -> None:
+        """Nothing to take but what was found (in the outcome): a view's witnesses' findings or the text-like
+        regions, for the second look and the evidence, which witness every reading again (one that failed here is
+        witnessed there) and find the regions themselves where that failed."""
 
-    _SETTLE = {"orientation": _settle_orientation, "view": _settle_view, "view-witness": _settle_view_witness,
-               "look": _settle_look,
+    _SETTLE = {"orientation": _settle_orientation, "regions": _settle_found, "view": _settle_view,
+               "view-witness": _settle_found, "look": _settle_look,
                "synthesis": _settle_synthesis, "evidence": _settle_evidence, "final": _settle_final}
 
     # --- inside ------------------------------------------------------------------------------------------------
@@ -416,7 +427,7 @@ class Review:
                 for t in self.plan.tiles if t.id in self.reports]
 
 
-ORIENT, LOOK, WITNESS, FINAL = "orient", "second-look", "witness", "write-review"
+ORIENT, REGIONS, LOOK, WITNESS, FINAL = "orient", "find-text-regions", "second-look", "witness", "write-review"
 VIEW_WITNESS = "witness-"
 
 

@@ -355,7 +355,7 @@ def witness(readings: list[Reading], image: Callable[[], Image.Image], plan: Pla
     in its whole tiles only when those do not confirm it."""
     tiles = plan.tile_boxes
     found = {} if found is None else found
-    regions = functools.cache(lambda: text_regions(image, plan.image_sha256, blobs))
+    regions = functools.cache(lambda: text_regions(image, plan.image_sha256, blobs, found=found))
     places = [place_of(r, tiles, plan.width, plan.height) for r in readings]
     first = [places_to_look(r, p, regions, tiles) for r, p in zip(readings, places)]
     last = [whole_tiles(r, p, tiles) if p and not r.box else [] for r, p in zip(readings, places)]

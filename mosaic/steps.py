@@ -36,7 +36,7 @@ def perform(works: list[Work], ctx: RunContext, addresses: list[str] | None = No
         for sha, data in carried.items():
             if not blobs.has(sha):
                 blobs.put(data)
-    local = {"look": closer_look, "evidence": witnessed, "view-witness": witnessed}
+    local = {"regions": found_regions, "look": closer_look, "evidence": witnessed, "view-witness": witnessed}
     outcomes = [local[w.kind](w, ctx.blobs) if w.kind in local else ask(w, ctx, addresses, log) for w in works]
     if any(not o.ok for o in outcomes):
         raise StepsFailed(outcomes)
@@ -97,7 +97,7 @@ def closer_look(work: Work, blobs: BlobStore) -> Outcome:
     try:
         readings = evidence.witness(work.readings, pipeline.original_image(work.plan), work.plan, blobs,
                                     work.witnesses, work.similarity, found)
-        return Outcome(views=closer_views(work.plan, readings, work.look, work.room, blobs), found=found)
+        return Outcome(views=closer_views(work.plan, readings, work.look, work.room, blobs, found), found=found)
     except BadImage as e:  # the file changed or went away since the plan was made
         return Outcome(error=e)
 
@@ -114,11 +114,22 @@ def witnessed(work: Work, blobs: BlobStore) -> Outcome:
         return Outcome(error=e)
 
 
-def closer_views(plan: Plan, readings: list[Reading], look: SecondLook, cap: int, blobs: BlobStore) -> list[View]:
+def found_regions(work: Work, blobs: BlobStore) -> Outcome:
+    """The image's text-like regions (mosaic.text_regions), found once for the second look while views are asked."""
+    found: dict[str, str] = {}
+    try:
+        text_regions(pipeline.original_image(work.plan), work.plan.image_sha256, blobs, found=found)
+    except BadImage as e:
+        return Outcome(error=e)
+    return Outcome(found=found)
+
+
+def closer_views(plan: Plan, readings: list[Reading], look: SecondLook, cap: int, blobs: BlobStore,
+                 found: dict[str, str] | None = None) -> list[View]:
     tile_side = max(max(t.box[2] - t.box[0], t.box[3] - t.box[1]) for t in plan.tiles)
     boxes = verification_boxes(readings, {v.id: v for v in plan.views}, plan.width, plan.height, tile_side, cap)
     image = pipeline.original_image(plan)
     if look.zoom_unread and len(boxes) < cap:
-        regions = text_regions(image, plan.image_sha256, blobs)
+        regions = text_regions(image, plan.image_sha256, blobs, found=found)
         boxes += zoom_boxes(regions, readings, plan.width, plan.height, tile_side, cap - len(boxes), boxes)
     return pipeline.detail_views(plan, image, boxes, blobs, look.zoom_px)

@@ -5,6 +5,7 @@ fixed tiles. Kept by the image's sha256, so a rerun detects nothing again."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -18,16 +19,24 @@ from .tiles import Box
 DETECT_PX = 1600  # long side the detector works at: the sample's 16 signs are found at this size (15 of 16)
 
 
-def text_regions(image: Callable[[], Image.Image], image_sha256: str, blobs: BlobStore,
-                 px: int = DETECT_PX) -> list[Box]:
-    """Boxes (image pixels) of text-like detail, top to bottom. image: decodes the image when called."""
+def text_regions(image: Callable[[], Image.Image], image_sha256: str, blobs: BlobStore, px: int = DETECT_PX,
+                 found: dict[str, str] | None = None) -> list[Box]:
+    """Boxes (image pixels) of text-like detail, top to bottom. image: decodes the image when called. found: what
+    earlier steps found (mosaic.evidence.Found), taken as it is, and filled with the regions."""
     key = canonical_sha256(["text-regions", 1, image_sha256, px])
-    kept = blobs.get_plan(key)
-    if kept is not None:
-        return [tuple(b) for b in json.loads(kept)]
-    boxes = detect(image(), px)
-    blobs.put_plan(key, json.dumps(boxes))
-    return boxes
+    kept = (found or {}).get(key)
+    if kept is None:
+        with _DETECTING:  # steps of one review that want them at once wait for one detection
+            kept = blobs.get_plan(key)
+            if kept is None:
+                kept = json.dumps(detect(image(), px))
+                blobs.put_plan(key, kept)
+    if found is not None:
+        found[key] = kept
+    return [tuple(b) for b in json.loads(kept)]
+
+
+_DETECTING = threading.Lock()
 
 
 def detect(image, px: int = DETECT_PX) -> list[Box]:

@@ -102,8 +102,9 @@ def test_a_views_readings_are_witnessed_as_it_answers_and_the_second_look_finds_
     review = Review(plan, ctx.backend, SecondLook(), witnesses={"on": ["detector", "reader"], "similarity": 1.0})
     orient = review.ready(1)
     review.done(orient[0], perform(orient, ctx)[0])
-    first = review.ready(1)
-    assert [s.kind for s in first] == ["view"]
+    regions, *first = review.ready(1)  # the second look's text-like regions, found while views are asked
+    assert regions.kind == "regions" and [s.kind for s in first] == ["view"]
+    review.done(regions, perform([regions], ctx)[0])
     review.done(first[0], perform(first, ctx)[0])
     early = review.ready(0)  # no room at the backend: the view's witnesses go all the same
     assert [(s.kind, s.name) for s in early] == [("view-witness", "witness-" + first[0].target)]
@@ -129,6 +130,33 @@ def test_a_views_readings_are_witnessed_as_it_answers_and_the_second_look_finds_
     assert looked == []  # every place was looked at already, while the backend answered other views
     no_witnesses = Review(plan, ctx.backend, SecondLook())
     assert "view-witness" not in {k for k in drive_kinds(no_witnesses, ctx)}
+
+
+def test_the_text_regions_are_found_once_beside_the_first_views_and_reach_the_second_look_wherever_it_runs(
+        tmp_path, monkeypatch):
+    from mosaic import steps, text_regions
+    from mosaic.second_look import SecondLook
+
+    ctx, settings = context(tmp_path, plan="full")  # a shaped plan finds them before the first call
+    plan = ctx.prepare(str(make_photo(tmp_path / "p.png")), "light", "2x2", ["text"], settings)
+    detected, wanted, real_detect, real_regions = [], [], text_regions.detect, steps.text_regions
+    monkeypatch.setattr(text_regions, "detect", lambda *a: detected.append(a) or real_detect(*a))
+    monkeypatch.setattr(steps, "text_regions", lambda *a, **k: wanted.append(k) or real_regions(*a, **k))
+    review = Review(plan, ctx.backend, SecondLook(max_share=3.0))  # room to zoom where no view read
+    orient = review.ready(1)
+    review.done(orient[0], perform(orient, ctx)[0])
+    ready = review.ready()
+    regions = [s for s in ready if s.kind == "regions"]
+    assert len(regions) == 1 and [s.kind for s in ready if s.kind != "regions"] == ["view"] * len(plan.views)
+    for step in ready:
+        if step.kind == "view":
+            review.done(step, perform([step], ctx)[0])
+    assert review.ready() == []  # the second look waits for the regions
+    review.done(regions[0], perform(regions, context(tmp_path / "worker")[0])[0])  # found on another machine
+    look = review.ready()
+    assert [s.kind for s in look] == ["look"] and look[0].found
+    outcome = perform(look, context(tmp_path / "another-worker")[0])[0]  # a store that never saw the image
+    assert outcome.ok and len(wanted) == 2 and len(detected) == 1  # the look was given them: not detected again
 
 
 def test_witnesses_on_workers_with_stores_of_their_own_find_what_one_machine_finds(tmp_path):
