@@ -237,7 +237,7 @@ def run_settings(ctx: RunContext) -> dict:
 # --- the Python API: a thread pool --------------------------------------------------------------------------------
 
 class ThreadExecutor:
-    """Steps that ask the backend on `pool`; local work (the witnesses, the second look's crops) on `local`, so it
+    """Steps that ask the backend on `pool`; local work (the witnesses, the regions, the second look) on `local`, so it
     never holds a thread a call waits for."""
 
     def __init__(self, pool: ThreadPoolExecutor, ctx: RunContext, open_image: Callable[[Job], tuple[Review, str]],

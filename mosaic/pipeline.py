@@ -61,7 +61,7 @@ def prepare(image_path: str, density: str, grid: str | None, phases: list[str], 
     if kept:
         return kept
     loaded = decode_image(data, str(image_path))
-    image = _kept(str(image_path), loaded.sha256, loaded.image)  # the review's local steps look at it again
+    image = _keep_decoded(str(image_path), loaded.sha256, loaded.image)  # the review's local steps look at it again
     width, height = image.size
     try:
         cols, rows, density = choose_grid(width, height, density, grid, model, input_px)
@@ -427,10 +427,10 @@ def _decoded(path: str, sha256: str) -> Image.Image:
         raise BadImage(f"{path} changed after the run started")
     with _RECENT_LOCK:
         image = _RECENT.get((path, sha256))
-    return image if image is not None else _kept(path, sha256, decode_image(data, path).image)
+    return image if image is not None else _keep_decoded(path, sha256, decode_image(data, path).image)
 
 
-def _kept(path: str, sha256: str, image: Image.Image) -> Image.Image:
+def _keep_decoded(path: str, sha256: str, image: Image.Image) -> Image.Image:
     with _RECENT_LOCK:
         _RECENT.pop((path, sha256), None)
         _RECENT[(path, sha256)] = image
@@ -444,13 +444,14 @@ def detail_views(plan: Plan, image: Callable[[], Image.Image], boxes: list[Box],
     """Closer crops of the image, each enlarged (or shrunk) to zoom_px on its long side, asked the text phase only.
     Named d1, d2, …; a blank crop is asked nothing. Each crop is kept by the image, its box and size."""
     tiles = {t.id: t for t in plan.tiles}
+    picture = functools.cache(image)  # read and checked once for all the crops
     views = []
     for n, box in enumerate(boxes, start=first):
         key = canonical_sha256(["detail", PLAN_VERSION, plan.image_sha256, list(box), zoom_px])
         kept = blobs.get_plan(key)
         sha, blank = json.loads(kept) if kept else (None, False)
         if sha is None or not blobs.has(sha):
-            crop = image().crop(box).resize(zoomed_size(box, zoom_px), Image.Resampling.LANCZOS)
+            crop = picture().crop(box).resize(zoomed_size(box, zoom_px), Image.Resampling.LANCZOS)
             sha, blank = blobs.put(encode_view(crop)), is_blank(crop)
             blobs.put_plan(key, json.dumps([sha, blank]))
         cells = [tiles[t].cells[0] for t in tiles if _overlaps(box, tiles[t].box)]

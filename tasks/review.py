@@ -36,7 +36,7 @@ def run_steps(works: list[Work], ctx: RunContext, addresses: list[str] | None = 
 
 
 # Named by kind in the UI, as the review's steps: orient, inspect-view, second-look, synthesize-tile, witness,
-# write-review (a view's witnesses run in the flow's own process: flows/executor.py).
+# write-review (a view's witnesses and the text regions run in the flow's own process: flows/executor.py).
 STEP_TASKS = {kind: run_steps.with_options(name=name) for kind, name in
               [("orientation", "orient"), ("view", "inspect-view"), ("look", "second-look"),
                ("synthesis", "synthesize-tile"), ("evidence", "witness"), ("final", "write-review")]}
