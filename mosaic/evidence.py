@@ -307,6 +307,7 @@ def looks(image: Callable[[], Image.Image], image_sha256: str, places: Sequence[
     found are looked at together, kept in the store as one group; a large one (a whole tile) alone, kept by itself,
     so no step looks at it again."""
     found = {} if found is None else found
+    image = functools.cache(image)  # read and checked once for all the groups
     missing = sorted({p for p in places for which in on if found_key(which, image_sha256, p) not in found})
     groups = [[p] for p in missing if _alone(p)] + [[p for p in missing if not _alone(p)]]
     for group in filter(None, groups):
