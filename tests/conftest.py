@@ -12,6 +12,9 @@ from testkit.isolation import isolate_session, isolate_test  # noqa: E402
 isolate_session()  # before Prefect or LiteLLM is imported anywhere in the session
 
 from testkit.fake_vlm import fake_vlm  # noqa: E402
+from testkit.ocr_memo import remember_ocr_answers  # noqa: E402
+
+remember_ocr_answers()
 
 
 @pytest.fixture(autouse=True)
