@@ -65,7 +65,8 @@ def review_batch(
             this machine's cache folder).
         open_at_once: Images prepared and reviewed at the same time.
         works_per_task: Work items (a view's phases, a tile's synthesis) one task may ask in turn on one server
-            slot, when more are ready than there are slots: fewer task runs where one costs more than a call.
+            slot, when more are ready than there are slots, with no more calls than a slot's share of those
+            waiting: fewer task runs where one costs more than a call.
     """
     logger = get_run_logger()
     started = time.monotonic()

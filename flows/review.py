@@ -60,7 +60,8 @@ def review_image(
     input_px: the model's encoder size, for density auto when Mosaic cannot size the model ($MOSAIC_INPUT_PX).
     second_look: closer crops of readings seen once, unclear or read differently ($MOSAIC_SECOND_LOOK, on).
     works_per_task: work items (a view's phases, a tile's synthesis) one task may ask in turn on one server slot
-        when more are ready than there are slots: a task's start costs Prefect more than a fast call."""
+        when more are ready than there are slots, with no more calls than a slot's share of those waiting: a
+        task's start costs Prefect more than a fast call."""
     started = time.monotonic()
     settings = load_settings(concurrency=concurrency, input_px=input_px, out_dir=out_dir)
     ctx = RunContext.from_settings(settings, model, api_base, use_memo)

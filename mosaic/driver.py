@@ -91,13 +91,15 @@ def drive(jobs: Sequence[Job], executor: Executor, *, in_flight: int, servers: S
         running[future] = (kind, payload, address, counted)
         future.add_done_callback(arrived.put)
 
-    def take(limit: int) -> list[tuple[Job, Work]]:
-        """Up to limit steps for the backend; a look is launched on its own, what the memo answers is settled."""
+    def take(limit: int, calls: int | None = None) -> list[tuple[Job, Work]]:
+        """Up to limit steps for the backend, with about `calls` calls between them; a look is launched on its own,
+        what the memo answers is settled."""
         taken: list[tuple[Job, Work]] = []
         for job in [j for j in order if j.state == "running"]:
-            while len(taken) < limit:
+            while len(taken) < limit and (calls is None or sum(len(w.calls) for _, w in taken) < calls):
                 progressed = False
-                for work in job.review.ready(limit - len(taken)):
+                room = None if calls is None else calls - sum(len(w.calls) for _, w in taken)
+                for work in job.review.ready(limit - len(taken), room):
                     if not work.needs_backend:
                         launch("steps", executor.steps([(job, work)], None), [(job, work)])
                     elif memo is not None and None not in (hits := [cached_reply(c, memo) for c in work.calls]):
@@ -121,14 +123,14 @@ def drive(jobs: Sequence[Job], executor: Executor, *, in_flight: int, servers: S
     def hand_out() -> None:
         nonlocal busy
         while busy < in_flight:
-            size = 1
-            if per_task > 1:
-                waiting = sum(j.review.waiting for j in order if j.state == "running")
-                size = max(1, min(per_task, math.ceil(waiting / in_flight)))
+            size, calls = 1, None
+            if per_task > 1:  # several steps in one task, but no more calls than a slot's share of those waiting
+                size = per_task
+                calls = max(1, math.ceil(sum(j.review.waiting_calls for j in order if j.state == "running") / in_flight))
             address = None
             if servers is not None and (address := servers.try_acquire()) is None:
                 return
-            group = take(size)
+            group = take(size, calls)
             if not group:
                 if address is not None:
                     servers.release(address)

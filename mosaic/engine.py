@@ -113,15 +113,17 @@ class Review:
 
     # --- what a driver calls -----------------------------------------------------------------------------------
 
-    def ready(self, limit: int | None = None) -> list[Work]:
-        """Steps to start now (at most limit that ask the backend; local work is never held back); each is handed
-        out once."""
-        steps, asking = [], 0
+    def ready(self, limit: int | None = None, calls: int | None = None) -> list[Work]:
+        """Steps to start now (at most limit that ask the backend, with at most `calls` calls between them unless one
+        step alone has more; local work is never held back); each is handed out once."""
+        steps, asking, asked = [], 0, 0
         for step in self._candidates():
             if step.needs_backend:
                 if limit is not None and asking >= limit:
                     continue
-                asking += 1
+                if calls is not None and asking and asked + len(step.calls) > calls:
+                    continue
+                asking, asked = asking + 1, asked + len(step.calls)
             self._handed.add(step.name)
             steps.append(step)
         return steps
@@ -130,6 +132,11 @@ class Review:
     def waiting(self) -> int:
         """Steps ready to hand out."""
         return sum(1 for _ in self._candidates())
+
+    @property
+    def waiting_calls(self) -> int:
+        """The calls of the steps ready to hand out."""
+        return sum(len(step.calls) for step in self._candidates())
 
     def done(self, step: Work, outcome: Outcome) -> None:
         """A step's outcome (after its retries)."""

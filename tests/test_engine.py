@@ -54,6 +54,19 @@ def drive_by_hand(review: Review, ctx: RunContext, fail: set[str] = frozenset())
     return asked
 
 
+def test_ready_keeps_to_the_calls_asked_for_but_gives_at_least_one_step(tmp_path):
+    ctx, settings = context(tmp_path)
+    plan = ctx.prepare(str(make_photo(tmp_path / "p.png")), "light", "2x2", ["text", "subjects"], settings)
+    review = Review(plan, ctx.backend)
+    orient = review.ready(calls=0)
+    assert [s.name for s in orient] == ["orient"]  # over the calls asked for, but the first step goes
+    review.done(orient[0], perform(orient, ctx)[0])
+    first = [s for s in review.ready(calls=5) if s.needs_backend]
+    assert sum(len(s.calls) for s in first) <= 5 and len(first) == 2  # two views of two phases each
+    rest = [s for s in review.ready() if s.needs_backend]
+    assert rest and not {s.name for s in rest} & {s.name for s in first}
+
+
 def test_the_engine_does_nothing_in_its_constructor_and_moves_through_its_phases(tmp_path):
     ctx, settings = context(tmp_path)
     plan = ctx.prepare(str(make_photo(tmp_path / "p.png")), "light", "2x2", ["text", "subjects"], settings)
