@@ -95,11 +95,11 @@ def drive(jobs: Sequence[Job], executor: Executor, *, in_flight: int, servers: S
         """Up to limit steps for the backend, with about `calls` calls between them; a look is launched on its own,
         what the memo answers is settled."""
         taken: list[tuple[Job, Work]] = []
+        asked = 0
         for job in [j for j in order if j.state == "running"]:
-            while len(taken) < limit and (calls is None or sum(len(w.calls) for _, w in taken) < calls):
+            while len(taken) < limit and (calls is None or asked < calls):
                 progressed = False
-                room = None if calls is None else calls - sum(len(w.calls) for _, w in taken)
-                for work in job.review.ready(limit - len(taken), room):
+                for work in job.review.ready(limit - len(taken), None if calls is None else calls - asked):
                     if not work.needs_backend:
                         launch("steps", executor.steps([(job, work)], None), [(job, work)])
                     elif memo is not None and None not in (hits := [cached_reply(c, memo) for c in work.calls]):
@@ -107,6 +107,7 @@ def drive(jobs: Sequence[Job], executor: Executor, *, in_flight: int, servers: S
                         progressed = True
                     else:
                         taken.append((job, work))
+                        asked += len(work.calls)
                 if not progressed:
                     break
         return taken

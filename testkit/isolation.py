@@ -47,9 +47,9 @@ def start_from_a_migrated_prefect_database(prefect_home: Path) -> None:
     if template.is_file():
         shutil.copyfile(template, prefect_home / "prefect.db")
         return
-    making = Path(tempfile.mkdtemp(prefix="prefect-db-"))
     try:
         cache.mkdir(parents=True, exist_ok=True)
+        making = Path(tempfile.mkdtemp(prefix=".making-", dir=cache))  # on the template's file system, to be renamed
     except OSError:
         return  # no cache folder: every session migrates its own
     database = making / "prefect.db"
