@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         print(driver, json.dumps(median), flush=True)
     out = {"latency_s": latency, "slots": slots, "concurrency": concurrency, "scene": "4000x3000 generated, seed 911",
            "density": "light", "second_look": True, "stand_in": args.spec or "fake_vlm",
-           "dialect": args.dialect, "plan": args.plan or "auto", "witnesses": os.environ.get("MOSAIC_WITNESSES", "detector,reader") or "none",
-           "results": results}
+           "dialect": args.dialect, "plan": args.plan or "auto",
+           "witnesses": os.environ.get("MOSAIC_WITNESSES", "detector,reader") or "none", "results": results}
     Path(args.out).with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
     command = " ".join(["python -m bench.span", *(argv if argv is not None else sys.argv[1:])])
     lines = [f"# Is the backend kept busy? (`{command}`)", "",

@@ -127,7 +127,8 @@ def drive(jobs: Sequence[Job], executor: Executor, *, in_flight: int, servers: S
             size, calls = 1, None
             if per_task > 1:  # several steps in one task, but no more calls than a slot's share of those waiting
                 size = per_task
-                calls = max(1, math.ceil(sum(j.review.waiting_calls for j in order if j.state == "running") / in_flight))
+                waiting = sum(j.review.waiting_calls for j in order if j.state == "running")
+                calls = max(1, math.ceil(waiting / in_flight))
             address = None
             if servers is not None and (address := servers.try_acquire()) is None:
                 return
