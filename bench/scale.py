@@ -29,8 +29,7 @@ PREFECT_PORT = 4293
 
 
 def photos(folder: Path, n: int) -> list[Path]:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import make_photo  # the tests' textured photo: no blank views
+    from testkit.scenes import make_photo  # the tests' textured photo: no blank views
 
     folder.mkdir(parents=True, exist_ok=True)
     return [make_photo(folder / f"photo{i}.png", size=(1200 + 100 * i, 900)) for i in range(n)]

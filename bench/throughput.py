@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -162,8 +161,7 @@ def measure() -> dict:
     work = Path(tempfile.mkdtemp(prefix="mosaic-bench-throughput-"))
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ["MOSAIC_CACHE_DIR"] = str(work / "memo")
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import make_photo  # the tests' textured photo: no blank views
+    from testkit.scenes import make_photo  # the tests' textured photo: no blank views
 
     from mosaic_cli.local_server import LocalServer
 

@@ -7,8 +7,8 @@ model look at the reading's place in the original image:
 
 A reading is confirmed when an independent witness agrees with its text; probably absent when the detector finds no
 text where the model said (and the reader reads none); else unconfirmed, with the reader's text as a variant. What
-the witnesses found is kept in the store by the places looked at together, and passes from step to step (a view's
-witnesses to the second look and the evidence), so a rerun, here or on another machine, finds the same.
+the witnesses found is kept in the store by place, and passes from step to step (a view's witnesses to the second
+look and the evidence), so a rerun finds it done.
 
 `witness(readings, image, plan, blobs, on)` is the one entry point; the rest are its pure parts (judge, similarity)
 and the local looks."""
@@ -216,132 +216,76 @@ def whole_tiles(r: Reading, place: Box, tiles: dict[str, Box]) -> list[tuple[Box
     return [(tiles[t], 1.0) for t in dict.fromkeys(r.tiles) if t in tiles] or [(place, 1.0)]
 
 
-# Canvas sides are multiples of 32 within RapidOCR's limits, so it looks at every canvas as it is (no resizing): what
-# it finds at a place does not depend on which other places share its canvas, and a rerun finds the same.
-CANVAS_WIDTH = 1024
-CANVAS_MIN = 736  # RapidOCR enlarges a smaller short side to this
-CANVAS_MAX = 1984  # and shrinks a long side over 2000
-GAP = 48  # grey between places on a canvas: the detector's boxes grow by ~half a text height, so they never meet
+# A place is looked at alone, on a grey canvas of its own size (sides multiples of 32, at most RapidOCR's 2000),
+# at that size: what the witnesses find there depends on the place alone, so every step that asks for it (a tile's
+# view, both its seams, the evidence), here or on another machine, finds the same, and a small place costs little.
+CANVAS_MAX = 1984
+GAP = 48  # grey round a place: the detector's boxes grow by ~half a text height, so they stay on the canvas
+READ_SCORE = 0.5  # a line the reader reads with less confidence is not a reading (RapidOCR's own default)
 
 
-def pack(sizes: Sequence[tuple[int, int]]) -> list[list[tuple[int, int, int]]]:
-    """Rectangles on canvases, shelf by shelf (tallest first): per canvas, (index, x, y) of each. A canvas is
-    CANVAS_WIDTH wide (or as wide as its widest) and at most CANVAS_MAX tall, with GAP around everything."""
-    canvases: list[list[tuple[int, int, int]]] = []
-    width = max([CANVAS_WIDTH, *(w + 2 * GAP for w, _ in sizes)])
-    x = y = shelf = 0
-    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i][1]):
-        w, h = sizes[i]
-        if not canvases or x + w + GAP > width:  # a new shelf
-            y, x, shelf = y + shelf + GAP, GAP, 0
-        if not canvases or y + h + GAP > CANVAS_MAX:  # a new canvas
-            canvases.append([])
-            x = y = GAP
-            shelf = 0
-        canvases[-1].append((i, x, y))
-        x, shelf = x + w + GAP, max(shelf, h)
-    return canvases
+def look_locally(image: Image.Image, place: tuple[Box, float], which: Sequence[str]) -> dict[str, list[tuple]]:
+    """What the witnesses `which` find at a place (box, zoom), enlarged on a canvas of its own; one detection
+    serves both witnesses. 'detector': the boxes of text-like regions (image pixels); 'reader': (text, score,
+    box) of each line it reads."""
+    from .offline.reader import _engine_lock, _ocr
+
+    (x0, y0, x1, y1), zoom = place
+    crop = image.crop((x0, y0, x1, y1)).convert("RGB")
+    fit = min(zoom, (CANVAS_MAX - 2 * GAP) / max(crop.size))
+    if fit != 1:
+        crop = crop.resize((max(1, round(crop.width * fit)), max(1, round(crop.height * fit))), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (_by32(crop.width + 2 * GAP), _by32(crop.height + 2 * GAP)), (127, 127, 127))
+    canvas.paste(crop, (GAP, GAP))
+    read = "reader" in which
+    with _engine_lock:  # text_score 0: every detected region comes back, each line's score is judged here
+        result, _ = _ocr(at_own_size=True)(np.asarray(canvas), use_det=True, use_cls=False, use_rec=read,
+                                           text_score=0.0)
+    regions, lines = [], []
+    for item in result or []:
+        quad = item[0] if read else item
+        xs, ys = [p[0] for p in quad], [p[1] for p in quad]
+        box = (round(x0 + (max(min(xs), GAP) - GAP) / fit), round(y0 + (max(min(ys), GAP) - GAP) / fit),
+               round(x0 + (min(max(xs), GAP + crop.width) - GAP) / fit),
+               round(y0 + (min(max(ys), GAP + crop.height) - GAP) / fit))
+        regions.append(box)
+        if read and item[1].strip() and float(item[2]) >= READ_SCORE:
+            lines.append((item[1].strip(), round(float(item[2]), 3), box))
+    return {w: regions if w == "detector" else lines for w in which}
 
 
 def _by32(side: int) -> int:
     return -(-side // 32) * 32
 
 
-READ_SCORE = 0.5  # a line the reader reads with less confidence is not a reading (RapidOCR's own default)
-
-
-def look_locally(image: Image.Image, places: Sequence[tuple[Box, float]], which: Sequence[str]) -> dict[str, list[list]]:
-    """What the witnesses `which` find at each place (box, zoom): the places enlarged, packed on a few canvases, and
-    each canvas looked at once, one detection serving both witnesses. 'detector': per place, the boxes of text-like
-    regions (image pixels); 'reader': per place, (text, score, box) of each line it reads."""
-    from .offline.reader import _engine_lock, _ocr
-
-    crops = []
-    for box, zoom in places:
-        crop = image.crop(box).convert("RGB")
-        fit = min(zoom, (CANVAS_MAX - 2 * GAP) / max(crop.size))
-        crops.append((crop.resize((max(1, round(crop.width * fit)), max(1, round(crop.height * fit))),
-                                  Image.Resampling.LANCZOS) if fit != 1 else crop, fit))
-    read = "reader" in which
-    regions: list[list[tuple]] = [[] for _ in places]
-    lines: list[list[tuple]] = [[] for _ in places]
-    for canvas_items in pack([c.size for c, _ in crops]):
-        width = _by32(max(CANVAS_WIDTH, *(x + crops[i][0].width + GAP for i, x, _ in canvas_items)))
-        height = _by32(max(CANVAS_MIN, *(y + crops[i][0].height + GAP for i, _, y in canvas_items)))
-        canvas = Image.new("RGB", (width, height), (127, 127, 127))
-        for i, x, y in canvas_items:
-            canvas.paste(crops[i][0], (x, y))
-        with _engine_lock:  # text_score 0: every detected region comes back, each line's score is judged here
-            result, _ = _ocr()(np.asarray(canvas), use_det=True, use_cls=False, use_rec=read, text_score=0.0)
-        for item in result or []:
-            quad = item[0] if read else item
-            xs, ys = [p[0] for p in quad], [p[1] for p in quad]
-            cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
-            for i, x, y in canvas_items:
-                crop, fit = crops[i]
-                if x <= cx < x + crop.width and y <= cy < y + crop.height:
-                    px, py = places[i][0][:2]
-                    box = (round(px + (max(min(xs), x) - x) / fit), round(py + (max(min(ys), y) - y) / fit),
-                           round(px + (min(max(xs), x + crop.width) - x) / fit),
-                           round(py + (min(max(ys), y + crop.height) - y) / fit))
-                    regions[i].append(box)
-                    if read and item[1].strip() and float(item[2]) >= READ_SCORE:
-                        lines[i].append((item[1].strip(), round(float(item[2]), 3), box))
-                    break
-    return {w: regions if w == "detector" else lines for w in which}
-
-
 Found = dict[str, str]  # what the witnesses found, by found_key(witness, image, place): JSON, passed between steps
 
 
 def found_key(which: str, image_sha256: str, place: tuple[Box, float]) -> str:
-    return canonical_sha256(["witness", 3, which, image_sha256, list(place[0]), place[1]])
+    return canonical_sha256(["witness", 4, which, image_sha256, list(place[0]), place[1]])
 
 
 def looks(image: Callable[[], Image.Image], image_sha256: str, places: Sequence[tuple[Box, float]],
           on: Sequence[str], blobs: BlobStore, found: Found | None = None) -> list[Look]:
     """Look for each (place, zoom): what the witnesses on found. found: what earlier steps found (taken as it is),
-    and filled with what this look finds. What a place's finding is depends a little on what shares its canvas, so
-    what a step finds must depend only on its own places and what it is given, never on what this machine's store
-    holds from other steps (a step run on another Dask worker, or rerun here, finds the same): the places not in
-    found are looked at together, kept in the store as one group; a large one (a whole tile) alone, kept by itself,
-    so no step looks at it again."""
+    and filled with what this look finds; a place neither found nor in the store is looked at, and kept."""
     found = {} if found is None else found
-    image = functools.cache(image)  # read and checked once for all the groups
-    missing = sorted({p for p in places for which in on if found_key(which, image_sha256, p) not in found})
-    groups = [[p] for p in missing if _alone(p)] + [[p for p in missing if not _alone(p)]]
-    for group in filter(None, groups):
-        for which, per_place in _looked(image, image_sha256, group, on, blobs).items():
-            for place, result in zip(group, per_place):
-                found.setdefault(found_key(which, image_sha256, place), result)
+    image = functools.cache(image)  # read and checked once for all the places
+    for place in dict.fromkeys(places):
+        keys = {which: found_key(which, image_sha256, place) for which in on}
+        for key in keys.values():
+            if key not in found and (kept := blobs.get_plan(key)) is not None:
+                found[key] = kept
+        wanted = [which for which, key in keys.items() if key not in found]
+        for which, result in (look_locally(image(), place, wanted) if wanted else {}).items():
+            found[keys[which]] = json.dumps(result)
+            blobs.put_plan(keys[which], found[keys[which]])
     result = {which: [json.loads(found[found_key(which, image_sha256, p)]) for p in places] for which in on}
     regions = result.get("detector")
     lines = result.get("reader")
     return [Look([tuple(b) for b in regions[i]] if regions is not None else None,
                  [Line(t, s, tuple(b)) for t, s, b in lines[i]] if lines is not None else None)
             for i in range(len(places))]
-
-
-ALONE_PX = 512  # a place this large (enlarged) would fill most of a canvas: it is looked at on one of its own
-
-
-def _alone(place: tuple[Box, float]) -> bool:
-    (x0, y0, x1, y1), zoom = place
-    return max(x1 - x0, y1 - y0) * zoom > ALONE_PX
-
-
-def _looked(image: Callable[[], Image.Image], image_sha256: str, group: list[tuple[Box, float]], on: Sequence[str],
-            blobs: BlobStore) -> dict[str, list[str]]:
-    """Per witness, what it found at each place of a group looked at together (JSON): from the store when the
-    group was looked at before, else looked at now."""
-    keys = {which: canonical_sha256(["witness-look", 3, which, image_sha256, [[list(b), z] for b, z in group]])
-            for which in on}
-    kept = {which: blobs.get_plan(key) for which, key in keys.items()}
-    wanted = [which for which, value in kept.items() if value is None]
-    for which, per_place in (look_locally(image(), group, wanted) if wanted else {}).items():
-        kept[which] = json.dumps(per_place)
-        blobs.put_plan(keys[which], kept[which])
-    return {which: [json.dumps(result) for result in json.loads(value)] for which, value in kept.items()}
 
 
 # --- the entry point --------------------------------------------------------------------------------------------

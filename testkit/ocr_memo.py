@@ -36,15 +36,15 @@ class RememberingEngine:
 
 
 def remember_ocr_answers() -> None:
-    """From now on in this process, the engine mosaic.offline.reader._ocr() gives remembers its answers (the engine
-    is still made when first asked for)."""
+    """From now on in this process, the engines mosaic.offline.reader._ocr() gives remember their answers (each
+    still made when first asked for)."""
     from mosaic.offline import reader
 
-    make_engine, remembering = reader._ocr, []
+    make_engine, remembering = reader._ocr, {}
 
-    def remembering_engine() -> RememberingEngine:
-        if not remembering:
-            remembering.append(RememberingEngine(make_engine()))
-        return remembering[0]
+    def remembering_engine(at_own_size: bool = False) -> RememberingEngine:
+        if at_own_size not in remembering:
+            remembering[at_own_size] = RememberingEngine(make_engine(at_own_size))
+        return remembering[at_own_size]
 
     reader._ocr = remembering_engine

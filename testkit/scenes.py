@@ -758,6 +758,17 @@ def dump_ground_truth(gt: dict[str, Any]) -> str:
     lines.append("}")
     return "\n".join(lines) + "\n"
 
+def make_photo(path: Path, size=(1200, 800), mode="RGB", fmt=None, **save) -> Path:
+    """A photo with texture everywhere, so no tile or seam is blank (blank views are not asked anything)."""
+    noise = np.random.default_rng(size[0] * 7 + size[1]).integers(0, 90, (size[1], size[0], 3), dtype=np.uint8)
+    img = Image.fromarray(noise + np.array([60, 90, 120], dtype=np.uint8), "RGB")
+    draw = ImageDraw.Draw(img)
+    for i in range(0, size[0], 97):
+        draw.rectangle((i, size[1] // 3, i + 60, size[1] // 3 + 80), fill=(200, 180 - i % 50, 40))
+    img = img.convert(mode) if mode != "RGB" else img
+    img.save(path, format=fmt, **save)
+    return path
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Write one benchmark scene (JPEG/PNG) and its ground truth JSON.")
@@ -787,3 +798,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
+

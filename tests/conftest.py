@@ -13,6 +13,7 @@ isolate_session()  # before Prefect or LiteLLM is imported anywhere in the sessi
 
 from testkit.fake_vlm import fake_vlm  # noqa: E402
 from testkit.ocr_memo import remember_ocr_answers  # noqa: E402
+from testkit.scenes import make_photo  # noqa: E402,F401 - the tests import it from here
 
 remember_ocr_answers()
 
@@ -28,21 +29,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def make_photo(path: Path, size=(1200, 800), mode="RGB", fmt=None, **save) -> Path:
-    """A photo with texture everywhere, so no tile or seam is blank (blank views are not asked anything)."""
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    noise = np.random.default_rng(size[0] * 7 + size[1]).integers(0, 90, (size[1], size[0], 3), dtype=np.uint8)
-    img = Image.fromarray(noise + np.array([60, 90, 120], dtype=np.uint8), "RGB")
-    draw = ImageDraw.Draw(img)
-    for i in range(0, size[0], 97):
-        draw.rectangle((i, size[1] // 3, i + 60, size[1] // 3 + 80), fill=(200, 180 - i % 50, 40))
-    img = img.convert(mode) if mode != "RGB" else img
-    img.save(path, format=fmt, **save)
-    return path
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from mosaic.errors import BadOption
-from mosaic.evidence import (CANVAS_MAX, GAP, NO_TEXT, Line, Look, judge, pack, place_of, similarity, witness,
+from mosaic.evidence import (NO_TEXT, Line, Look, judge, place_of, similarity, witness,
                              witnesses_on)
 from mosaic.memo import BlobStore
 from mosaic.schema import Plan, Reading, View
@@ -83,19 +83,6 @@ def test_similarity_and_witness_names():
         witnesses_on("detector,oracle")
 
 
-def test_packed_places_never_overlap_and_keep_a_gap():
-    sizes = [(300, 80), (1100, 200), (50, 20), (900, 1900), (400, 400)] * 3
-    canvases = pack(sizes)
-    for items in canvases:
-        rects = [(x, y, x + sizes[i][0], y + sizes[i][1]) for i, x, y in items]
-        assert all(r[3] + GAP <= max(CANVAS_MAX, sizes[i][1] + 2 * GAP) for r, (i, _, _) in zip(rects, items))
-        for a in rects:
-            for b in rects:
-                if a is not b:
-                    assert a[2] + GAP <= b[0] or b[2] + GAP <= a[0] or a[3] + GAP <= b[1] or b[3] + GAP <= a[1]
-    assert sorted(i for items in canvases for i, _, _ in items) == list(range(len(sizes)))
-
-
 # --- the local witnesses on a real image ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -139,15 +126,15 @@ def test_the_witnesses_tell_a_sign_from_a_blank_board_and_a_rerun_looks_at_nothi
 
 @pytest.fixture
 def looked(monkeypatch) -> list[tuple[list[str], list]]:
-    """(witnesses, places) of every local look, as they are made."""
+    """(witnesses, place) of every local look, as they are made."""
     from mosaic import evidence
 
     asked = []
     real = evidence.look_locally
 
-    def spy(image, places, which):
-        asked.append((list(which), list(places)))
-        return real(image, places, which)
+    def spy(image, place, which):
+        asked.append((list(which), place))
+        return real(image, place, which)
 
     monkeypatch.setattr(evidence, "look_locally", spy)
     return asked
@@ -157,22 +144,21 @@ def test_a_place_asked_twice_in_one_look_is_looked_at_once_so_a_rerun_reads_back
     from mosaic import evidence
 
     img, _ = street
-    asked = looked
     blobs = BlobStore(tmp_path / "blobs")
     place, other = ((60, 60, 380, 190), 1.0), ((650, 450, 990, 610), 1.0)
     found = {}
     first = evidence.looks(lambda: img, "street", [place, other, place], ("reader",), blobs, found)
-    assert asked == [(["reader"], [place, other])]
+    assert looked == [(["reader"], place), (["reader"], other)]
     assert first[0] == first[2]
     again = evidence.looks(lambda: img, "street", [other, place], ("reader",), blobs)  # the same look: from the store
-    assert again == [first[1], first[0]] and len(asked) == 1
-    given = evidence.looks(lambda: img, "street", [place], ("reader",), blobs, dict(found))  # an earlier step's
-    assert given == [first[0]] and len(asked) == 1
+    assert again == [first[1], first[0]] and len(looked) == 2
+    given = evidence.looks(lambda: img, "street", [place], ("reader",), BlobStore(tmp_path / "new"), dict(found))
+    assert given == [first[0]] and len(looked) == 2  # an earlier step's finding, on a machine that never saw it
 
 
-def test_what_a_step_finds_depends_on_its_places_and_what_it_is_given_not_on_the_store(street, tmp_path, looked):
-    """A place's finding depends a little on what shares its canvas: a step that took it from this machine's store,
-    looked at with other neighbours by another step, would find otherwise than the same step on another worker."""
+def test_what_a_place_holds_depends_on_the_place_alone_not_on_what_else_a_step_asks(street, tmp_path, looked):
+    """A step that takes a place from this machine's store, looked at by another step, finds what the same step
+    finds on another worker: each place is looked at on a canvas of its own, at its own size."""
     from mosaic import evidence
 
     img, _ = street
@@ -180,11 +166,11 @@ def test_what_a_step_finds_depends_on_its_places_and_what_it_is_given_not_on_the
     used = BlobStore(tmp_path / "used")
     evidence.looks(lambda: img, "street", [place], ("detector", "reader"), used)  # another step, alone
     here = evidence.looks(lambda: img, "street", [place, other], ("detector", "reader"), used)
-    elsewhere = evidence.looks(lambda: img, "street", [place, other], ("detector", "reader"), BlobStore(tmp_path / "new"))
-    assert here == elsewhere and len(looked) == 3
+    elsewhere = evidence.looks(lambda: img, "street", [other, place], ("detector", "reader"), BlobStore(tmp_path / "new"))
+    assert here == elsewhere[::-1] and len(looked) == 4 and here[0].lines[0].text == "KARUMEDO"
 
 
-def test_a_whole_tile_is_looked_at_alone_once_for_every_step_that_needs_it(street, tmp_path, looked):
+def test_a_whole_tile_is_looked_at_once_for_every_step_that_needs_it(street, tmp_path, looked):
     from mosaic import evidence
 
     img, _ = street
@@ -192,7 +178,28 @@ def test_a_whole_tile_is_looked_at_alone_once_for_every_step_that_needs_it(stree
     blobs = BlobStore(tmp_path / "blobs")
     first = evidence.looks(lambda: img, "street", [tile], ("reader",), blobs)
     second = evidence.looks(lambda: img, "street", [sign, tile], ("reader",), blobs)  # another step, nothing given
-    assert [places for _, places in looked] == [[tile], [sign]] and second[1] == first[0]
+    assert [place for _, place in looked] == [tile, sign] and second[1] == first[0]
+
+
+def test_a_place_is_read_on_a_canvas_of_its_own_size_where_its_text_is(street, tmp_path, monkeypatch):
+    from mosaic import evidence
+    from mosaic.offline import reader
+
+    img, _ = street
+    shown = []
+    real = reader._ocr
+
+    def spied(at_own_size=False):
+        engine = real(at_own_size)
+        return lambda picture, **options: shown.append((at_own_size, picture.shape)) or engine(picture, **options)
+
+    monkeypatch.setattr(reader, "_ocr", spied)
+    sign = ((60, 60, 380, 190), 1.5)  # 320 x 130 px, enlarged 1.5 times
+    look = evidence.looks(lambda: img, "street", [sign], ("detector", "reader"), BlobStore(tmp_path / "blobs"))[0]
+    assert shown == [(True, (320, 576, 3))]  # 195 + 2 * 48 and 480 + 2 * 48, up to multiples of 32
+    (line,) = look.lines
+    x0, y0, x1, y1 = line.box  # in the image's pixels, where the text was drawn at (100, 100)
+    assert line.text == "KARUMEDO" and 90 <= x0 <= 105 and 90 <= y0 <= 110 and 260 <= x1 <= 320 and y1 <= 140
 
 
 def test_one_detection_serves_both_witnesses_and_each_finds_what_it_finds_alone(street, tmp_path, monkeypatch):
@@ -207,7 +214,7 @@ def test_one_detection_serves_both_witnesses_and_each_finds_what_it_finds_alone(
         passes.append(kwargs.get("use_rec"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(reader, "_ocr", lambda: counted)
+    monkeypatch.setattr(reader, "_ocr", lambda at_own_size=False: counted)
     places = [((60, 60, 380, 190), 1.0), ((650, 450, 990, 610), 1.0), ((400, 300, 560, 360), 2.0)]
     both = evidence.looks(lambda: img, "street", places, ("detector", "reader"), BlobStore(tmp_path / "both"))
     canvases = len(passes)
@@ -226,11 +233,10 @@ def test_a_reading_with_no_place_is_looked_for_at_the_detectors_regions_then_in_
     blobs = BlobStore(tmp_path / "blobs")
     got = {r.text: r for r in witness(readings, lambda: img, plan, blobs)}
     assert got["KARUMEDO"].status == "confirmed" and got["KARUMEDO"].box  # it takes the place the reader read it at
-    asked = [places for _, places in looked]
-    # in r1c1 the sign's region, enlarged a little; r1c2 holds no text-like region: its whole tile, as it is (on a
-    # canvas of its own: large)
-    assert len(asked) == 2 and asked[0] == [((600, 0, 1200, 800), 1.0)] and len(asked[1]) == 1
-    (x0, y0, x1, y1), zoom = asked[1][0]
+    asked = sorted((place for _, place in looked), key=lambda p: p[1])
+    # in r1c1 the sign's region, enlarged a little; r1c2 holds no text-like region: its whole tile, as it is
+    assert len(asked) == 2 and asked[0] == ((600, 0, 1200, 800), 1.0)
+    (x0, y0, x1, y1), zoom = asked[1]
     assert x0 <= 100 and x1 >= 300 and x1 - x0 < 400 and y1 - y0 < 100 and zoom > 1
     assert got["BAKERY"].status == "probably_absent"
 
@@ -240,8 +246,8 @@ def test_a_reading_with_no_place_not_confirmed_at_the_regions_is_looked_for_in_i
     img, plan = street
     got = witness([Reading(text="SIGN-0A1B2C", views=["r1c1"], tiles=["r1c1"])], lambda: img, plan,
                   BlobStore(tmp_path / "blobs"))
-    asked = [places for _, places in looked]
-    assert len(asked) == 2 and ((0, 0, 600, 800), 1.0) not in asked[0] and asked[1] == [((0, 0, 600, 800), 1.0)]
+    asked = [place for _, place in looked]
+    assert len(asked) == 2 and asked[0] != ((0, 0, 600, 800), 1.0) and asked[1] == ((0, 0, 600, 800), 1.0)
     assert got[0].status == "unconfirmed" and "KARUMEDO" in got[0].variants[0]
 
 
@@ -253,9 +259,9 @@ def test_a_seam_reading_with_no_place_is_looked_for_in_each_of_its_tiles_whole_a
                 Reading(text="BAKERY", views=["r1c2"], tiles=["r1c2"]),
                 Reading(text="OPEN LATE", views=["r1c1|r1c2"], tiles=["r1c1", "r1c2"])]
     got = witness(readings, lambda: img, plan, BlobStore(tmp_path / "blobs"))
-    wholes = [places for _, places in looked if places[0][1] == 1.0 and places[0][0][2] - places[0][0][0] >= 600]
+    wholes = [place for _, place in looked if place[1] == 1.0 and place[0][2] - place[0][0] >= 600]
     # each tile once, as it is: not their hull as a third look (1200 px wide, and shrunk on a canvas of its own)
-    assert sorted(wholes) == [[((0, 0, 600, 800), 1.0)], [((600, 0, 1200, 800), 1.0)]]
+    assert sorted(wholes) == [((0, 0, 600, 800), 1.0), ((600, 0, 1200, 800), 1.0)]
     seam = next(r for r in got if r.text == "OPEN LATE")
     assert seam.status == "unconfirmed" and "KARUMEDO" in seam.variants[0]
 

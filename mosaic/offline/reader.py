@@ -28,7 +28,7 @@ from ..schema import Reading
 DEFAULT_BUDGET = 448
 UNCLEAR_BELOW = 0.80  # OCR confidence under which a reading is marked unclear
 
-_engine = None
+_engines: dict[bool, object] = {}
 _engine_lock = threading.Lock()
 TextLine = tuple[str, float, tuple[float, float, float, float]]
 
@@ -276,13 +276,14 @@ def _decode(url: str) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
 
 
-def _ocr():
-    global _engine
-    if _engine is None:
+def _ocr(at_own_size: bool = False):
+    """RapidOCR's engine (made once per process). at_own_size: one that detects on a picture at its own size (up to
+    2000 px); the other enlarges a short side under 736 px to that first, as RapidOCR does by default."""
+    if at_own_size not in _engines:
         from rapidocr_onnxruntime import RapidOCR
 
-        _engine = RapidOCR()
-    return _engine
+        _engines[at_own_size] = RapidOCR(det_limit_type="max", det_limit_side_len=2000) if at_own_size else RapidOCR()
+    return _engines[at_own_size]
 
 
 def _json(obj: dict) -> str:
