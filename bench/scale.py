@@ -13,13 +13,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.backend import BackendProcess
+from bench.throughput import Sampler, machine_busy_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "bench"
@@ -65,7 +65,7 @@ def batch_on_dask(work: Path, spec: str | None = None) -> dict:
                 "--api-base", b.openai_base, "--phases", "text", "--runner", "dask", "--json",
                 "--out", str(work / "reports")] + ([] if spec else ["--no-second-look"])
         started = time.monotonic()
-        with CpuSampler() as cpu:
+        with Sampler(0.1, machine_busy_cpu) as cpu:
             done = subprocess.run(argv, cwd=ROOT, env=env(work), capture_output=True, text=True)
         elapsed = time.monotonic() - started
     if done.returncode != 0:
@@ -78,7 +78,7 @@ def batch_on_dask(work: Path, spec: str | None = None) -> dict:
     bound = sum(r.finished - r.started for r in every) / (2 * SLOTS) if spec else calls * LATENCY_S / (2 * SLOTS)
     peak = {name: peak_in_flight(rs) for name, rs in answered.items()}
     start = min(r.started for r in every)
-    cpu_busy = cpu.busy_between(start, start + span)
+    cpu_busy = cpu.cpu_between(start, start + span)
     busy = [round(sum(max(0.0, min(r.finished, start + t + 1) - max(r.started, start + t)) for r in every), 1)
             for t in range(int(span) + 1)]  # slots busy in each second of the span
     return {
@@ -92,40 +92,6 @@ def batch_on_dask(work: Path, spec: str | None = None) -> dict:
         "span_over_cpu_bound": round(span / max(bound, cpu_busy / (os.cpu_count() or 1)), 3),
     }
 
-
-class CpuSampler:
-    """This machine's busy CPU seconds (all processes, /proc/stat), sampled every 0.1 s while in the block."""
-
-    def __enter__(self) -> CpuSampler:
-        self.samples: list[tuple[float, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _sample(self) -> None:
-        tick = os.sysconf("SC_CLK_TCK")
-        while True:
-            with open("/proc/stat") as stat:
-                fields = [int(x) for x in stat.readline().split()[1:]]
-            idle = fields[3] + fields[4]  # idle, iowait
-            self.samples.append((time.monotonic(), (sum(fields[:8]) - idle) / tick))
-            if self._stop.wait(0.1):
-                return
-
-    def busy_between(self, start: float, end: float) -> float:
-        """Busy CPU seconds from start to end (interpolated between samples)."""
-        return self._at(end) - self._at(start)
-
-    def _at(self, t: float) -> float:
-        for (t0, b0), (t1, b1) in zip(self.samples, self.samples[1:]):
-            if t0 <= t <= t1:
-                return b0 + (b1 - b0) * (t - t0) / max(t1 - t0, 1e-9)
-        return self.samples[-1][1] if t > self.samples[-1][0] else self.samples[0][1]
 
 
 def peak_in_flight(requests) -> int:

@@ -27,11 +27,23 @@ MODEL = "openai/fake-vl"
 PREFECT_PORT = 4294
 
 
-class Sampler:
-    """Every `every_s`: this process's CPU seconds (user + system, all threads)."""
+def process_cpu() -> float:
+    """This process's CPU seconds (user + system, all threads)."""
+    return sum(os.times()[:2])
 
-    def __init__(self, every_s: float = 0.005):
-        self.every_s = every_s
+
+def machine_busy_cpu() -> float:
+    """This machine's busy CPU seconds, all processes (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:8]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class Sampler:
+    """Every `every_s`: CPU seconds as `read` counts them (default: this process's)."""
+
+    def __init__(self, every_s: float = 0.005, read=process_cpu):
+        self.every_s, self.read = every_s, read
         self.cpu: list[tuple[float, float]] = []
         self._stop = threading.Event()
 
@@ -46,7 +58,7 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
-            self.cpu.append((time.monotonic(), sum(os.times()[:2])))
+            self.cpu.append((time.monotonic(), self.read()))
 
     def cpu_between(self, start: float, end: float) -> float:
         inside = [c for t, c in self.cpu if start <= t <= end]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from bench import baselines
@@ -231,3 +233,22 @@ def test_the_page_links_its_plots_from_wherever_it_is_written(tmp_path):
     above = page(runs, system, results, tmp_path / "benchmark.md")
     assert "](./recall-vs-calls-896.png)" in beside and "](./misses.png)" in beside
     assert "](bench-results/recall-vs-calls-896.png)" in above
+
+
+@pytest.mark.parametrize("read", ["process_cpu", "machine_busy_cpu"])
+def test_the_cpu_samplers_count_a_busy_loop_and_nothing_outside_the_window(read):
+    import time
+
+    from bench import throughput
+
+    with throughput.Sampler(0.02, getattr(throughput, read)) as sampler:
+        time.sleep(0.2)
+        start = time.monotonic()
+        while time.monotonic() - start < 0.4:
+            pass
+        end = time.monotonic()
+        time.sleep(0.2)
+    # the loop's own CPU is in the window (the machine's busy time includes this process)
+    assert 0.3 <= sampler.cpu_between(start, end) <= 0.4 * (os.cpu_count() or 1) + 0.1
+    if read == "process_cpu":  # other processes may keep the machine busy after the loop
+        assert sampler.cpu_between(end + 0.05, end + 0.15) < 0.05
