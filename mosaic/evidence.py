@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -248,6 +249,8 @@ def look_locally(image: Image.Image, place: tuple[Box, float], which: Sequence[s
         box = (round(x0 + (max(min(xs), GAP) - GAP) / fit), round(y0 + (max(min(ys), GAP) - GAP) / fit),
                round(x0 + (min(max(xs), GAP + crop.width) - GAP) / fit),
                round(y0 + (min(max(ys), GAP + crop.height) - GAP) / fit))
+        if not area(box):  # in the grey margin only
+            continue
         regions.append(box)
         if read and item[1].strip() and float(item[2]) >= READ_SCORE:
             lines.append((item[1].strip(), round(float(item[2]), 3), box))
@@ -258,6 +261,7 @@ def _by32(side: int) -> int:
     return -(-side // 32) * 32
 
 
+_LOOKING = threading.Lock()
 Found = dict[str, str]  # what the witnesses found, by found_key(witness, image, place): JSON, passed between steps
 
 
@@ -273,13 +277,14 @@ def looks(image: Callable[[], Image.Image], image_sha256: str, places: Sequence[
     image = functools.cache(image)  # read and checked once for all the places
     for place in dict.fromkeys(places):
         keys = {which: found_key(which, image_sha256, place) for which in on}
-        for key in keys.values():
-            if key not in found and (kept := blobs.get_plan(key)) is not None:
-                found[key] = kept
-        wanted = [which for which, key in keys.items() if key not in found]
-        for which, result in (look_locally(image(), place, wanted) if wanted else {}).items():
-            found[keys[which]] = json.dumps(result)
-            blobs.put_plan(keys[which], found[keys[which]])
+        with _LOOKING:  # steps that want one place at once (a tile's view and its seams') wait for one look
+            for key in keys.values():
+                if key not in found and (kept := blobs.get_plan(key)) is not None:
+                    found[key] = kept
+            wanted = [which for which, key in keys.items() if key not in found]
+            for which, result in (look_locally(image(), place, wanted) if wanted else {}).items():
+                found[keys[which]] = json.dumps(result)
+                blobs.put_plan(keys[which], found[keys[which]])
     result = {which: [json.loads(found[found_key(which, image_sha256, p)]) for p in places] for which in on}
     regions = result.get("detector")
     lines = result.get("reader")

@@ -181,7 +181,14 @@ def test_a_whole_tile_is_looked_at_once_for_every_step_that_needs_it(street, tmp
     assert [place for _, place in looked] == [tile, sign] and second[1] == first[0]
 
 
-def test_a_place_is_read_on_a_canvas_of_its_own_size_where_its_text_is(street, tmp_path, monkeypatch):
+@pytest.mark.parametrize("place, canvas", [
+    (((60, 60, 380, 190), 1.5), (320, 576)),  # enlarged: 195 + 2 * 48 by 480 + 2 * 48, up to multiples of 32
+    (((95, 95, 335, 140), 1.0), (160, 352)),  # tight round the text, as it is
+    (((0, 40, 1200, 200), 2.0), (352, 1984)),  # too wide at 2x: shrunk to fit 1984 px
+    (((0, 80, 1200, 160), 2.0), (224, 1984)),  # wider than 8:1, which RapidOCR letterboxes
+])
+def test_a_place_is_read_on_a_canvas_of_its_own_size_and_found_where_its_text_is(street, tmp_path, monkeypatch,
+                                                                                   place, canvas):
     from mosaic import evidence
     from mosaic.offline import reader
 
@@ -191,15 +198,17 @@ def test_a_place_is_read_on_a_canvas_of_its_own_size_where_its_text_is(street, t
 
     def spied(at_own_size=False):
         engine = real(at_own_size)
-        return lambda picture, **options: shown.append((at_own_size, picture.shape)) or engine(picture, **options)
+        return lambda picture, **options: shown.append((at_own_size, picture.shape[:2])) or engine(picture, **options)
 
     monkeypatch.setattr(reader, "_ocr", spied)
-    sign = ((60, 60, 380, 190), 1.5)  # 320 x 130 px, enlarged 1.5 times
-    look = evidence.looks(lambda: img, "street", [sign], ("detector", "reader"), BlobStore(tmp_path / "blobs"))[0]
-    assert shown == [(True, (320, 576, 3))]  # 195 + 2 * 48 and 480 + 2 * 48, up to multiples of 32
+    look = evidence.looks(lambda: img, "street", [place], ("detector", "reader"), BlobStore(tmp_path / "blobs"))[0]
+    assert shown == [(True, canvas)]
+    engine = real(True)
+    assert getattr(engine, "engine", engine).text_det.limit_type == "max"  # a small canvas is not enlarged
     (line,) = look.lines
-    x0, y0, x1, y1 = line.box  # in the image's pixels, where the text was drawn at (100, 100)
-    assert line.text == "KARUMEDO" and 90 <= x0 <= 105 and 90 <= y0 <= 110 and 260 <= x1 <= 320 and y1 <= 140
+    x0, y0, x1, y1 = line.box  # in the image's pixels: the text was drawn at (100, 100), about 170 x 30
+    assert line.text == "KARUMEDO" and 95 <= x0 <= 106 and 100 <= y0 <= 112 and 260 <= x1 <= 280 and 126 <= y1 <= 140
+    assert look.regions == [line.box]
 
 
 def test_one_detection_serves_both_witnesses_and_each_finds_what_it_finds_alone(street, tmp_path, monkeypatch):
@@ -208,17 +217,16 @@ def test_one_detection_serves_both_witnesses_and_each_finds_what_it_finds_alone(
 
     img, _ = street
     passes = []
-    real = reader._ocr()
+    real = reader._ocr
 
-    def counted(*args, **kwargs):
-        passes.append(kwargs.get("use_rec"))
-        return real(*args, **kwargs)
+    def counted(at_own_size=False):
+        engine = real(at_own_size)
+        return lambda *args, **kwargs: passes.append((at_own_size, kwargs.get("use_rec"))) or engine(*args, **kwargs)
 
-    monkeypatch.setattr(reader, "_ocr", lambda at_own_size=False: counted)
+    monkeypatch.setattr(reader, "_ocr", counted)
     places = [((60, 60, 380, 190), 1.0), ((650, 450, 990, 610), 1.0), ((400, 300, 560, 360), 2.0)]
     both = evidence.looks(lambda: img, "street", places, ("detector", "reader"), BlobStore(tmp_path / "both"))
-    canvases = len(passes)
-    assert canvases >= 1 and passes == [True] * canvases  # not a detector pass and a reader pass per canvas
+    assert passes == [(True, True)] * 3  # one look per place, not a detector pass and a reader pass each
     alone = {w: evidence.looks(lambda: img, "street", places, (w,), BlobStore(tmp_path / w)) for w in ("detector", "reader")}
     assert [look.regions for look in both] == [look.regions for look in alone["detector"]]
     assert [look.lines for look in both] == [look.lines for look in alone["reader"]]
@@ -260,7 +268,7 @@ def test_a_seam_reading_with_no_place_is_looked_for_in_each_of_its_tiles_whole_a
                 Reading(text="OPEN LATE", views=["r1c1|r1c2"], tiles=["r1c1", "r1c2"])]
     got = witness(readings, lambda: img, plan, BlobStore(tmp_path / "blobs"))
     wholes = [place for _, place in looked if place[1] == 1.0 and place[0][2] - place[0][0] >= 600]
-    # each tile once, as it is: not their hull as a third look (1200 px wide, and shrunk on a canvas of its own)
+    # each tile once, as it is: not their hull as a third look
     assert sorted(wholes) == [((0, 0, 600, 800), 1.0), ((600, 0, 1200, 800), 1.0)]
     seam = next(r for r in got if r.text == "OPEN LATE")
     assert seam.status == "unconfirmed" and "KARUMEDO" in seam.variants[0]
