@@ -78,7 +78,7 @@ def batch_on_dask(work: Path, spec: str | None = None) -> dict:
     bound = sum(r.finished - r.started for r in every) / (2 * SLOTS) if spec else calls * LATENCY_S / (2 * SLOTS)
     peak = {name: peak_in_flight(rs) for name, rs in answered.items()}
     start = min(r.started for r in every)
-    cpu_busy = cpu.cpu_between(start, start + span)
+    cpu_busy, cores = cpu.cpu_between(start, start + span), os.cpu_count() or 1
     busy = [round(sum(max(0.0, min(r.finished, start + t + 1) - max(r.started, start + t)) for r in every), 1)
             for t in range(int(span) + 1)]  # slots busy in each second of the span
     return {
@@ -88,10 +88,14 @@ def batch_on_dask(work: Path, spec: str | None = None) -> dict:
         "peak_in_flight_by_server": peak, "latency_s": latency or None, "backend": spec or "fake VLM", "slots_per_server": SLOTS,
         "backend_span_s": round(span, 2), "bound_s": round(bound, 2), "span_over_bound": round(span / bound, 3),
         "command_s": round(elapsed, 1), "batch_s": summary["totals"]["seconds"], "busy_slots_by_second": busy,
-        "cpus": os.cpu_count(), "cpu_busy_in_span_s": round(cpu_busy, 1), "cpu_bound_s": round(cpu_busy / (os.cpu_count() or 1), 2),
-        "span_over_cpu_bound": round(span / max(bound, cpu_busy / (os.cpu_count() or 1)), 3),
+        "cpus": cores, "cpu_busy_in_span_s": round(cpu_busy, 1), "cpu_bound_s": round(cpu_busy / cores, 2),
+        "span_over_cpu_bound": round(span / max(bound, cpu_busy / cores), 3),
     }
 
+
+def busy_share(d: dict) -> int:
+    """The cores' busy time in the span, in percent."""
+    return round(100 * d["cpu_busy_in_span_s"] / (d["backend_span_s"] * d["cpus"]))
 
 
 def peak_in_flight(requests) -> int:
@@ -157,8 +161,7 @@ def _rows(d: dict) -> list[str]:
         + (f" (median of {len(d['span_over_bound_runs'])} runs: {', '.join(map(str, d['span_over_bound_runs']))})"
            if "span_over_bound_runs" in d else "") + f" | ≤ 1.3 {'✓' if d['span_over_bound'] <= 1.3 else '✗'} |",
         f"| this machine's CPU busy in that span (all processes) | {d['cpu_busy_in_span_s']} s of "
-        f"{round(d['backend_span_s'] * d['cpus'], 1)} "
-        f"({round(100 * d['cpu_busy_in_span_s'] / (d['backend_span_s'] * d['cpus']))}%): {d['cpu_bound_s']} s on "
+        f"{round(d['backend_span_s'] * d['cpus'], 1)} ({busy_share(d)}%): {d['cpu_bound_s']} s on "
         f"its cores; the span is **{d['span_over_cpu_bound']}×** the larger of that and the calls' bound | |",
         f"| whole command (Dask cluster start, Prefect, {d['images']} images) | {d['command_s']} s | |",
     ]
@@ -176,8 +179,8 @@ def render(result: dict) -> str:
         "| figure | value | target |", "|---|---|---|",
         *_rows(d), "",
         f"Busy slots of 4 in each second of the median run's span (servers' logs): {' '.join(map(str, d['busy_slots_by_second']))}. "
-        "The calls are not the bound here: in the span this machine's two cores were busy "
-        f"{round(100 * d['cpu_busy_in_span_s'] / (d['backend_span_s'] * d['cpus']))}% of the time, with the Dask "
+        f"The calls are not the bound here: in the span this machine's two cores were busy {busy_share(d)}% of the "
+        "time, with the Dask "
         "workers (a Prefect task run each costs a worker and the Prefect server CPU), Mosaic's own local work "
         "(decoding, text detection, the views' crops, the witnesses' OCR, whose backlog is the tail after the last "
         "calls) and the Prefect server. With the cores busy nearly the whole span, less local work, not other "
