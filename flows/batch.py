@@ -17,14 +17,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from mosaic.batch import batch_images, summary
 from mosaic.context import RunContext
-from mosaic.driver import Job, drive, jobs_of, servers_for
+from mosaic.driver import Job, jobs_of
 from mosaic.schema import DEFAULT_PHASES
 from mosaic.settings import load_settings
 from mosaic_tasks import synthesis_not_attempted
 from mosaic_tasks.artifacts import batch_progress, batch_summary
-from mosaic_tasks.limits import leased_servers
 
-from .executor import PrefectExecutor, untagged_tasks
+from .executor import PrefectExecutor, drive_leased
 from .review import TASK_WORKERS
 from .temporary_server import temporary_server_env
 
@@ -85,15 +84,9 @@ def review_batch(
                 synthesis_not_attempted.with_options(task_run_name=f"{job.name}/synthesize-{tile}")(
                     tile, views, return_state=True)
 
-    # The batch holds every slot of each server's Prefect limit (leased_servers), so other runs wait instead of
-    # overloading them, and gives each call its server and slot itself, wherever the task runs.
-    slots = ctx.server_slots if ctx.backend.pooled else ctx.concurrency
     try:
-        with leased_servers(ctx.backend, slots, logger.info) as held, untagged_tasks():
-            pooled = ctx.backend.pooled
-            in_flight = min(ctx.concurrency, held * len(ctx.backend.addresses)) if pooled else held
-            drive(jobs, executor, in_flight=in_flight, servers=servers_for(ctx, held), memo=ctx.memo,
-                  open_at_once=open_at_once, per_task=works_per_task, remember=carry_images, on_change=on_change)
+        drive_leased(jobs, executor, ctx, logger.info, open_at_once=open_at_once, per_task=works_per_task,
+                     remember=carry_images, on_change=on_change)
     finally:
         ctx.discard_scratch()
     result = summary(jobs, time.monotonic() - started)

@@ -13,7 +13,7 @@ from prefect.utilities.annotations import quote
 
 from mosaic import evidence
 from mosaic.context import RunContext
-from mosaic.driver import Job, run_settings
+from mosaic.driver import Job, drive, run_settings, servers_for
 from mosaic.engine import Review, Work
 from mosaic.pipeline import report_dir_name
 from mosaic.schema import FinalReport
@@ -21,6 +21,7 @@ from mosaic.second_look import for_run
 from mosaic.settings import Settings
 from mosaic.steps import perform
 from mosaic_tasks import STEP_TASKS, prepare_image, save_report
+from mosaic_tasks.limits import leased_servers
 
 
 def untagged_tasks() -> TagsContext:
@@ -28,6 +29,17 @@ def untagged_tasks() -> TagsContext:
     concurrency limit for every tagged task run, a round trip to its server that now and then cost 2.4 s of a task's
     start (one start in eight, measured) while the backend waited."""
     return TagsContext(current_tags=set())
+
+
+def drive_leased(jobs: list[Job], executor: PrefectExecutor, ctx: RunContext, say, **options) -> None:
+    """mosaic.driver.drive within a flow run: the run holds its share of each server's Prefect limit for its whole
+    length (leased_servers: other runs wait instead of overloading the servers) and gives every call its server and
+    slot itself, wherever the task runs (a slot taken from the Prefect server per call costs more than a fast
+    server's answer). A shared limit lower than asked lowers the calls in flight, and is said."""
+    pooled = ctx.backend.pooled
+    with leased_servers(ctx.backend, ctx.server_slots if pooled else ctx.concurrency, say) as held, untagged_tasks():
+        in_flight = min(ctx.concurrency, held * len(ctx.backend.addresses)) if pooled else held
+        drive(jobs, executor, in_flight=in_flight, servers=servers_for(ctx, held), memo=ctx.memo, **options)
 
 
 class PrefectExecutor:

@@ -13,16 +13,15 @@ from prefect.utilities.annotations import quote
 
 from mosaic.backend import Backend
 from mosaic.context import RunContext
-from mosaic.driver import Job, drive, planned_line, servers_for
+from mosaic.driver import Job, planned_line
 from mosaic.errors import RunFailed
 from mosaic.progress import Progress
 from mosaic.schema import DEFAULT_PHASES
 from mosaic.settings import load_settings
 from mosaic_tasks import prepare_image, synthesis_not_attempted
 from mosaic_tasks.artifacts import RunArtifacts, retry_hint
-from mosaic_tasks.limits import leased_servers
 
-from .executor import PrefectExecutor, untagged_tasks
+from .executor import PrefectExecutor, drive_leased, untagged_tasks
 
 
 def _run_name() -> str:
@@ -80,13 +79,7 @@ def review_image(
                 bar.show(job.review)
                 artifacts.tiles_done(len(job.review.reports))
 
-            # The run holds its share of each server's Prefect limit and gives every call its server and slot itself:
-            # a slot taken from the Prefect server per call costs more than a fast server's answer.
-            slots = ctx.concurrency if not ctx.backend.pooled else ctx.server_slots
-            with leased_servers(ctx.backend, slots, say) as held:
-                in_flight = held if not ctx.backend.pooled else min(ctx.concurrency, held * len(ctx.backend.addresses))
-                drive([job], executor, in_flight=in_flight, servers=servers_for(ctx, held), memo=ctx.memo,
-                      per_task=works_per_task, on_change=on_change)
+            drive_leased([job], executor, ctx, say, per_task=works_per_task, on_change=on_change)
             for tile, views in review.blocked:  # a final state in the UI, named after its tile, instead of NotReady
                 synthesis_not_attempted(tile, views, return_state=True)
             bar.close()

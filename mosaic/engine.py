@@ -141,7 +141,25 @@ class Review:
     def done(self, step: Work, outcome: Outcome) -> None:
         """A step's outcome (after its retries)."""
         self.outcomes[step.name] = outcome
-        self._SETTLE[step.kind](self, step, outcome)
+        match step.kind:
+            case "orientation" if outcome.ok:
+                self.orientation = outcome.replies[0].content
+            case "view":
+                self._settle_view(step, outcome)
+            case "look":
+                if not outcome.ok:
+                    self.notes.append(f"no second look: {outcome.error}")
+                for view in outcome.views:
+                    self.add_view(view)
+            case "synthesis" if outcome.ok:
+                tile = self._view(step.target)
+                self.reports[tile.id] = pipeline.make_tile_report(self.plan, tile, self._observations(tile),
+                                                                  outcome.replies[0])
+            case "evidence" if not outcome.ok:
+                self.notes.append(f"no witnesses: {outcome.error}")
+            case "final" if outcome.ok:
+                self.review = outcome.replies[0].content
+            # regions and view-witness: what their witnesses found is in the outcome, for the steps after (_found)
         for tile in self._tiles_ready():
             if not self.plan.needs_synthesis(tile):
                 self.reports[tile.id] = pipeline.make_tile_report(self.plan, tile, self._observations(tile), None)
@@ -368,10 +386,6 @@ class Review:
                 ready.append(tile)
         return ready
 
-    def _settle_orientation(self, step: Work, outcome: Outcome) -> None:
-        if outcome.ok:
-            self.orientation = outcome.replies[0].content
-
     def _settle_view(self, step: Work, outcome: Outcome) -> None:
         view = self._view(step.target)
         if not outcome.ok:
@@ -386,35 +400,6 @@ class Review:
             self._to_witness[view.id] = readings
         if self._follow_up:
             self._follow_up(self, view, self.observed[view.id])
-
-    def _settle_look(self, step: Work, outcome: Outcome) -> None:
-        if not outcome.ok:
-            self.notes.append(f"no second look: {outcome.error}")
-        for view in outcome.views:
-            self.add_view(view)
-
-    def _settle_synthesis(self, step: Work, outcome: Outcome) -> None:
-        if outcome.ok:
-            tile = self._view(step.target)
-            self.reports[tile.id] = pipeline.make_tile_report(self.plan, tile, self._observations(tile),
-                                                              outcome.replies[0])
-
-    def _settle_evidence(self, step: Work, outcome: Outcome) -> None:
-        if not outcome.ok:
-            self.notes.append(f"no witnesses: {outcome.error}")
-
-    def _settle_final(self, step: Work, outcome: Outcome) -> None:
-        if outcome.ok:
-            self.review = outcome.replies[0].content
-
-    def _settle_found(self, step: Work, outcome: Outcome) -> None:
-        """Nothing to take but what was found (in the outcome): a view's witnesses' findings or the text-like
-        regions, for the second look and the evidence, which witness every reading again (one that failed here is
-        witnessed there) and find the regions themselves where that failed."""
-
-    _SETTLE = {"orientation": _settle_orientation, "regions": _settle_found, "view": _settle_view,
-               "view-witness": _settle_found, "look": _settle_look,
-               "synthesis": _settle_synthesis, "evidence": _settle_evidence, "final": _settle_final}
 
     # --- inside ------------------------------------------------------------------------------------------------
 

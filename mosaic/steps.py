@@ -36,7 +36,7 @@ def perform(works: list[Work], ctx: RunContext, addresses: list[str] | None = No
         for sha, data in carried.items():
             if not blobs.has(sha):
                 blobs.put(data)
-    local = {"regions": found_regions, "look": closer_look, "evidence": witnessed, "view-witness": witnessed}
+    local = {"regions": found_regions, "look": witnessed, "evidence": witnessed, "view-witness": witnessed}
     outcomes = [local[w.kind](w, ctx.blobs) if w.kind in local else ask(w, ctx, addresses, log) for w in works]
     if any(not o.ok for o in outcomes):
         raise StepsFailed(outcomes)
@@ -89,28 +89,19 @@ def retry_wait(error: BackendError, attempt: int, delay_s: float, failover: bool
     return delay_s * 2**attempt * random.uniform(0.8, 1.2)
 
 
-def closer_look(work: Work, blobs: BlobStore) -> Outcome:
-    """The second look's views: first of the readings worth one more look (witnessed first: one probably not in
-    the image is not looked at again), then, within the cap, of text-like regions no view read; each crop cut,
-    stored and named (d1, d2, …)."""
-    found = dict(work.found)
-    try:
-        readings = evidence.witness(work.readings, pipeline.original_image(work.plan), work.plan, blobs,
-                                    work.witnesses, work.similarity, found)
-        return Outcome(views=closer_views(work.plan, readings, work.look, work.room, blobs, found), found=found)
-    except BadImage as e:  # the file changed or went away since the plan was made
-        return Outcome(error=e)
-
-
 def witnessed(work: Work, blobs: BlobStore) -> Outcome:
     """The readings with their independent witnesses (mosaic.evidence) and what those found; looks are kept, so a
-    rerun redoes none."""
+    rerun redoes none. The second look plans its views from them: first of the readings worth one more look
+    (witnessed first: one probably not in the image is not looked at again), then, within the cap, of text-like
+    regions no view read; each crop cut, stored and named (d1, d2, …)."""
     found = dict(work.found)
     try:
         readings = evidence.witness(work.readings, pipeline.original_image(work.plan), work.plan, blobs,
                                     work.witnesses, work.similarity, found)
+        if work.kind == "look":
+            return Outcome(views=closer_views(work.plan, readings, work.look, work.room, blobs, found), found=found)
         return Outcome(readings=readings, found=found)
-    except BadImage as e:
+    except BadImage as e:  # the file changed or went away since the plan was made
         return Outcome(error=e)
 
 
