@@ -41,7 +41,7 @@ def litellm_completion(call: ModelCall, messages: list[dict], api_key: str | Non
     """LiteLLM's completion; the answer's JSON Schema goes as response_format (Ollama's format, the OpenAI-style
     servers' structured output) unless this backend refused it before."""
     request = dict(model=call.model, messages=messages, api_base=call.api_base, api_key=api_key, timeout=timeout_s,
-                   num_retries=0,  # retries belong to the driver (a Prefect task's retries), one layer only
+                   num_retries=0,  # retries belong to mosaic.steps.ask, one layer only
                    **call.options)
     backend = (call.model, call.api_base)
     if call.response_schema is not None and backend not in REFUSED_SCHEMA:
