@@ -252,3 +252,12 @@ def test_the_cpu_samplers_count_a_busy_loop_and_nothing_outside_the_window(read)
     assert 0.3 <= sampler.cpu_between(start, end) <= (end - start) * (os.cpu_count() or 1) + 0.1
     if read == "process_cpu":  # other processes may keep the machine busy after the loop
         assert sampler.cpu_between(end + 0.05, end + 0.15) < 0.05
+
+
+def test_the_span_is_measured_against_the_cores_when_they_are_the_bound():
+    from bench.span import cpu_view
+
+    cpu_bound = cpu_view({"span_s": 10.0, "bound_s": 2.0}, busy_s=16.0, cpus=2)  # 8 s on each core
+    assert cpu_bound == {"cpus": 2, "cpu_busy_in_span_s": 16.0, "cpu_busy_share": 0.8, "span_over_cpu_bound": 1.25}
+    calls_bound = cpu_view({"span_s": 10.0, "bound_s": 5.0}, busy_s=2.0, cpus=2)
+    assert calls_bound["span_over_cpu_bound"] == 2.0 and calls_bound["cpu_busy_share"] == 0.1
