@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.backend import BackendProcess
-from bench.throughput import Sampler, machine_busy_cpu
+from bench.throughput import Sampler, cpu_view, machine_busy_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "bench"
@@ -78,7 +78,8 @@ def batch_on_dask(work: Path, spec: str | None = None) -> dict:
     bound = sum(r.finished - r.started for r in every) / (2 * SLOTS) if spec else calls * LATENCY_S / (2 * SLOTS)
     peak = {name: peak_in_flight(rs) for name, rs in answered.items()}
     start = min(r.started for r in every)
-    cpu_busy, cores = cpu.cpu_between(start, start + span), os.cpu_count() or 1
+    against_cores = cpu_view({"span_s": span, "bound_s": bound}, cpu.cpu_between(start, start + span),
+                             os.cpu_count() or 1)
     busy = [round(sum(max(0.0, min(r.finished, start + t + 1) - max(r.started, start + t)) for r in every), 1)
             for t in range(int(span) + 1)]  # slots busy in each second of the span
     return {
@@ -88,14 +89,13 @@ def batch_on_dask(work: Path, spec: str | None = None) -> dict:
         "peak_in_flight_by_server": peak, "latency_s": latency or None, "backend": spec or "fake VLM", "slots_per_server": SLOTS,
         "backend_span_s": round(span, 2), "bound_s": round(bound, 2), "span_over_bound": round(span / bound, 3),
         "command_s": round(elapsed, 1), "batch_s": summary["totals"]["seconds"], "busy_slots_by_second": busy,
-        "cpus": cores, "cpu_busy_in_span_s": round(cpu_busy, 1), "cpu_bound_s": round(cpu_busy / cores, 2),
-        "span_over_cpu_bound": round(span / max(bound, cpu_busy / cores), 3),
+        **against_cores, "cpu_bound_s": round(against_cores["cpu_busy_in_span_s"] / against_cores["cpus"], 2),
     }
 
 
 def busy_share(d: dict) -> int:
     """The cores' busy time in the span, in percent."""
-    return round(100 * d["cpu_busy_in_span_s"] / (d["backend_span_s"] * d["cpus"]))
+    return round(100 * d["cpu_busy_share"])
 
 
 def peak_in_flight(requests) -> int:

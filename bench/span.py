@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.throughput import cpu_view
+
 ROOT = Path(__file__).resolve().parents[1]
 LATENCY, SLOTS, CONCURRENCY = 0.5, 4, 4
 
@@ -31,13 +33,6 @@ def scene(folder: Path, seed: int = 911) -> str:
     if not path.exists():
         make_scene(seed, 4000, 3000).image.save(path, compress_level=1)
     return str(path)
-
-
-def cpu_view(view: dict, busy_s: float, cpus: int) -> dict:
-    """The cores' busy time in the span, and the span over the larger of the calls' bound and that time over them."""
-    cpu_bound = busy_s / cpus
-    return {"cpus": cpus, "cpu_busy_in_span_s": round(busy_s, 2), "cpu_busy_share": round(cpu_bound / view["span_s"], 2),
-            "span_over_cpu_bound": round(view["span_s"] / max(view["bound_s"], cpu_bound), 3)}
 
 
 def server_view(requests, latency: float, slots: int) -> dict:

@@ -39,6 +39,13 @@ def machine_busy_cpu() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_view(view: dict, busy_s: float, cpus: int) -> dict:
+    """The cores' busy time in the span, and the span over the larger of the calls' bound and that time over them."""
+    cpu_bound = busy_s / cpus
+    return {"cpus": cpus, "cpu_busy_in_span_s": round(busy_s, 2), "cpu_busy_share": round(cpu_bound / view["span_s"], 2),
+            "span_over_cpu_bound": round(view["span_s"] / max(view["bound_s"], cpu_bound), 3)}
+
+
 class Sampler:
     """Every `every_s`: CPU seconds as `read` counts them (default: this process's)."""
 

@@ -758,6 +758,7 @@ def dump_ground_truth(gt: dict[str, Any]) -> str:
     lines.append("}")
     return "\n".join(lines) + "\n"
 
+
 def make_photo(path: Path, size=(1200, 800), mode="RGB", fmt=None, **save) -> Path:
     """A photo with texture everywhere, so no tile or seam is blank (blank views are not asked anything)."""
     noise = np.random.default_rng(size[0] * 7 + size[1]).integers(0, 90, (size[1], size[0], 3), dtype=np.uint8)
@@ -798,4 +799,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
-
